@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that fwcluster needs, only those that are missing.
+# Safe to run any number of times; needs root on Debian 12.
+set -euo pipefail
+
+PACKAGES=(
+  iproute2 iptables nftables          # namespaces, links, steering, NFQUEUE rules, kernel baseline
+  libnetfilter-queue-dev              # headers NetfilterQueue builds against
+  nginx-light                         # the study's web server (1-byte index.html)
+  redis-server                        # the shared state store
+  curl iputils-ping tcpdump procps psmisc  # real clients and captures for demo and tests
+  build-essential python3-dev python3-venv # to build the virtualenv and C extensions
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  [[ "$p" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-system: missing Debian packages (${missing[*]}); run as root" >&2
+  exit 1
+fi
+echo "install-system: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts the services on install; the testbed runs its own copies inside namespaces.
+for svc in nginx redis-server; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  fi
+done

@@ -1,0 +1,1 @@
+"""The `fwcluster` command line."""

@@ -1,0 +1,255 @@
+"""The one TOML configuration file: load it and validate every field before anything starts.
+
+A mistake is a :class:`ConfigError` whose message names the field and what it allows, on one
+line, so the command line can print it and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fwcluster.core.rules import ACTION_BY_NAME, PROTO_BY_NAME, Action, Network, Rule, RuleSet
+from fwcluster.core.timeouts import Timeouts
+from fwcluster.statetable.settings import Access, Confirm, SyncLevel, SyncSettings
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class ConfigError(Exception):
+    """A configuration mistake; the message is one line naming the field."""
+
+
+class SteeringKind(StrEnum):
+    SYMMETRIC = "symmetric"  # nft symhash: both directions of a flow cross one instance
+
+
+@dataclass(frozen=True, slots=True)
+class ConntrackConfig:
+    max_flows: int = 262_144
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True, slots=True)
+class SteeringConfig:
+    kind: SteeringKind = SteeringKind.SYMMETRIC
+    buckets: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    ruleset: RuleSet = field(default_factory=RuleSet)
+    conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
+    steering: SteeringConfig = field(default_factory=SteeringConfig)
+    source: str = "<defaults>"
+
+
+# The configuration the testbed and the demo use when no file is given: the study's workload
+# (HTTP to the server) is allowed, everything else that would open a connection is dropped.
+DEFAULT_TOML = """\
+[sync]
+level = "established"   # none | established | full
+access = "dirty"        # dirty | clean
+confirm = "async"       # async | sync
+
+[policy]
+default = "drop"        # accept | drop | reject
+
+[[rules]]
+action = "accept"
+proto = "tcp"
+dst = ["198.18.0.0/15", "2001:2::/48"]
+dport = 80
+"""
+
+_TOP = ("sync", "policy", "rules", "conntrack", "steering")
+_RULE_FIELDS = ("action", "proto", "src", "dst", "sport", "dport", "comment")
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a config file; ``None`` gives the built-in default."""
+    if path is None:
+        return parse_config(tomllib.loads(DEFAULT_TOML), "<defaults>")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse_config(data, str(p))
+
+
+def parse_config(data: dict[str, Any], source: str) -> Config:
+    try:
+        _only(data, _TOP, "")
+        return Config(
+            sync=_sync(_table(data, "sync")),
+            ruleset=_ruleset(_table(data, "policy"), data.get("rules", [])),
+            conntrack=_conntrack(_table(data, "conntrack")),
+            steering=_steering(_table(data, "steering")),
+            source=source,
+        )
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _only(table: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            name = f"{where}.{key}" if where else key
+            raise ConfigError(f"unknown field {name!r} (allowed: {', '.join(allowed)})")
+
+
+def _table(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: expected a table [{name}], got {type(value).__name__}")
+    return value
+
+
+def _choice(table: dict[str, Any], where: str, key: str, enum: type[E], default: E) -> E:
+    value = table.get(key, default.value)
+    allowed = [e.value for e in enum]
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(f"{where}.{key}: {value!r} is not allowed (allowed: {' | '.join(allowed)})")
+    return enum(value)
+
+
+def _sync(t: dict[str, Any]) -> SyncSettings:
+    _only(t, ("level", "access", "confirm"), "sync")
+    return SyncSettings(
+        level=_choice(t, "sync", "level", SyncLevel, SyncLevel.ESTABLISHED),
+        access=_choice(t, "sync", "access", Access, Access.DIRTY),
+        confirm=_choice(t, "sync", "confirm", Confirm, Confirm.ASYNC),
+    )
+
+
+def _action(value: Any, where: str) -> Action:
+    if not isinstance(value, str) or value not in ACTION_BY_NAME:
+        raise ConfigError(f"{where}: {value!r} is not allowed (allowed: {' | '.join(ACTION_BY_NAME)})")
+    return ACTION_BY_NAME[value]
+
+
+def _ruleset(policy: dict[str, Any], rules: Any) -> RuleSet:
+    _only(policy, ("default",), "policy")
+    default = _action(policy.get("default", "drop"), "policy.default")
+    if not isinstance(rules, list):
+        raise ConfigError("rules: expected an array of tables [[rules]]")
+    return RuleSet(rules=tuple(_rule(r, f"rules[{i}]") for i, r in enumerate(rules)), default=default)
+
+
+def _rule(r: Any, where: str) -> Rule:
+    if not isinstance(r, dict):
+        raise ConfigError(f"{where}: expected a table")
+    _only(r, _RULE_FIELDS, where)
+    if "action" not in r:
+        raise ConfigError(f"{where}.action: missing (allowed: {' | '.join(ACTION_BY_NAME)})")
+    if "comment" in r and not isinstance(r["comment"], str):
+        raise ConfigError(f"{where}.comment: expected a string")
+    proto_name = r.get("proto", "any")
+    if not isinstance(proto_name, str) or proto_name not in PROTO_BY_NAME:
+        raise ConfigError(f"{where}.proto: {proto_name!r} is not allowed (allowed: {' | '.join(PROTO_BY_NAME)})")
+    proto = PROTO_BY_NAME[proto_name]
+    sport = _ports(r.get("sport"), f"{where}.sport")
+    dport = _ports(r.get("dport"), f"{where}.dport")
+    if (sport or dport) and proto_name not in ("tcp", "udp"):
+        raise ConfigError(f"{where}: sport/dport need proto = \"tcp\" or \"udp\", not {proto_name!r}")
+    return Rule(
+        action=_action(r["action"], f"{where}.action"),
+        proto=proto,
+        src=_networks(r.get("src"), f"{where}.src"),
+        dst=_networks(r.get("dst"), f"{where}.dst"),
+        sport=sport,
+        dport=dport,
+    )
+
+
+def _networks(value: Any, where: str) -> tuple[Network, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"{where}: empty list (leave the field out to match any address)")
+    nets: list[Network] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{where}: {item!r} is not an address or CIDR string")
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{where}: {item!r} is not an IPv4/IPv6 address or CIDR") from None
+    return tuple(nets)
+
+
+def _ports(value: Any, where: str) -> tuple[tuple[int, int], ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"{where}: empty list (leave the field out to match any port)")
+    out: list[tuple[int, int]] = []
+    for item in items:
+        out.append(_port_range(item, where))
+    return tuple(out)
+
+
+def _port_range(item: Any, where: str) -> tuple[int, int]:
+    bad = ConfigError(f"{where}: {item!r} is not a port (0-65535), a range \"a-b\" or a list of those")
+    if isinstance(item, bool):
+        raise bad
+    if isinstance(item, int):
+        first = last = item
+    elif isinstance(item, str):
+        parts = item.split("-")
+        if len(parts) == 1:
+            parts = [parts[0], parts[0]]
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise bad
+        first, last = int(parts[0]), int(parts[1])
+    else:
+        raise bad
+    if not (0 <= first <= last <= 65535):
+        raise bad
+    return first, last
+
+
+def _positive_int(t: dict[str, Any], where: str, key: str, default: int, lo: int, hi: int) -> int:
+    value = t.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{where}.{key}: {value!r} is not allowed (allowed: an integer {lo}..{hi})")
+    return value
+
+
+def _conntrack(t: dict[str, Any]) -> ConntrackConfig:
+    _only(t, ("max_flows", "timeouts"), "conntrack")
+    max_flows = _positive_int(t, "conntrack", "max_flows", 262_144, 1, 50_000_000)
+    tt = t.get("timeouts", {})
+    if not isinstance(tt, dict):
+        raise ConfigError("conntrack.timeouts: expected a table")
+    names = Timeouts.names()
+    _only(tt, names, "conntrack.timeouts")
+    values: dict[str, float] = {}
+    for key, value in tt.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10_000_000:
+            raise ConfigError(f"conntrack.timeouts.{key}: {value!r} is not allowed (allowed: seconds > 0)")
+        values[key] = float(value)
+    return ConntrackConfig(max_flows=max_flows, timeouts=Timeouts(**values))
+
+
+def _steering(t: dict[str, Any]) -> SteeringConfig:
+    _only(t, ("kind", "buckets"), "steering")
+    return SteeringConfig(
+        kind=_choice(t, "steering", "kind", SteeringKind, SteeringKind.SYMMETRIC),
+        buckets=_positive_int(t, "steering", "buckets", 64, 1, 4096),
+    )

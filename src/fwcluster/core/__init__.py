@@ -1,0 +1,1 @@
+"""The pure firewall core: bytes and time in, decision out. No sockets, no clocks, no store."""

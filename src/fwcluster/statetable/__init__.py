@@ -1,0 +1,1 @@
+"""The shared state table: local replica, sync policy and store backends."""

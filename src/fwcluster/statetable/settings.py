@@ -1,0 +1,38 @@
+"""The three run-time synchronization knobs of the shared state table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class SyncLevel(StrEnum):
+    """Which state transitions reach the store."""
+
+    NONE = "none"  # nothing is published
+    ESTABLISHED = "established"  # only into ESTABLISHED and into closing/removal
+    FULL = "full"  # every transition
+
+
+class Access(StrEnum):
+    """How a write reaches the store."""
+
+    DIRTY = "dirty"  # blind write, last writer wins
+    CLEAN = "clean"  # atomic conditional update: no lost update, never backwards
+
+
+class Confirm(StrEnum):
+    """When the verdict is given relative to the store write."""
+
+    ASYNC = "async"  # verdict now, write in the background
+    SYNC = "sync"  # hold the packet until the store confirms
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    level: SyncLevel = SyncLevel.ESTABLISHED
+    access: Access = Access.DIRTY
+    confirm: Confirm = Confirm.ASYNC
+
+    def as_dict(self) -> dict[str, str]:
+        return {"level": self.level.value, "access": self.access.value, "confirm": self.confirm.value}
