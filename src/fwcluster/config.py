@@ -17,7 +17,6 @@ from fwcluster.core.rules import ACTION_BY_NAME, PROTO_BY_NAME, Action, Network,
 from fwcluster.core.timeouts import Timeouts
 from fwcluster.statetable.settings import Access, Confirm, SyncLevel, SyncSettings
 
-
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -159,12 +158,14 @@ def _rule(r: Any, where: str) -> Rule:
         raise ConfigError(f"{where}.comment: expected a string")
     proto_name = r.get("proto", "any")
     if not isinstance(proto_name, str) or proto_name not in PROTO_BY_NAME:
-        raise ConfigError(f"{where}.proto: {proto_name!r} is not allowed (allowed: {' | '.join(PROTO_BY_NAME)})")
+        raise ConfigError(
+            f"{where}.proto: {proto_name!r} is not allowed (allowed: {' | '.join(PROTO_BY_NAME)})"
+        )
     proto = PROTO_BY_NAME[proto_name]
     sport = _ports(r.get("sport"), f"{where}.sport")
     dport = _ports(r.get("dport"), f"{where}.dport")
     if (sport or dport) and proto_name not in ("tcp", "udp"):
-        raise ConfigError(f"{where}: sport/dport need proto = \"tcp\" or \"udp\", not {proto_name!r}")
+        raise ConfigError(f'{where}: sport/dport need proto = "tcp" or "udp", not {proto_name!r}')
     return Rule(
         action=_action(r["action"], f"{where}.action"),
         proto=proto,
@@ -205,7 +206,7 @@ def _ports(value: Any, where: str) -> tuple[tuple[int, int], ...]:
 
 
 def _port_range(item: Any, where: str) -> tuple[int, int]:
-    bad = ConfigError(f"{where}: {item!r} is not a port (0-65535), a range \"a-b\" or a list of those")
+    bad = ConfigError(f'{where}: {item!r} is not a port (0-65535), a range "a-b" or a list of those')
     if isinstance(item, bool):
         raise bad
     if isinstance(item, int):

@@ -96,7 +96,9 @@ class RuleSet:
     rules: tuple[Rule, ...] = ()
     default: Action = Action.DROP
 
-    def evaluate(self, proto: int, version: int, src: int, dst: int, sport: int, dport: int) -> tuple[Action, int]:
+    def evaluate(
+        self, proto: int, version: int, src: int, dst: int, sport: int, dport: int
+    ) -> tuple[Action, int]:
         """Return the action and the index of the matching rule (-1 for the default policy)."""
         for i, rule in enumerate(self.rules):
             if rule.matches(proto, version, src, dst, sport, dport):

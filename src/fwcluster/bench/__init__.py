@@ -1,0 +1,1 @@
+"""Benchmarks: the core alone, the datapath on the testbed, and (later) the study's evaluation."""

@@ -1,0 +1,67 @@
+"""What the core returns for every packet: a verdict, why, and the flow's state change."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import NamedTuple
+
+from fwcluster.core.states import FlowState
+
+
+class Verdict(IntEnum):
+    ACCEPT = 0
+    DROP = 1
+    REJECT = 2  # drop, and answer the sender (TCP RST or ICMP unreachable)
+
+
+class Reason(IntEnum):
+    """Why a packet got its verdict. Counted per reason by the datapath."""
+
+    # accepted
+    TRACKED = 0  # valid packet of a tracked flow
+    RULE_ACCEPT = 1  # opens a flow; a rule (or the default policy) accepts it
+    RELATED = 2  # ICMP error quoting a tracked flow
+    IGNORED = 3  # the TCP table says "ignore" (sIG): passes, state unchanged, as in the kernel
+    # refused by policy
+    RULE_DROP = 10
+    RULE_REJECT = 11
+    TABLE_FULL = 12  # would open a flow, but the flow table is at its bound
+    # invalid: malformed packets
+    TRUNCATED = 20
+    BAD_VERSION = 21
+    BAD_HEADER_LENGTH = 22
+    BAD_TOTAL_LENGTH = 23
+    BAD_OPTIONS = 24
+    FRAGMENT = 25  # a fragment without its L4 header
+    UNKNOWN_PROTOCOL = 26
+    BAD_L4_HEADER = 27
+    # invalid: well-formed, but not allowed by the connection state
+    BAD_TCP_FLAGS = 30  # NULL, XMAS, FIN without ACK, SYN+FIN, ...
+    INVALID_TRANSITION = 31  # the TCP table says sIV for this state
+    NO_FLOW = 32  # cannot open a connection and belongs to none (SYN-ACK, bare ACK, echo reply, ...)
+    UNTRACKED_ICMP = 33  # ICMP type that neither opens a flow nor quotes one
+
+
+ACCEPT_REASONS = frozenset({Reason.TRACKED, Reason.RULE_ACCEPT, Reason.RELATED, Reason.IGNORED})
+MALFORMED_REASONS = frozenset(r for r in Reason if 20 <= r < 30)
+INVALID_REASONS = frozenset(r for r in Reason if r >= 20)
+
+
+class StateChange(NamedTuple):
+    """A flow moved from one state to another: the unit the state table publishes."""
+
+    key: bytes  # direction-independent flow key (see core.packet)
+    proto: int
+    before: FlowState
+    after: FlowState  # REMOVED when the flow left the table
+    orig_is_lo: bool  # which endpoint of the key opened the flow
+    time: float  # the packet's (or expiry's) timestamp
+
+
+class Decision(NamedTuple):
+    verdict: Verdict
+    reason: Reason
+    before: FlowState  # NONE when the packet belongs to no flow
+    after: FlowState
+    event: StateChange | None  # set when the flow's state changed
+    reply: bytes | None = None  # for REJECT: the RST or ICMP error to send back

@@ -1,0 +1,210 @@
+"""The stateful firewall core: ``decide(packet bytes, now) -> Decision``. Pure: no I/O, no clock.
+
+One call parses the packet, finds its flow in the local table, steps the protocol's state
+machine, consults the rules for packets that would open a flow, and returns the verdict with
+the state before and after and, when the state changed, the :class:`StateChange` to publish.
+"""
+
+from __future__ import annotations
+
+from fwcluster.core.decision import Decision, Reason, StateChange, Verdict
+from fwcluster.core.flowtable import EXPIRY_SHIFT, ORIG_IS_LO, STATE_MASK, FlowTable
+from fwcluster.core.packet import (
+    ICMP6_ECHO_REPLY,
+    ICMP6_ECHO_REQUEST,
+    ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST,
+    Parsed,
+    parse,
+)
+from fwcluster.core.reject import build_reject
+from fwcluster.core.rules import PROTO_TCP, PROTO_UDP, Action, RuleSet
+from fwcluster.core.states import FlowState
+from fwcluster.core.tcp import BAD_FLAGS_RESULT, FLAG_MASK, IG, SS, TCP_NEXT, TW
+from fwcluster.core.timeouts import Timeouts
+
+_new = tuple.__new__
+_S = [FlowState(i) if i in FlowState._value2member_map_ else FlowState.NONE for i in range(16)]
+_NONE = FlowState.NONE
+_ACCEPT = Verdict.ACCEPT
+_DROP = Verdict.DROP
+_UNREPLIED = FlowState.UNREPLIED
+_REPLIED = FlowState.REPLIED
+_ECHO_REQUESTS = frozenset({ICMP_ECHO_REQUEST, ICMP6_ECHO_REQUEST})
+_ECHO_REPLIES = frozenset({ICMP_ECHO_REPLY, ICMP6_ECHO_REPLY})
+_FLOW_OPENING_VERDICT = {
+    Action.ACCEPT: Verdict.ACCEPT,
+    Action.DROP: Verdict.DROP,
+    Action.REJECT: Verdict.REJECT,
+}
+
+
+def _invalid(reason: Reason) -> Decision:
+    return Decision(Verdict.DROP, reason, _NONE, _NONE, None)
+
+
+# Decisions without a flow are constants: no allocation on the paths an attacker controls.
+_INVALID = {r: _invalid(r) for r in Reason}
+_TABLE_FULL = _INVALID[Reason.TABLE_FULL]
+_NO_FLOW = _INVALID[Reason.NO_FLOW]
+_BAD_FLAGS = _INVALID[Reason.BAD_TCP_FLAGS]
+_RULE_DROP = _INVALID[Reason.RULE_DROP]
+
+
+class Firewall:
+    """Rules plus connection tracking for one instance."""
+
+    def __init__(self, ruleset: RuleSet, timeouts: Timeouts, max_flows: int) -> None:
+        self.ruleset = ruleset
+        self.timeouts = timeouts
+        self.table = FlowTable(max_flows)
+        t = timeouts
+        ms = [0] * 16
+        for state, seconds in (
+            (FlowState.SYN_SENT, t.tcp_syn_sent),
+            (FlowState.SYN_RECV, t.tcp_syn_recv),
+            (FlowState.ESTABLISHED, t.tcp_established),
+            (FlowState.FIN_WAIT, t.tcp_fin_wait),
+            (FlowState.CLOSE_WAIT, t.tcp_close_wait),
+            (FlowState.LAST_ACK, t.tcp_last_ack),
+            (FlowState.TIME_WAIT, t.tcp_time_wait),
+            (FlowState.CLOSE, t.tcp_close),
+            (FlowState.SYN_SENT2, t.tcp_syn_sent2),
+        ):
+            ms[state] = int(seconds * 1000)
+        self._tcp_timeout_ms = tuple(ms)
+        self._udp_ms = (int(t.udp * 1000), int(t.udp_stream * 1000))  # unreplied, replied
+        self._icmp_ms = int(t.icmp * 1000)
+
+    # ------------------------------------------------------------------ per packet
+    def decide(self, buf: bytes, now: float) -> Decision:
+        p = parse(buf)
+        if p.__class__ is not Parsed:
+            return _INVALID[p]  # type: ignore[index]
+        assert isinstance(p, Parsed)
+        now_ms = int(now * 1000)
+        flows = self.table.flows
+        key = p.key
+        v = flows.get(key)
+        if v is not None and (v >> EXPIRY_SHIFT) <= now_ms:
+            v = None  # expired: the packet meets no flow (the sweep removes the entry)
+        proto = p.proto
+        if proto == PROTO_TCP:
+            return self._tcp(p, buf, key, v, now, now_ms)
+        if proto == PROTO_UDP:
+            return self._udp(p, buf, key, v, now, now_ms)
+        return self._icmp(p, buf, key, v, now, now_ms)
+
+    def _tcp(self, p: Parsed, buf: bytes, key: bytes, v: int | None, now: float, now_ms: int) -> Decision:
+        flags = p.flags
+        if v is None:
+            nxt = TCP_NEXT[((flags & FLAG_MASK) << 4)]  # ORIGINAL direction, state NONE
+            if nxt == BAD_FLAGS_RESULT:
+                return _BAD_FLAGS
+            if nxt != SS:
+                return _NO_FLOW  # SYN-ACK, bare ACK, FIN, RST with no connection
+            return self._open(p, buf, key, FlowState.SYN_SENT, self._tcp_timeout_ms[SS], now, now_ms)
+        state = v & STATE_MASK
+        orig_is_lo = (v & ORIG_IS_LO) != 0
+        reply = 1024 if p.from_lo != orig_is_lo else 0
+        nxt = TCP_NEXT[reply | ((flags & FLAG_MASK) << 4) | state]
+        if nxt >= IG:
+            if nxt == IG:
+                st = _S[state]
+                return _new(Decision, (_ACCEPT, Reason.IGNORED, st, st, None, None))
+            if nxt == BAD_FLAGS_RESULT:
+                return _BAD_FLAGS
+            return _new(Decision, (_DROP, Reason.INVALID_TRANSITION, _S[state], _S[state], None, None))
+        if nxt == SS and state >= TW and not reply:
+            # A new SYN on a connection in TIME_WAIT or CLOSE reopens it (RFC 1122): it is a new
+            # connection and passes the rules again, as in the kernel.
+            return self._open(
+                p, buf, key, FlowState.SYN_SENT, self._tcp_timeout_ms[SS], now, now_ms, _S[state]
+            )
+        self.table.flows[key] = (
+            ((now_ms + self._tcp_timeout_ms[nxt]) << EXPIRY_SHIFT) | (v & 0xFF & ~STATE_MASK) | nxt
+        )
+        if nxt == state:
+            st = _S[state]
+            return _new(Decision, (_ACCEPT, Reason.TRACKED, st, st, None, None))
+        before, after = _S[state], _S[nxt]
+        ev = _new(StateChange, (key, PROTO_TCP, before, after, orig_is_lo, now))
+        return _new(Decision, (_ACCEPT, Reason.TRACKED, before, after, ev, None))
+
+    def _udp(self, p: Parsed, buf: bytes, key: bytes, v: int | None, now: float, now_ms: int) -> Decision:
+        if v is None:
+            return self._open(p, buf, key, _UNREPLIED, self._udp_ms[0], now, now_ms)
+        return self._answer(p, key, v, now, now_ms, self._udp_ms)
+
+    def _icmp(self, p: Parsed, buf: bytes, key: bytes, v: int | None, now: float, now_ms: int) -> Decision:
+        itype = p.flags
+        if p.related is not None:
+            rv = self.table.get(p.related, now_ms)
+            if rv is None:
+                return _NO_FLOW
+            st = _S[rv & STATE_MASK]
+            return _new(Decision, (_ACCEPT, Reason.RELATED, st, st, None, None))
+        if itype in _ECHO_REQUESTS:
+            if v is None:
+                return self._open(p, buf, key, _UNREPLIED, self._icmp_ms, now, now_ms)
+            return self._answer(p, key, v, now, now_ms, (self._icmp_ms, self._icmp_ms))
+        if itype in _ECHO_REPLIES:
+            if v is None:
+                return _NO_FLOW
+            return self._answer(p, key, v, now, now_ms, (self._icmp_ms, self._icmp_ms))
+        return _INVALID[Reason.UNTRACKED_ICMP]
+
+    def _answer(
+        self, p: Parsed, key: bytes, v: int, now: float, now_ms: int, timeout_ms: tuple[int, int]
+    ) -> Decision:
+        """UDP and ICMP echo: a packet in the reply direction turns UNREPLIED into REPLIED."""
+        state = v & STATE_MASK
+        orig_is_lo = (v & ORIG_IS_LO) != 0
+        nxt = _REPLIED if state == _UNREPLIED and p.from_lo != orig_is_lo else state
+        self.table.flows[key] = (
+            ((now_ms + timeout_ms[nxt == _REPLIED]) << EXPIRY_SHIFT) | (v & ORIG_IS_LO) | nxt
+        )
+        if nxt == state:
+            st = _S[state]
+            return _new(Decision, (_ACCEPT, Reason.TRACKED, st, st, None, None))
+        ev = _new(StateChange, (key, p.proto, _UNREPLIED, _REPLIED, orig_is_lo, now))
+        return _new(Decision, (_ACCEPT, Reason.TRACKED, _UNREPLIED, _REPLIED, ev, None))
+
+    def _open(
+        self,
+        p: Parsed,
+        buf: bytes,
+        key: bytes,
+        state: FlowState,
+        timeout_ms: int,
+        now: float,
+        now_ms: int,
+        before: FlowState = _NONE,
+    ) -> Decision:
+        """A packet that would open a flow: the rules decide, then the table must have room."""
+        action, _ = self.ruleset.evaluate(
+            p.proto, p.version, int.from_bytes(p.src), int.from_bytes(p.dst), p.sport, p.dport
+        )
+        if action != Action.ACCEPT:
+            if action == Action.DROP:
+                return _RULE_DROP
+            return Decision(Verdict.REJECT, Reason.RULE_REJECT, _NONE, _NONE, None, build_reject(p, buf))
+        table = self.table
+        flows = table.flows
+        if before == _NONE and len(flows) >= table.max_flows:
+            table.sweep(now, 256)  # reclaim expired flows first
+            if len(flows) >= table.max_flows:
+                return _TABLE_FULL  # tracked flows are never evicted to make room for new ones
+        flows[key] = ((now_ms + timeout_ms) << EXPIRY_SHIFT) | (ORIG_IS_LO if p.from_lo else 0) | state
+        ev = _new(StateChange, (key, p.proto, before, state, p.from_lo, now))
+        return _new(Decision, (_ACCEPT, Reason.RULE_ACCEPT, before, state, ev, None))
+
+    # ------------------------------------------------------------------ housekeeping
+    def expire(self, now: float, budget: int) -> list[StateChange]:
+        """Run one bounded step of the expiry sweep; returns the REMOVED events so far."""
+        self.table.sweep(now, budget)
+        return self.table.take_removed()
+
+    def state_of(self, key: bytes, now: float) -> FlowState | None:
+        v = self.table.get(key, int(now * 1000))
+        return None if v is None else _S[v & STATE_MASK]

@@ -1,0 +1,27 @@
+"""Flow states. TCP states keep the Linux kernel's numbering (enum tcp_conntrack)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class FlowState(IntEnum):
+    # TCP, as nf_conntrack_proto_tcp.c numbers them.
+    NONE = 0
+    SYN_SENT = 1
+    SYN_RECV = 2
+    ESTABLISHED = 3
+    FIN_WAIT = 4
+    CLOSE_WAIT = 5
+    LAST_ACK = 6
+    TIME_WAIT = 7
+    CLOSE = 8
+    SYN_SENT2 = 9
+    # UDP and ICMP echo: traffic seen in one direction only, or in both.
+    UNREPLIED = 10
+    REPLIED = 11
+    # Not a stored state: the flow left the table (expired, closed out or evicted).
+    REMOVED = 15
+
+
+TCP_STATES = tuple(FlowState(i) for i in range(10))
