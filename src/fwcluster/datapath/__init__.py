@@ -1,0 +1,1 @@
+"""NFQUEUE I/O: packets in from the kernel, verdicts out."""

@@ -1,0 +1,1 @@
+"""One firewall instance: datapath + core + state table, with a control socket."""

@@ -1,0 +1,41 @@
+"""``python -m fwcluster.instance``: run one firewall instance (the testbed starts these)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from fwcluster.config import ConfigError, load_config
+from fwcluster.instance.process import Instance
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m fwcluster.instance", description="Run one firewall instance."
+    )
+    ap.add_argument("--id", required=True, help="instance id, e.g. fw1")
+    ap.add_argument("--config", help="TOML config file (default: built-in)")
+    ap.add_argument("--queue", type=int, default=0, help="NFQUEUE number to read (default 0)")
+    ap.add_argument(
+        "--run-dir", type=Path, default=Path("/run/fwcluster"), help="where the control socket goes"
+    )
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"fwcluster instance: {e}", file=sys.stderr)
+        return 2
+    try:
+        instance = Instance(args.id, config, args.queue, args.run_dir)
+    except OSError as e:
+        print(f"fwcluster instance: cannot start {args.id}: {e}", file=sys.stderr)
+        return 1
+    instance.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
