@@ -1,7 +1,96 @@
-"""Entry point of the `fwcluster` command (filled in as the layers land)."""
+"""``fwcluster``: one entry point for the testbed, status, benchmarks and the demo.
+
+Every user mistake (bad arguments, a broken config file, a testbed that is not up) ends in one
+line on stderr naming what is wrong and a non-zero exit: 2 for bad input, 1 for a failure.
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from fwcluster import __version__
+from fwcluster.config import ConfigError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line, exit status ``code``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: "fwcluster testbed up: error: ..."
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({lo}..{hi})")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fwcluster.cli import bench_cmd, demo_cmd, status_cmd, testbed_cmd
+
+    ap = _Parser(prog="fwcluster", description="A stateful firewall as a cluster of VNF instances.")
+    ap.add_argument("--version", action="version", version=f"fwcluster {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
+
+    tb = sub.add_parser("testbed", help="build or remove the namespace testbed")
+    tbs = tb.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    up = tbs.add_parser("up", help="build namespaces, start nginx and the firewall instances")
+    up.add_argument("--instances", type=_positive(1, 32), default=3, help="number of instances (default 3)")
+    up.add_argument("--config", metavar="FILE", help="TOML config file (default: built-in, see README)")
+    up.set_defaults(func=testbed_cmd.up)
+    down = tbs.add_parser("down", help="stop everything and remove all fwc-* namespaces (idempotent)")
+    down.set_defaults(func=testbed_cmd.down)
+
+    st = sub.add_parser("status", help="instances, flows, sync settings and testbed addresses")
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+    st.set_defaults(func=status_cmd.status)
+
+    chk = sub.add_parser("check-config", help="validate a config file and print what it means")
+    chk.add_argument("file", metavar="FILE")
+    chk.set_defaults(func=status_cmd.check_config)
+
+    bench_cmd.add_parsers(sub.add_parser("bench", help="benchmarks (core, datapath)"), _Parser, _positive)
+
+    demo = sub.add_parser("demo", help="testbed up, allowed and blocked traffic, summary, testbed down")
+    demo.add_argument("--instances", type=_positive(1, 32), default=2, help="number of instances (default 2)")
+    demo.set_defaults(func=demo_cmd.demo)
+    return ap
+
 
 def main(argv: list[str] | None = None) -> int:
-    return 0
+    args = build_parser().parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except ConfigError as e:
+        print(f"fwcluster: config error: {e}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"fwcluster: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("fwcluster: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

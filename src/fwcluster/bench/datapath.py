@@ -1,0 +1,79 @@
+"""``fwcluster bench datapath``: new connections per second and TCP connect time at a fixed
+concurrency, through (a) one fwcluster instance, (b) the kernel's own stateful firewall in the
+same namespace, (c) plain forwarding. One testbed, one run, setups interleaved round by round so
+that drift on a shared machine spreads over all three."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+from rich.progress import Progress
+
+from fwcluster.bench.stats import summarize
+
+SETUPS = ("fwcluster", "kernel", "direct")
+WARMUP = 200
+
+
+def loadgen(netns: str, host: str, concurrency: int, count: int, path: str = "/index.html") -> dict[str, Any]:
+    """Run the load generator inside ``netns``; returns its JSON result."""
+    argv = [
+        "ip", "netns", "exec", netns, sys.executable, "-m", "fwcluster.bench.loadgen",
+        "--host", host, "--concurrency", str(concurrency), "--count", str(count), "--path", path,
+        "--duration", "600", "--timeout", "5",
+    ]  # fmt: skip
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"load generator failed: {p.stderr.strip().splitlines()[-1:]}")
+    result: dict[str, Any] = json.loads(p.stdout)
+    return result
+
+
+def run(config_path: str | None, concurrency: int, count: int, rounds: int) -> dict[str, Any]:
+    from fwcluster.config import load_config
+    from fwcluster.testbed.api import down, set_filter_mode, up
+
+    config = load_config(config_path)
+    down()
+    state = up(1, config_path)
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SETUPS}
+    try:
+        fw = state.instances[0].netns
+        with Progress(transient=True) as progress:
+            task = progress.add_task("bench datapath", total=rounds * len(SETUPS))
+            for r in range(rounds):
+                order = SETUPS[r % 3 :] + SETUPS[: r % 3]  # rotate who goes first
+                for setup in order:
+                    progress.update(task, description=f"round {r + 1}/{rounds}: {setup}")
+                    set_filter_mode(fw, setup, config)
+                    loadgen(state.client_netns, state.server_addr, concurrency, WARMUP)
+                    runs[setup].append(loadgen(state.client_netns, state.server_addr, concurrency, count))
+                    progress.advance(task)
+    finally:
+        down()
+    doc: dict[str, Any] = {"concurrency": concurrency, "count": count, "rounds": rounds}
+    for setup in SETUPS:
+        connect = [us for run in runs[setup] for us in run["connect_us"]]
+        total = [us for run in runs[setup] for us in run["total_us"]]
+        c, t = summarize(connect), summarize(total)
+        doc[setup] = {
+            "connections_per_second": statistics.median(run["connections_per_second"] for run in runs[setup]),
+            "runs_connections_per_second": [round(run["connections_per_second"], 1) for run in runs[setup]],
+            "connect_us_p50": c["p50"],
+            "connect_us_p90": c["p90"],
+            "connect_us_p99": c["p99"],
+            "total_us_p50": t["p50"],
+            "completed": sum(run["completed"] for run in runs[setup]),
+            "failed": sum(run["failed"] for run in runs[setup]),
+        }
+    doc["ratios"] = {
+        "fwcluster_over_kernel_rate": doc["fwcluster"]["connections_per_second"]
+        / doc["kernel"]["connections_per_second"],
+        "fwcluster_over_kernel_connect_p50": doc["fwcluster"]["connect_us_p50"]
+        / max(1, doc["kernel"]["connect_us_p50"]),
+    }
+    return doc

@@ -1,0 +1,107 @@
+"""``fwcluster bench ...``: every figure the project claims, measured on demand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def add_parsers(
+    bench: argparse.ArgumentParser,
+    parser_class: type[argparse.ArgumentParser],
+    positive: Callable[[int, int], Callable[[str], int]],
+) -> None:
+    sub = bench.add_subparsers(dest="bench", metavar="BENCH", parser_class=parser_class, required=True)
+
+    core = sub.add_parser("core", help="packets/s through parse + track + rules; bytes per tracked flow")
+    core.add_argument(
+        "--connections", type=positive(100, 10_000_000), default=20_000, help="connections in the mix"
+    )
+    core.add_argument("--rounds", type=positive(1, 100), default=5, help="passes over the mix (best is kept)")
+    core.add_argument(
+        "--flows", type=positive(1000, 20_000_000), default=1_000_000, help="flows for the memory figure"
+    )
+    core.add_argument("--json", action="store_true", help="print one JSON object")
+    core.set_defaults(func=bench_core)
+
+    dp = sub.add_parser(
+        "datapath",
+        help="connection rate and connect time: fwcluster vs the kernel's firewall vs plain forwarding",
+    )
+    dp.add_argument(
+        "--concurrency", type=positive(1, 1000), default=25, help="concurrent downloads (default 25)"
+    )
+    dp.add_argument(
+        "--count", type=positive(100, 1_000_000), default=5000, help="downloads per run (default 5000)"
+    )
+    dp.add_argument(
+        "--rounds", type=positive(1, 50), default=3, help="interleaved runs of each setup (default 3)"
+    )
+    dp.add_argument(
+        "--config", metavar="FILE", help="TOML config for the fwcluster instance and kernel rules"
+    )
+    dp.add_argument("--json", action="store_true", help="print one JSON object")
+    dp.set_defaults(func=bench_datapath)
+
+
+def bench_core(args: argparse.Namespace) -> int:
+    from fwcluster.bench import core
+    from fwcluster.config import load_config
+
+    result = core.run(load_config(None), args.connections, args.rounds, args.flows)
+    doc = result.as_dict()
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    t = Table(title="fwcluster bench core (one core, parse + track + rules)")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_column("goal", justify="right")
+    t.add_row("packets/s", f"{doc['packets_per_second']:,}", ">= 300,000")
+    t.add_row("bytes per tracked flow", f"{doc['bytes_per_flow']}", "<= 200")
+    t.add_row("packets in the mix", f"{doc['packets']:,}", "")
+    t.add_row("flows for the memory figure", f"{doc['flows']:,}", "")
+    Console().print(t)
+    return 0
+
+
+def bench_datapath(args: argparse.Namespace) -> int:
+    from fwcluster.bench import datapath
+    from fwcluster.cli.status_cmd import require_root
+    from fwcluster.config import load_config
+
+    require_root("bench datapath")
+    load_config(args.config)  # fail before building anything
+    doc: dict[str, Any] = datapath.run(args.config, args.concurrency, args.count, args.rounds)
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    t = Table(title=f"fwcluster bench datapath ({args.concurrency} concurrent downloads, medians of runs)")
+    for col in (
+        "setup",
+        "connections/s",
+        "connect p50 (us)",
+        "connect p90 (us)",
+        "download p50 (us)",
+        "failed",
+    ):
+        t.add_column(col, justify="left" if col == "setup" else "right")
+    for name in ("fwcluster", "kernel", "direct"):
+        r = doc[name]
+        t.add_row(
+            name,
+            f"{r['connections_per_second']:.0f}",
+            str(r["connect_us_p50"]),
+            str(r["connect_us_p90"]),
+            str(r["total_us_p50"]),
+            str(r["failed"]),
+        )
+    Console().print(t)
+    ratio = doc["ratios"]["fwcluster_over_kernel_rate"]
+    Console().print(f"fwcluster reaches {ratio:.0%} of the kernel firewall's connection rate (goal: >= 60%)")
+    return 0

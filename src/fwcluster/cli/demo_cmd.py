@@ -1,0 +1,144 @@
+"""``fwcluster demo``: the testbed up, allowed and blocked traffic with real clients, the counters
+of every instance, and the testbed down again."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fwcluster.cli.status_cmd import require_root
+
+DEMO_CONFIG = """\
+# The demo's policy: web traffic passes, one port is refused loudly, everything else silently.
+[sync]
+level = "established"
+access = "dirty"
+confirm = "async"
+
+[policy]
+default = "drop"
+
+[[rules]]
+action = "accept"
+proto = "tcp"
+dst = ["198.19.0.0/24", "2001:2:0:300::/64"]
+dport = 80
+
+[[rules]]
+action = "reject"
+proto = "tcp"
+dport = 8080
+"""
+
+
+@dataclass
+class Check:
+    what: str
+    command: list[str]
+    expect: str  # "body", "refused", "timeout", "no reply"
+    observed: str = ""
+    ok: bool = False
+    seconds: float = 0.0
+
+
+def _curl(url: str, six: bool = False) -> list[str]:
+    return ["curl", "-sS", "-6" if six else "-4", "--max-time", "2", "-o", "-", "-w", "\n%{http_code}", url]
+
+
+def _run(netns: str, check: Check) -> None:
+    t0 = time.monotonic()
+    p = subprocess.run(
+        ["ip", "netns", "exec", netns, *check.command],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    check.seconds = time.monotonic() - t0
+    out = p.stdout.strip().splitlines()
+    if check.command[0] == "curl":
+        if p.returncode == 0 and out and out[-1] == "200":
+            body = "\n".join(out[:-1])
+            check.observed = f"HTTP 200, {len(body)}-byte body"
+            check.ok = check.expect == "body" and len(body) == 1
+        elif p.returncode == 7:
+            check.observed = "connection refused (RST)"
+            check.ok = check.expect == "refused"
+        elif p.returncode == 28:
+            check.observed = "no answer (timed out)"
+            check.ok = check.expect == "timeout"
+        else:
+            check.observed = f"curl exit {p.returncode}"
+    else:  # ping
+        check.observed = "reply" if p.returncode == 0 else "no reply"
+        check.ok = check.observed == check.expect
+
+
+def demo(args: argparse.Namespace) -> int:
+    from fwcluster.cli.main import UserError
+    from fwcluster.cli.status_cmd import collect
+    from fwcluster.testbed.api import down, up
+    from fwcluster.testbed.errors import TestbedError
+
+    require_root("demo")
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="fwcluster-demo-") as tmp:
+        config = Path(tmp) / "demo.toml"
+        config.write_text(DEMO_CONFIG)
+        console.rule("fwcluster demo")
+        console.print(f"Bringing the testbed up with {args.instances} firewall instances ...")
+        down()  # a crashed earlier run must not stand in the way
+        try:
+            state = up(args.instances, str(config))
+        except TestbedError as e:
+            raise UserError(str(e), code=1) from None
+        try:
+            s4, s6 = state.server_addr, state.server_addr6
+            checks = [
+                Check("HTTP over IPv4, allowed", _curl(f"http://{s4}/index.html"), "body"),
+                Check("HTTP over IPv6, allowed", _curl(f"http://[{s6}]/index.html", six=True), "body"),
+                Check("TCP 8080, rule 'reject'", _curl(f"http://{s4}:8080/"), "refused"),
+                Check("TCP 22, default policy 'drop'", _curl(f"http://{s4}:22/"), "timeout"),
+                Check("ping IPv4, no ICMP rule", ["ping", "-c", "1", "-W", "1", s4], "no reply"),
+                Check("ping IPv6, no ICMPv6 rule", ["ping", "-6", "-c", "1", "-W", "1", s6], "no reply"),
+            ]
+            for c in checks:
+                _run(state.client_netns, c)
+            t = Table(title="Traffic from fwc-client to fwc-server, through the instances")
+            for col in ("check", "expected", "observed", "time", "ok"):
+                t.add_column(col)
+            for c in checks:
+                t.add_row(
+                    c.what, c.expect, c.observed, f"{c.seconds:.2f}s", "[green]yes" if c.ok else "[red]NO"
+                )
+            console.print(t)
+            doc = collect()
+            it = Table(title="What the instances saw (fwcluster status)")
+            for col in ("instance", "packets", "accepted", "dropped", "rejected", "invalid", "flows"):
+                it.add_column(col, justify="left" if col == "instance" else "right")
+            for i in doc["instances"]:
+                s = i.get("stats", {})
+                v = s.get("verdicts", {})
+                it.add_row(
+                    i["id"],
+                    *(str(x) for x in (s.get("packets"), v.get("accept"), v.get("drop"), v.get("reject"))),
+                    str(s.get("invalid")),
+                    str(i["flows"]),
+                )
+            console.print(it)
+            failed = [c for c in checks if not c.ok]
+        finally:
+            console.print("Tearing the testbed down ...")
+            down()
+    if failed:
+        console.print(f"[red]demo: {len(failed)} check(s) did not behave as expected")
+        return 1
+    console.print("[green]demo: every check behaved as the policy says")
+    return 0

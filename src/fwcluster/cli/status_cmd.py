@@ -1,0 +1,112 @@
+"""``fwcluster status`` and ``fwcluster check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from fwcluster.config import Config, load_config
+from fwcluster.core.rules import PROTO_BY_NAME
+from fwcluster.instance.control import query
+
+
+def require_root(what: str) -> None:
+    from fwcluster.cli.main import UserError
+
+    if os.geteuid() != 0:
+        raise UserError(f"{what} needs root (network namespaces, NFQUEUE)", code=1)
+
+
+def collect() -> dict[str, Any]:
+    """The status document: the contract outside tools rely on (see docs/architecture.md)."""
+    from fwcluster.cli.main import UserError
+    from fwcluster.testbed.api import load_state
+
+    state = load_state()
+    if state is None:
+        raise UserError("the testbed is not up (run: fwcluster testbed up)", code=1)
+    config = load_config(state.config_path)
+    instances = []
+    for inst in state.instances:
+        entry: dict[str, Any] = {"id": inst.id, "pid": inst.pid, "netns": inst.netns}
+        try:
+            stats = query(inst.control, {"cmd": "stats"}, timeout=1.0)
+            entry.update(health=stats.get("health", "ok"), flows=stats.get("flows", 0), stats=stats)
+        except (OSError, ValueError):
+            entry.update(health="down", flows=None)
+        instances.append(entry)
+    return {
+        "instances": instances,
+        "sync": config.sync.as_dict(),
+        "testbed": {
+            "client_netns": state.client_netns,
+            "server_netns": state.server_netns,
+            "server_addr": state.server_addr,
+            "server_addr6": state.server_addr6,
+            "http_port": state.http_port,
+            "steering": {"kind": state.steering_kind, "buckets": state.buckets},
+            "config": state.config_path,
+        },
+    }
+
+
+def status(args: argparse.Namespace) -> int:
+    doc = collect()
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    console = Console()
+    t = Table(title="fwcluster instances")
+    for col in ("id", "pid", "netns", "health", "flows", "packets", "accept", "drop", "reject", "invalid"):
+        t.add_column(col, justify="right" if col not in ("id", "netns", "health") else "left")
+    for i in doc["instances"]:
+        s = i.get("stats", {})
+        v = s.get("verdicts", {})
+        t.add_row(
+            i["id"],
+            str(i["pid"]),
+            i["netns"],
+            i["health"],
+            str(i["flows"] if i["flows"] is not None else "-"),
+            *(str(x) for x in (s.get("packets", "-"), v.get("accept", "-"), v.get("drop", "-"))),
+            *(str(x) for x in (v.get("reject", "-"), s.get("invalid", "-"))),
+        )
+    console.print(t)
+    sync, tb = doc["sync"], doc["testbed"]
+    console.print(f"sync: level={sync['level']} access={sync['access']} confirm={sync['confirm']}")
+    console.print(
+        f"testbed: client={tb['client_netns']} server={tb['server_netns']} "
+        f"http://{tb['server_addr']}:{tb['http_port']}/ http://[{tb['server_addr6']}]:{tb['http_port']}/ "
+        f"steering={tb['steering']['kind']}/{tb['steering']['buckets']} buckets"
+    )
+    return 0
+
+
+def describe(config: Config) -> list[str]:
+    names = {v: k for k, v in PROTO_BY_NAME.items()}
+    lines = [f"sync: {config.sync.as_dict()}", f"policy.default: {config.ruleset.default.name.lower()}"]
+    for i, r in enumerate(config.ruleset.rules):
+        parts = [r.action.name.lower(), names[r.proto]]
+        for label, nets in (("src", r.src), ("dst", r.dst)):
+            if nets:
+                parts.append(f"{label}={','.join(str(n) for n in nets)}")
+        for label, ports in (("sport", r.sport), ("dport", r.dport)):
+            if ports:
+                parts.append(f"{label}={','.join(str(a) if a == b else f'{a}-{b}' for a, b in ports)}")
+        lines.append(f"rules[{i}]: {' '.join(parts)}")
+    lines.append(f"conntrack.max_flows: {config.conntrack.max_flows}")
+    lines.append(f"steering: {config.steering.kind.value}, {config.steering.buckets} buckets")
+    return lines
+
+
+def check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"{args.file}: ok")
+    for line in describe(config):
+        print(f"  {line}")
+    return 0
