@@ -80,6 +80,8 @@ def load_config(path: str | Path | None) -> Config:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
     try:
@@ -215,7 +217,7 @@ def _port_range(item: Any, where: str) -> tuple[int, int]:
         parts = item.split("-")
         if len(parts) == 1:
             parts = [parts[0], parts[0]]
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
             raise bad
         first, last = int(parts[0]), int(parts[1])
     else:

@@ -35,7 +35,7 @@ def collect() -> dict[str, Any]:
     for inst in state.instances:
         entry: dict[str, Any] = {"id": inst.id, "pid": inst.pid, "netns": inst.netns}
         try:
-            stats = query(inst.control, {"cmd": "stats"}, timeout=1.0)
+            stats = query(inst.control_socket, {"cmd": "stats"}, timeout=1.0)
             entry.update(health=stats.get("health", "ok"), flows=stats.get("flows", 0), stats=stats)
         except (OSError, ValueError):
             entry.update(health="down", flows=None)

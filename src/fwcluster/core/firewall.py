@@ -30,13 +30,9 @@ _ACCEPT = Verdict.ACCEPT
 _DROP = Verdict.DROP
 _UNREPLIED = FlowState.UNREPLIED
 _REPLIED = FlowState.REPLIED
-_ECHO_REQUESTS = frozenset({ICMP_ECHO_REQUEST, ICMP6_ECHO_REQUEST})
-_ECHO_REPLIES = frozenset({ICMP_ECHO_REPLY, ICMP6_ECHO_REPLY})
-_FLOW_OPENING_VERDICT = {
-    Action.ACCEPT: Verdict.ACCEPT,
-    Action.DROP: Verdict.DROP,
-    Action.REJECT: Verdict.REJECT,
-}
+# Echo types per IP version: ICMPv4 type 128 or ICMPv6 type 8 is no echo.
+_ECHO_REQUEST = {4: ICMP_ECHO_REQUEST, 6: ICMP6_ECHO_REQUEST}
+_ECHO_REPLY = {4: ICMP_ECHO_REPLY, 6: ICMP6_ECHO_REPLY}
 
 
 def _invalid(reason: Reason) -> Decision:
@@ -79,9 +75,8 @@ class Firewall:
     # ------------------------------------------------------------------ per packet
     def decide(self, buf: bytes, now: float) -> Decision:
         p = parse(buf)
-        if p.__class__ is not Parsed:
-            return _INVALID[p]  # type: ignore[index]
-        assert isinstance(p, Parsed)
+        if not isinstance(p, Parsed):
+            return _INVALID[p]
         now_ms = int(now * 1000)
         flows = self.table.flows
         key = p.key
@@ -112,9 +107,9 @@ class Firewall:
             if nxt == IG:
                 st = _S[state]
                 return _new(Decision, (_ACCEPT, Reason.IGNORED, st, st, None, None))
-            if nxt == BAD_FLAGS_RESULT:
-                return _BAD_FLAGS
-            return _new(Decision, (_DROP, Reason.INVALID_TRANSITION, _S[state], _S[state], None, None))
+            st = _S[state]
+            reason = Reason.BAD_TCP_FLAGS if nxt == BAD_FLAGS_RESULT else Reason.INVALID_TRANSITION
+            return _new(Decision, (_DROP, reason, st, st, None, None))
         if nxt == SS and state >= TW and not reply:
             # A new SYN on a connection in TIME_WAIT or CLOSE reopens it (RFC 1122): it is a new
             # connection and passes the rules again, as in the kernel.
@@ -144,11 +139,11 @@ class Firewall:
                 return _NO_FLOW
             st = _S[rv & STATE_MASK]
             return _new(Decision, (_ACCEPT, Reason.RELATED, st, st, None, None))
-        if itype in _ECHO_REQUESTS:
+        if itype == _ECHO_REQUEST[p.version]:
             if v is None:
                 return self._open(p, buf, key, _UNREPLIED, self._icmp_ms, now, now_ms)
             return self._answer(p, key, v, now, now_ms, (self._icmp_ms, self._icmp_ms))
-        if itype in _ECHO_REPLIES:
+        if itype == _ECHO_REPLY[p.version]:
             if v is None:
                 return _NO_FLOW
             return self._answer(p, key, v, now, now_ms, (self._icmp_ms, self._icmp_ms))
@@ -191,7 +186,7 @@ class Firewall:
             return Decision(Verdict.REJECT, Reason.RULE_REJECT, _NONE, _NONE, None, build_reject(p, buf))
         table = self.table
         flows = table.flows
-        if before == _NONE and len(flows) >= table.max_flows:
+        if len(flows) >= table.max_flows and key not in flows:  # a reopen or a stale key needs no room
             table.sweep(now, 256)  # reclaim expired flows first
             if len(flows) >= table.max_flows:
                 return _TABLE_FULL  # tracked flows are never evicted to make room for new ones

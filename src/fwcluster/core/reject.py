@@ -56,7 +56,9 @@ def tcp_rst(p: Parsed, buf: bytes) -> bytes:
     if p.flags & ACK:
         rseq, rack, rflags = ack, 0, RST
     else:
-        seg_len = len(buf) - off - doff + (1 if p.flags & SYN else 0) + (1 if p.flags & FIN else 0)
+        # The segment ends where the IP packet does, not where the buffer does (link-layer padding).
+        end = int.from_bytes(buf[2:4]) if p.version == 4 else 40 + int.from_bytes(buf[4:6])
+        seg_len = end - off - doff + (1 if p.flags & SYN else 0) + (1 if p.flags & FIN else 0)
         rseq, rack, rflags = 0, (seq + seg_len) & 0xFFFFFFFF, RST | ACK
     hdr = _TCP.pack(p.dport, p.sport, rseq, rack, 5 << 4, rflags, 0, 0, 0)
     csum = checksum(_pseudo(p, PROTO_TCP, 20) + hdr)

@@ -5,6 +5,8 @@ one deliberate difference, in the NONE column: the kernel's default (``nf_conntr
 picks up a connection from a bare ACK in mid-stream. Here only a SYN opens a connection; a packet
 of a connection this instance has not seen is looked up in the shared state table instead (the
 cluster's way to pick up flows), so an ACK, SYN-ACK or FIN with no connection is invalid.
+Also, a SYN in the reply direction in TIME_WAIT is invalid here (the kernel reopens with the roles
+swapped); only a SYN in the original direction reopens a TIME_WAIT or CLOSE connection.
 
 ``IV`` marks a packet as invalid (dropped). ``IG`` marks one as ignored: it passes and the state
 stays, as in the kernel, because the peer may answer it with a RST or a SYN-ACK that resyncs us.
@@ -29,7 +31,7 @@ TCP_TRANSITIONS: tuple[tuple[tuple[int, ...], ...], ...] = (
     #              NO  SS  SR  ES  FW  CW  LA  TW  CL  S2
     (
         (          SS, SS, IG, IG, IG, IG, IG, SS, SS, S2),  # syn: open; retransmit; TW/CL reopen
-        (          IV, IV, IG, IG, IG, IG, IG, IG, IG, SR),  # synack: only in simultaneous open
+        (          IV, IV, SR, IV, IV, IV, IV, IV, IV, SR),  # synack: only in simultaneous open
         (          IV, IV, FW, FW, LA, LA, LA, TW, CL, IV),  # fin: close starts, or second FIN
         (          IV, IV, ES, ES, CW, CW, TW, TW, CL, IV),  # ack: NO->IV (not loose, see above)
         (          IV, CL, CL, CL, CL, CL, CL, CL, CL, CL),  # rst: closes from any state

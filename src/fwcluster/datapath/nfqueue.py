@@ -30,17 +30,15 @@ class NfqueueDatapath:
         self,
         queue_num: int,
         decide: Callable[[bytes, float], Decision],
-        on_change: Callable[[StateChange], None],
+        on_change: Callable[[StateChange], None] | None,
         counters: Counters,
         replies: ReplySender | None = None,
     ) -> None:
-        self._decide = decide
-        self._on_change = on_change
         self.counters = counters
         self._replies = replies
         self._now = time()
         self._nfq = NetfilterQueue()
-        self._nfq.bind(queue_num, self._on_packet, max_len=QUEUE_MAXLEN)
+        self._nfq.bind(queue_num, self._make_handler(decide, on_change), max_len=QUEUE_MAXLEN)
 
     def fileno(self) -> int:
         fd: int = self._nfq.get_fd()
@@ -51,28 +49,40 @@ class NfqueueDatapath:
         self._now = time()
         self._nfq.run(block=False)
 
-    def _on_packet(self, pkt: Any) -> None:
-        # Called by netfilterqueue for each packet; nothing may escape from here.
-        try:
-            d = self._decide(pkt.get_payload(), self._now)
-            self.counters.by_reason[d.reason] += 1
-            if d.event is not None:
-                self.counters.state_changes += 1
-                self._on_change(d.event)
-            if d.verdict == _ACCEPT:
-                pkt.accept()
-                return
-            pkt.drop()
-            if d.verdict == _REJECT and d.reply is not None and self._replies is not None:
-                self._send_reply(d.reply)
-        except Exception:
-            self.counters.errors += 1
-            with contextlib.suppress(Exception):  # the verdict may already be given
+    def _make_handler(
+        self, decide: Callable[[bytes, float], Decision], on_change: Callable[[StateChange], None] | None
+    ) -> Callable[[Any], None]:
+        """The per-packet callback, as a closure over locals (the hot path: no attribute look-ups)."""
+        counters = self.counters
+        by_reason = counters.by_reason
+
+        def on_packet(pkt: Any) -> None:
+            # Called by netfilterqueue for each packet; nothing may escape from here.
+            try:
+                d = decide(pkt.get_payload(), self._now)
+                by_reason[d.reason] += 1
+                if d.event is not None:
+                    counters.state_changes += 1
+                    if on_change is not None:
+                        on_change(d.event)
+                if d.verdict is _ACCEPT:
+                    pkt.accept()
+                    return
                 pkt.drop()
+                if d.verdict is _REJECT and d.reply is not None:
+                    self._send_reply(d.reply)
+            except Exception:
+                counters.errors += 1
+                with contextlib.suppress(Exception):  # the verdict may already be given
+                    pkt.drop()
+
+        return on_packet
 
     def _send_reply(self, reply: bytes) -> None:
+        if self._replies is None:
+            return
         try:
-            self._replies.send(reply)  # type: ignore[union-attr]
+            self._replies.send(reply)
             self.counters.replies_sent += 1
         except OSError:
             self.counters.replies_failed += 1

@@ -41,7 +41,7 @@ class Instance:
         self.control = ControlServer(run_dir / f"{instance_id}.sock", self._on_request)
 
     def _on_change(self, event: StateChange) -> None:
-        """State changes go to the shared state table (next issue); counted for now."""
+        """State changes go to the shared state table (next issue); the datapath counts them."""
 
     def _on_request(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd", "stats")

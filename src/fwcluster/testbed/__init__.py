@@ -1,0 +1,35 @@
+"""The testbed: network namespaces, veths and addresses on one machine; nginx and the instances.
+
+Import the API from here: ``from fwcluster.testbed import up, down, load_state``.
+"""
+
+from fwcluster.testbed.api import (
+    down,
+    is_up,
+    netns_exec,
+    require_state,
+    set_mode,
+    steering_driver,
+    up,
+)
+from fwcluster.testbed.errors import TestbedError
+from fwcluster.testbed.filtering import FilterMode, current_mode, set_filter_mode
+from fwcluster.testbed.state import DEFAULT_RUN_DIR, InstanceState, TestbedState, load_state
+
+__all__ = [
+    "DEFAULT_RUN_DIR",
+    "FilterMode",
+    "InstanceState",
+    "TestbedError",
+    "TestbedState",
+    "current_mode",
+    "down",
+    "is_up",
+    "load_state",
+    "netns_exec",
+    "require_state",
+    "set_filter_mode",
+    "set_mode",
+    "steering_driver",
+    "up",
+]

@@ -1,0 +1,310 @@
+"""The testbed's public API: bring it up, tear it down, look at it, switch its filter mode.
+
+Used by the CLI, the benchmarks and the tests. Only one testbed exists at a time (namespace names
+are global); a lock file next to the run dir keeps two commands from building at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from fwcluster.config import DEFAULT_TOML, Config, load_config
+from fwcluster.steering import SteeringDriver, make_driver
+from fwcluster.steering.netns import run_in
+from fwcluster.testbed import addressing as a
+from fwcluster.testbed import instances as inst_proc
+from fwcluster.testbed import topology
+from fwcluster.testbed.balancers import balancers, driver_for, target
+from fwcluster.testbed.errors import TestbedError
+from fwcluster.testbed.filtering import FilterMode, current_mode, install_guard, parse_mode, set_filter_mode
+from fwcluster.testbed.processes import cmdline, pids_in_netns, terminate
+from fwcluster.testbed.server import start_nginx
+from fwcluster.testbed.state import (
+    DEFAULT_RUN_DIR,
+    InstanceState,
+    TestbedState,
+    load_state,
+    save_state,
+    state_path,
+)
+
+CONFIG_FILE = "config.toml"
+_LOCK_TIMEOUT = 60.0
+_PARALLEL = 16  # namespaces programmed at once (each step is a few short tool runs)
+
+
+def _each(records: Iterable[InstanceState], step: Callable[[InstanceState], None]) -> None:
+    """Run ``step`` for every instance namespace, several at a time; the first error propagates."""
+    with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
+        for future in [pool.submit(step, rec) for rec in records]:
+            future.result()
+
+
+@contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """Hold the testbed lock (``<run_dir>.lock``) for the block."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = run_dir.with_name(run_dir.name + ".lock")
+    with open(lock, "a") as f:
+        deadline = time.monotonic() + _LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TestbedError(f"another testbed command holds {lock}") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def up(
+    instances: int = 3,
+    config_path: str | Path | None = None,
+    start_instances: bool = True,
+    run_dir: str | Path = DEFAULT_RUN_DIR,
+    mode: FilterMode | str | None = None,
+) -> TestbedState:
+    """Build the testbed, start nginx and (unless told not to) one instance per fw namespace.
+
+    The config is validated first (a ConfigError propagates and nothing is created). ``mode`` is
+    the filter mode the fw namespaces end in: by default ``fwcluster`` with instances and
+    ``direct`` without. On failure everything built is torn down (logs are kept) and a
+    TestbedError with a one-line message is raised.
+    """
+    config = load_config(config_path)
+    if isinstance(instances, bool) or not 1 <= instances <= a.MAX_INSTANCES:
+        raise TestbedError(f"instances must be 1..{a.MAX_INSTANCES}, not {instances!r}")
+    if mode is None:
+        final_mode = FilterMode.FWCLUSTER if start_instances else FilterMode.DIRECT
+    else:
+        final_mode = parse_mode(mode)
+    run = Path(run_dir).absolute()
+    with _locked(run):
+        if state_path(run).exists() or topology.existing_netns():
+            raise TestbedError("the testbed is already up (run `fwcluster testbed down` first)")
+        try:
+            return _build(instances, config_path, config, start_instances, run, final_mode)
+        except BaseException as e:
+            _teardown(run, keep_logs=True)
+            if isinstance(e, TestbedError) or not isinstance(e, Exception):
+                raise
+            message = " ".join(str(e).split()) or type(e).__name__
+            raise TestbedError(f"testbed up failed: {message}") from e
+
+
+def _prepare_run_dir(run: Path, config_path: str | Path | None) -> Path:
+    run.mkdir(parents=True, exist_ok=True)
+    run.chmod(0o755)  # nginx workers (nobody) read the document root below it
+    _clear(run, keep_logs=False)
+    dst = run / CONFIG_FILE
+    if config_path is None:
+        dst.write_text(DEFAULT_TOML)
+    else:
+        shutil.copyfile(config_path, dst)
+    return dst
+
+
+def _build(
+    n: int,
+    config_path: str | Path | None,
+    config: Config,
+    start_instances: bool,
+    run: Path,
+    final_mode: FilterMode,
+) -> TestbedState:
+    config_file = _prepare_run_dir(run, config_path)
+    topology.build(n)
+    records = [_instance_record(k, run) for k in range(1, n + 1)]
+
+    # Fail closed before anything can be steered: the queue has no reader yet.
+    def fail_closed(rec: InstanceState) -> None:
+        install_guard(rec.netns, a.IF_MGMT)
+        set_filter_mode(rec.netns, FilterMode.FWCLUSTER, config, rec.queue)
+
+    _each(records, fail_closed)
+    driver = driver_for_config(config)
+    driver.install([target(k) for k in range(1, n + 1)])
+    driver.spread([r.id for r in records])
+    nginx_pid, docroot, sums = start_nginx(run)
+    topology.wait_ready(n)  # after the slow steps, which overlap the kernel's link-up work
+    state = TestbedState(
+        run_dir=str(run),
+        config_path=str(config_file),
+        instances=records,
+        nginx_pid=nginx_pid,
+        buckets=config.steering.buckets,
+        steering_kind=str(config.steering.kind),
+        client_netns=a.CLIENT_NETNS,
+        server_netns=a.SERVER_NETNS,
+        lb_netns=a.LB_NETNS,
+        rt_netns=a.RT_NETNS,
+        mgmt_netns=a.MGMT_NETNS,
+        server_addr=a.server_addr().ip4,
+        server_addr6=a.server_addr().ip6,
+        client_addr=a.client_addr().ip4,
+        client_addr6=a.client_addr().ip6,
+        mgmt_addr=a.mgmt_bridge_addr().ip4,
+        mgmt_addr6=a.mgmt_bridge_addr().ip6,
+        http_port=a.HTTP_PORT,
+        created=time.time(),
+        docroot=str(docroot),
+        files=sums,
+    )
+    save_state(state)  # from here on, down() finds every process by its record too
+    if start_instances:
+        for rec in records:
+            rec.pid = inst_proc.spawn(rec, config_file, run)
+        save_state(state)
+        inst_proc.wait_ready(records)
+    if final_mode is not FilterMode.FWCLUSTER:
+        _switch(records, final_mode, config)
+        save_state(state)
+    return state
+
+
+def _switch(records: Sequence[InstanceState], mode: FilterMode | str, config: Config) -> None:
+    def step(rec: InstanceState) -> None:
+        set_filter_mode(rec.netns, mode, config, rec.queue)
+        rec.mode = FilterMode(mode).value
+
+    _each(records, step)
+
+
+def _instance_record(k: int, run: Path) -> InstanceState:
+    fw = a.fw_id(k)
+    return InstanceState(
+        id=fw,
+        index=k,
+        netns=a.fw_netns(k),
+        pid=None,
+        queue=0,
+        control_socket=str(run / f"{fw}.sock"),
+        log=str(run / f"{fw}.log"),
+        mgmt_addr=a.mgmt_addr(k).ip4,
+        mgmt_addr6=a.mgmt_addr(k).ip6,
+        mode=FilterMode.FWCLUSTER.value,
+    )
+
+
+def driver_for_config(config: Config) -> SteeringDriver:
+    """A steering driver for the configured kind and bucket count, knowing no instance yet."""
+    return make_driver(str(config.steering.kind), balancers(), config.steering.buckets)
+
+
+def down(run_dir: str | Path = DEFAULT_RUN_DIR) -> None:
+    """Stop every testbed process, remove every ``fwc-*`` namespace and the run dir's contents.
+
+    Idempotent; also cleans up after a crashed run (it goes by namespaces, not only by records).
+    """
+    run = Path(run_dir).absolute()
+    with _locked(run):
+        _teardown(run, keep_logs=False)
+
+
+def _teardown(run: Path, keep_logs: bool) -> None:
+    try:
+        state = load_state(run)
+    except TestbedError:
+        state = None
+    names = topology.existing_netns()
+    pids: set[int] = set()
+    for name in names:
+        pids.update(pids_in_netns(name))
+    recorded: list[int] = []
+    if state is not None:
+        recorded = [i.pid for i in state.instances if i.pid] + ([state.nginx_pid] if state.nginx_pid else [])
+    for pid in recorded:
+        # A recorded pid outside our namespaces is ours only if it still names our run dir.
+        if pid not in pids and str(run) in cmdline(pid):
+            pids.add(pid)
+    terminate(pids)
+    for name in names:
+        topology.remove_netns(name)
+    _clear(run, keep_logs)
+
+
+def _clear(run: Path, keep_logs: bool) -> None:
+    if not run.is_dir():
+        return
+    for entry in run.iterdir():
+        if keep_logs and entry.suffix == ".log":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with suppress(FileNotFoundError):
+                entry.unlink()
+
+
+def require_state(run_dir: str | Path = DEFAULT_RUN_DIR) -> TestbedState:
+    """The recorded state; TestbedError when no testbed is up."""
+    state = load_state(run_dir)
+    if state is None:
+        raise TestbedError("no testbed is up (run `fwcluster testbed up` first)")
+    return state
+
+
+def set_mode(
+    mode: FilterMode | str,
+    instance_ids: Sequence[str] | None = None,
+    run_dir: str | Path = DEFAULT_RUN_DIR,
+) -> TestbedState:
+    """Switch the filter mode of the given fw namespaces (all by default) and record it."""
+    run = Path(run_dir).absolute()
+    with _locked(run):
+        state = require_state(run)
+        config = load_config(state.config_path)
+        chosen = state.instances if instance_ids is None else [state.instance(i) for i in instance_ids]
+        _switch(chosen, mode, config)
+        save_state(state)
+        return state
+
+
+def steering_driver(
+    state: TestbedState | None = None, run_dir: str | Path = DEFAULT_RUN_DIR
+) -> SteeringDriver:
+    """A steering driver for the running testbed (knows every instance, reads the kernel's table)."""
+    return driver_for(state if state is not None else require_state(run_dir))
+
+
+def netns_exec(
+    netns: str, argv: Sequence[str], *, input: str | None = None, timeout: float = 15.0, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run a command inside a testbed namespace and capture its output (text)."""
+    if not netns.startswith(a.NETNS_PREFIX):
+        raise TestbedError(f"{netns!r} is not a testbed namespace")
+    return run_in(netns, argv, input=input, timeout=timeout, check=check)
+
+
+def is_up(run_dir: str | Path = DEFAULT_RUN_DIR) -> bool:
+    return state_path(run_dir).exists() and bool(topology.existing_netns())
+
+
+__all__ = [
+    "DEFAULT_RUN_DIR",
+    "FilterMode",
+    "InstanceState",
+    "TestbedError",
+    "TestbedState",
+    "current_mode",
+    "down",
+    "is_up",
+    "load_state",
+    "netns_exec",
+    "require_state",
+    "set_filter_mode",
+    "set_mode",
+    "steering_driver",
+    "up",
+]

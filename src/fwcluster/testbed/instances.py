@@ -1,0 +1,96 @@
+"""Start firewall instance processes, one per fw namespace, and wait until each is ready.
+
+The contract with ``fwcluster.instance``: it is started as
+``python -m fwcluster.instance --id fwK --config C --queue Q --run-dir R`` inside ``fwc-fwK``,
+and it creates the Unix socket ``R/fwK.sock`` once it reads its queue and answers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fwcluster.steering.netns import netns_argv
+from fwcluster.testbed.errors import TestbedError
+from fwcluster.testbed.processes import alive
+from fwcluster.testbed.state import InstanceState
+
+READY_TIMEOUT = 10.0
+
+
+def instance_command(inst: InstanceState, config_path: Path, run_dir: Path) -> list[str]:
+    """The command line of one instance (run inside its namespace)."""
+    return [
+        sys.executable,
+        "-m",
+        "fwcluster.instance",
+        "--id",
+        inst.id,
+        "--config",
+        str(config_path),
+        "--queue",
+        str(inst.queue),
+        "--run-dir",
+        str(run_dir),
+    ]
+
+
+def spawn(inst: InstanceState, config_path: Path, run_dir: Path) -> int:
+    """Start one instance in its namespace (output to its log); return its pid, do not wait."""
+    sock = Path(inst.control_socket)
+    sock.unlink(missing_ok=True)
+    argv = netns_argv(inst.netns, instance_command(inst, config_path, run_dir))
+    with open(inst.log, "ab") as log:
+        # `ip netns exec` execs the command, so the pid is the instance's own.
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=os.environ.copy(),
+        )
+    return proc.pid
+
+
+def _ready(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def wait_ready(insts: list[InstanceState], timeout: float = READY_TIMEOUT) -> None:
+    """Wait until every instance's control socket accepts connections; fail if one dies or is late."""
+    deadline = time.monotonic() + timeout
+    pending = list(insts)
+    while pending:
+        for inst in list(pending):
+            if _ready(Path(inst.control_socket)):
+                pending.remove(inst)
+            elif inst.pid is not None and not alive(inst.pid):
+                raise TestbedError(f"instance {inst.id} exited during start-up: {_last_line(inst.log)}")
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            ids = ", ".join(i.id for i in pending)
+            raise TestbedError(f"instance(s) {ids} not ready within {timeout:g} s (see {pending[0].log})")
+        time.sleep(0.02)
+
+
+def _last_line(log: str) -> str:
+    try:
+        lines = [ln for ln in Path(log).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return f"no log at {log}"
+    return f"{lines[-1].strip()} (see {log})" if lines else f"no output (see {log})"

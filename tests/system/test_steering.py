@@ -1,0 +1,137 @@
+"""Symmetric steering on the real kernel: both directions of a flow cross the same instance."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from netns_helpers import curl, nft_set, url
+
+from fwcluster.steering import SteeringError, SymmetricDriver
+from fwcluster.steering.netns import inside
+from fwcluster.testbed import TestbedState, netns_exec, steering_driver
+from fwcluster.testbed import addressing as a
+
+pytestmark = pytest.mark.netns
+
+PROBE = "fwc_probe"
+CONNECTIONS_PER_FAMILY = 20
+
+
+def _probe_script() -> str:
+    """Per fw namespace: remember the client port of every forwarded packet, per direction and family."""
+    sets = "".join(f"  set {name} {{\n    type inet_service; flags dynamic;\n  }}\n" for name in _SETS)
+    rules = ""
+    for fam, nfproto in (("4", "ipv4"), ("6", "ipv6")):
+        rules += (
+            f'    iifname "{a.IF_TO_LB}" meta nfproto {nfproto} tcp dport 80 add @c2s{fam} {{ tcp sport }}\n'
+        )
+        rules += (
+            f'    iifname "{a.IF_TO_RT}" meta nfproto {nfproto} tcp sport 80 add @s2c{fam} {{ tcp dport }}\n'
+        )
+    return (
+        f"table inet {PROBE} {{\n{sets}"
+        "  chain probe_forward {\n"
+        "    type filter hook forward priority -300; policy accept;\n"
+        f"{rules}"
+        "  }\n"
+        "}\n"
+    )
+
+
+_SETS = ("c2s4", "s2c4", "c2s6", "s2c6")
+
+
+def _connect_many(state: TestbedState, family: int, count: int) -> list[int]:
+    """Open ``count`` HTTP connections from fwc-client, one after the other; their source ports."""
+    host = state.server_addr if family == 4 else state.server_addr6
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    ports = []
+    with inside(state.client_netns):
+        for _ in range(count):
+            with socket.socket(af, socket.SOCK_STREAM) as s:
+                s.settimeout(2.0)
+                s.connect((host, state.http_port))
+                ports.append(s.getsockname()[1])
+                s.sendall(b"GET /index.html HTTP/1.0\r\nHost: server\r\n\r\n")
+                reply = b""
+                while chunk := s.recv(4096):
+                    reply += chunk
+                assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n\r\nx")
+    return ports
+
+
+def test_spread_covers_every_bucket_round_robin(bed: TestbedState) -> None:
+    table = steering_driver(bed).table()
+    assert sorted(table) == list(range(bed.buckets))
+    assert all(table[b] == ("fw1", "fw2")[b % 2] for b in table)
+
+
+def test_both_directions_of_each_flow_cross_the_same_instance(bed: TestbedState) -> None:
+    fws = [i.netns for i in bed.instances]
+    for ns in fws:
+        netns_exec(ns, ["nft", "-f", "-"], input=_probe_script(), check=True)
+    try:
+        ports = {
+            4: _connect_many(bed, 4, CONNECTIONS_PER_FAMILY),
+            6: _connect_many(bed, 6, CONNECTIONS_PER_FAMILY),
+        }
+        seen = {ns: {name: nft_set(ns, PROBE, name) for name in _SETS} for ns in fws}
+    finally:
+        for ns in fws:
+            netns_exec(ns, ["nft", "delete", "table", "inet", PROBE])
+    used = set()
+    for fam, fam_ports in ports.items():
+        for port in fam_ports:
+            out = [ns for ns in fws if port in seen[ns][f"c2s{fam}"]]
+            back = [ns for ns in fws if port in seen[ns][f"s2c{fam}"]]
+            assert len(out) == 1, f"IPv{fam} flow from port {port}: client->server crossed {out}"
+            assert back == out, f"IPv{fam} flow from port {port}: out via {out}, back via {back}"
+            used.add(out[0])
+    assert used == set(fws), "40 connections should spread over both instances"
+
+
+def test_assign_moves_only_the_given_bucket(bed: TestbedState) -> None:
+    driver = steering_driver(bed)
+    before = driver.table()
+    bucket = 5
+    other = "fw1" if before[bucket] == "fw2" else "fw2"
+    driver.assign({bucket: other})
+    after = driver.table()
+    assert after[bucket] == other
+    assert {b: i for b, i in after.items() if b != bucket} == {b: i for b, i in before.items() if b != bucket}
+    assert isinstance(driver, SymmetricDriver)  # the configured kind
+    assert all(t == after for t in driver.tables().values()), "fwc-lb and fwc-rt disagree"
+    # a second driver (as another process would build it) reads the same table from the kernel
+    assert steering_driver(bed).table() == after
+
+
+def test_table_is_read_from_the_kernel(bed: TestbedState) -> None:
+    driver = steering_driver(bed)
+    netns_exec(a.LB_NETNS, ["nft", "delete", "element", "inet", "fwc_steer", "buckets", "{ 7 }"], check=True)
+    assert 7 not in driver.table()
+    assert 7 in driver.tables()[a.RT_NETNS]
+    driver.assign({7: "fw1"})
+    assert driver.table()[7] == "fw1"
+    assert driver.tables()[a.RT_NETNS][7] == "fw1"
+
+
+def test_unassign_drops_only_those_flows_and_assign_restores_them(bed: TestbedState) -> None:
+    driver = steering_driver(bed)
+    driver.unassign(range(bed.buckets))
+    assert driver.table() == {}
+    assert not curl(bed.client_netns, url(bed, 4), timeout=1).ok
+    driver.assign(dict.fromkeys(range(bed.buckets), "fw2"))
+    assert set(driver.table().values()) == {"fw2"}
+    assert curl(bed.client_netns, url(bed, 4)).body == b"x"
+    assert curl(bed.client_netns, url(bed, 6)).body == b"x"
+
+
+def test_bad_requests_are_refused(bed: TestbedState) -> None:
+    driver = steering_driver(bed)
+    with pytest.raises(SteeringError, match="out of range"):
+        driver.assign({bed.buckets: "fw1"})
+    with pytest.raises(SteeringError, match="unknown instance"):
+        driver.assign({0: "fw9"})
+    with pytest.raises(SteeringError, match="still holds buckets"):
+        driver.remove_target("fw1")

@@ -1,0 +1,104 @@
+"""The README stays true to the code, and the command line answers mistakes in one line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fwcluster.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fwcluster(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fwcluster.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_readme_config_example_is_valid(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    assert blocks, "README has no TOML example"
+    for block in blocks:
+        f = tmp_path / "example.toml"
+        f.write_text(block)
+        config = load_config(f)
+        assert config.ruleset.rules
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    head = readme[: readme.index("## What the demo shows")]
+    assert "make demo" in head and "make test" in head
+
+
+def test_check_config_ok(tmp_path: Path) -> None:
+    f = tmp_path / "ok.toml"
+    f.write_text('[sync]\nlevel = "full"\n')
+    p = _fwcluster("check-config", str(f))
+    assert p.returncode == 0, p.stderr
+    assert "ok" in p.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[sync]\nlevel = "most"\n', "sync.level"),
+        ("[sync]\nspeed = 1\n", "sync.speed"),
+        ('[[rules]]\naction = "accept"\ndport = 70000\n', "rules[0].dport"),
+        ('[[rules]]\naction = "allow"\n', "rules[0].action"),
+        ("[sync\n", "not valid TOML"),
+        ('[conntrack]\nmax_flows = "many"\n', "conntrack.max_flows"),
+    ],
+)
+def test_broken_config_is_one_line_exit_2(tmp_path: Path, text: str, needle: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    p = _fwcluster("check-config", str(f))
+    assert p.returncode == 2
+    assert p.stdout == ""
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bogus"],
+        ["testbed", "up", "--instances", "0"],
+        ["testbed", "up", "--instances", "many"],
+        ["bench", "core", "--flows", "5"],
+        ["status", "--colour"],
+    ],
+)
+def test_bad_arguments_are_one_line_exit_2(args: list[str]) -> None:
+    p = _fwcluster(*args)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert "error" in lines[0]
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    p = _fwcluster("check-config", str(tmp_path / "nope.toml"))
+    assert p.returncode == 2
+    assert "no such config file" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_every_command() -> None:
+    p = _fwcluster("--help")
+    assert p.returncode == 0
+    for cmd in ("testbed", "status", "check-config", "bench", "demo"):
+        assert cmd in p.stdout
