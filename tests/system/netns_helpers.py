@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fwcluster.steering.netns import inside
 from fwcluster.testbed import TestbedState, netns_exec
+from fwcluster.testbed import addressing as a
 
 CURL_TIMEOUT = 2.0  # seconds; a blocked connection fails after this long
 
@@ -44,3 +47,102 @@ def nft_set(netns: str, table: str, name: str) -> set[int]:
         if "set" in item:
             return {int(e) for e in item["set"].get("elem", [])}
     raise AssertionError(f"no set {name} in {netns}")
+
+
+PROBE = "fwc_probe"
+
+
+def probe_script() -> str:
+    """Per fw namespace: remember the client port of every forwarded packet, per direction and family."""
+    sets = "".join(f"  set {name} {{\n    type inet_service; flags dynamic;\n  }}\n" for name in PROBE_SETS)
+    rules = ""
+    for fam, nfproto in (("4", "ipv4"), ("6", "ipv6")):
+        rules += (
+            f'    iifname "{a.IF_TO_LB}" meta nfproto {nfproto} tcp dport 80 add @c2s{fam} {{ tcp sport }}\n'
+        )
+        rules += (
+            f'    iifname "{a.IF_TO_RT}" meta nfproto {nfproto} tcp sport 80 add @s2c{fam} {{ tcp dport }}\n'
+        )
+    return (
+        f"table inet {PROBE} {{\n{sets}"
+        "  chain probe_forward {\n"
+        "    type filter hook forward priority -300; policy accept;\n"
+        f"{rules}"
+        "  }\n"
+        "}\n"
+    )
+
+
+PROBE_SETS = ("c2s4", "s2c4", "c2s6", "s2c6")
+
+
+def connect_many(state: TestbedState, family: int, count: int) -> list[int]:
+    """Open ``count`` HTTP connections from fwc-client, one after the other; their source ports."""
+    host = state.server_addr if family == 4 else state.server_addr6
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    ports = []
+    with inside(state.client_netns):
+        for _ in range(count):
+            with socket.socket(af, socket.SOCK_STREAM) as s:
+                s.settimeout(2.0)
+                s.connect((host, state.http_port))
+                ports.append(s.getsockname()[1])
+                s.sendall(b"GET /index.html HTTP/1.0\r\nHost: server\r\n\r\n")
+                reply = b""
+                while chunk := s.recv(4096):
+                    reply += chunk
+                assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n\r\nx")
+    return ports
+
+
+def send_raw(netns: str, packets: list[bytes]) -> None:
+    """Send complete IP packets (crafted by the test, e.g. with scapy) from inside ``netns``."""
+    with inside(netns):
+        s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    with s4, s6:
+        for pkt in packets:
+            if pkt[0] >> 4 == 4:
+                s4.sendto(pkt, (socket.inet_ntop(socket.AF_INET, pkt[16:20]), 0))
+            else:
+                s6.sendto(pkt, (socket.inet_ntop(socket.AF_INET6, pkt[24:40]), 0))
+
+
+class Capture:
+    """tcpdump inside a namespace, from ``start`` to ``stop``; ``packets`` are its summary lines."""
+
+    def __init__(self, netns: str, bpf: str, pcap: str) -> None:
+        self.pcap = pcap
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "tcpdump",
+            "-Z",
+            "root",
+            "-i",
+            "any",
+            "-n",
+            "-U",
+            "--immediate-mode",  # else packets wait in a ring-buffer block and are lost at stop
+            "-w",
+            pcap,
+            bpf,
+        ]
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # tcpdump says "listening on ..." once the capture runs.
+        assert self._proc.stderr is not None
+        lines = []
+        for _ in range(5):
+            lines.append(self._proc.stderr.readline().decode())
+            if "listening" in lines[-1]:
+                return
+        self._proc.kill()
+        raise AssertionError(f"tcpdump did not start: {lines}")
+
+    def stop(self) -> list[str]:
+        self._proc.terminate()
+        self._proc.wait(timeout=5)
+        out = subprocess.run(["tcpdump", "-n", "-r", self.pcap], capture_output=True, text=True, check=False)
+        return [line for line in out.stdout.splitlines() if line.strip()]

@@ -2,63 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
-from netns_helpers import curl, nft_set, url
+from netns_helpers import PROBE, PROBE_SETS, connect_many, curl, nft_set, probe_script, url
 
 from fwcluster.steering import SteeringError, SymmetricDriver
-from fwcluster.steering.netns import inside
 from fwcluster.testbed import TestbedState, netns_exec, steering_driver
 from fwcluster.testbed import addressing as a
 
 pytestmark = pytest.mark.netns
 
-PROBE = "fwc_probe"
 CONNECTIONS_PER_FAMILY = 20
-
-
-def _probe_script() -> str:
-    """Per fw namespace: remember the client port of every forwarded packet, per direction and family."""
-    sets = "".join(f"  set {name} {{\n    type inet_service; flags dynamic;\n  }}\n" for name in _SETS)
-    rules = ""
-    for fam, nfproto in (("4", "ipv4"), ("6", "ipv6")):
-        rules += (
-            f'    iifname "{a.IF_TO_LB}" meta nfproto {nfproto} tcp dport 80 add @c2s{fam} {{ tcp sport }}\n'
-        )
-        rules += (
-            f'    iifname "{a.IF_TO_RT}" meta nfproto {nfproto} tcp sport 80 add @s2c{fam} {{ tcp dport }}\n'
-        )
-    return (
-        f"table inet {PROBE} {{\n{sets}"
-        "  chain probe_forward {\n"
-        "    type filter hook forward priority -300; policy accept;\n"
-        f"{rules}"
-        "  }\n"
-        "}\n"
-    )
-
-
-_SETS = ("c2s4", "s2c4", "c2s6", "s2c6")
-
-
-def _connect_many(state: TestbedState, family: int, count: int) -> list[int]:
-    """Open ``count`` HTTP connections from fwc-client, one after the other; their source ports."""
-    host = state.server_addr if family == 4 else state.server_addr6
-    af = socket.AF_INET if family == 4 else socket.AF_INET6
-    ports = []
-    with inside(state.client_netns):
-        for _ in range(count):
-            with socket.socket(af, socket.SOCK_STREAM) as s:
-                s.settimeout(2.0)
-                s.connect((host, state.http_port))
-                ports.append(s.getsockname()[1])
-                s.sendall(b"GET /index.html HTTP/1.0\r\nHost: server\r\n\r\n")
-                reply = b""
-                while chunk := s.recv(4096):
-                    reply += chunk
-                assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n\r\nx")
-    return ports
 
 
 def test_spread_covers_every_bucket_round_robin(bed: TestbedState) -> None:
@@ -70,13 +23,13 @@ def test_spread_covers_every_bucket_round_robin(bed: TestbedState) -> None:
 def test_both_directions_of_each_flow_cross_the_same_instance(bed: TestbedState) -> None:
     fws = [i.netns for i in bed.instances]
     for ns in fws:
-        netns_exec(ns, ["nft", "-f", "-"], input=_probe_script(), check=True)
+        netns_exec(ns, ["nft", "-f", "-"], input=probe_script(), check=True)
     try:
         ports = {
-            4: _connect_many(bed, 4, CONNECTIONS_PER_FAMILY),
-            6: _connect_many(bed, 6, CONNECTIONS_PER_FAMILY),
+            4: connect_many(bed, 4, CONNECTIONS_PER_FAMILY),
+            6: connect_many(bed, 6, CONNECTIONS_PER_FAMILY),
         }
-        seen = {ns: {name: nft_set(ns, PROBE, name) for name in _SETS} for ns in fws}
+        seen = {ns: {name: nft_set(ns, PROBE, name) for name in PROBE_SETS} for ns in fws}
     finally:
         for ns in fws:
             netns_exec(ns, ["nft", "delete", "table", "inet", PROBE])

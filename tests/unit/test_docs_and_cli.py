@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _fwcluster(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fwcluster.cli.main", *args],
+        [sys.executable, "-m", "fwcluster", *args],
         capture_output=True,
         text=True,
         timeout=60,

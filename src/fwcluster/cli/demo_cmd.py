@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fwcluster.cli.errors import UserError
 from fwcluster.cli.status_cmd import require_root
 
 DEMO_CONFIG = """\
@@ -82,7 +83,6 @@ def _run(netns: str, check: Check) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from fwcluster.cli.main import UserError
     from fwcluster.cli.status_cmd import collect
     from fwcluster.testbed.api import down, up
     from fwcluster.testbed.errors import TestbedError

@@ -12,17 +12,10 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from fwcluster import __version__
+from fwcluster.cli.errors import UserError
 from fwcluster.config import ConfigError
 
 Command = Callable[[argparse.Namespace], int]
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line, exit status ``code``."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,7 +83,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fwcluster: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

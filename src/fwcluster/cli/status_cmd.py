@@ -10,13 +10,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fwcluster.cli.errors import UserError
 from fwcluster.config import Config, load_config
 from fwcluster.core.rules import PROTO_BY_NAME
 from fwcluster.instance.control import query
 
 
 def require_root(what: str) -> None:
-    from fwcluster.cli.main import UserError
 
     if os.geteuid() != 0:
         raise UserError(f"{what} needs root (network namespaces, NFQUEUE)", code=1)
@@ -24,7 +24,6 @@ def require_root(what: str) -> None:
 
 def collect() -> dict[str, Any]:
     """The status document: the contract outside tools rely on (see docs/architecture.md)."""
-    from fwcluster.cli.main import UserError
     from fwcluster.testbed.api import load_state
 
     state = load_state()

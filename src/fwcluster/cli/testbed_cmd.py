@@ -6,11 +6,11 @@ import argparse
 
 from rich.console import Console
 
+from fwcluster.cli.errors import UserError
 from fwcluster.cli.status_cmd import require_root
 
 
 def up(args: argparse.Namespace) -> int:
-    from fwcluster.cli.main import UserError
     from fwcluster.config import load_config
     from fwcluster.testbed.api import up as testbed_up
     from fwcluster.testbed.errors import TestbedError

@@ -1,0 +1,194 @@
+"""Real packets through real firewall instances (NFQUEUE) in the namespace testbed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from netns_helpers import PROBE, PROBE_SETS, Capture, connect_many, curl, nft_set, probe_script, send_raw, url
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
+from scapy.packet import Raw, raw
+
+from fwcluster.instance.control import query
+from fwcluster.testbed import TestbedState, down, netns_exec, up
+
+pytestmark = pytest.mark.netns
+
+POLICY = """\
+[policy]
+default = "drop"
+
+[[rules]]
+action = "accept"
+proto = "tcp"
+dst = ["198.19.0.0/24", "2001:2:0:300::/64"]
+dport = 80
+
+[[rules]]
+action = "reject"
+proto = "tcp"
+dport = 8080
+"""
+
+ICMP_RULES = """
+[[rules]]
+action = "accept"
+proto = "icmp"
+
+[[rules]]
+action = "accept"
+proto = "icmpv6"
+"""
+
+
+def _fwcluster(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "fwcluster", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _stats(state: TestbedState) -> dict[str, dict[str, object]]:
+    return {i.id: query(i.control_socket, {"cmd": "stats"}) for i in state.instances}
+
+
+def _total(state: TestbedState, field: str) -> int:
+    return sum(int(s[field]) for s in _stats(state).values())  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="module")
+def bed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedState]:
+    """Two instances, the policy above; shared by the tests of this module."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    request.getfixturevalue("_safety_net")
+    config = tmp_path_factory.mktemp("cfg") / "policy.toml"
+    config.write_text(POLICY)
+    state = up(2, str(config))
+    try:
+        yield state
+    finally:
+        down()
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_curl_gets_the_one_byte_body_through_an_instance(bed: TestbedState, family: int) -> None:
+    before = _total(bed, "packets")
+    r = curl(bed.client_netns, url(bed, family))
+    assert r.ok and r.body == b"x"
+    assert _total(bed, "packets") >= before + 5  # the handshake, request, answer went through NFQUEUE
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_port_the_rules_do_not_allow_gets_no_answer(bed: TestbedState, family: int) -> None:
+    t0 = time.monotonic()
+    r = curl(bed.client_netns, url(bed, family, "/", port=22), timeout=1.5)
+    assert r.returncode == 28  # timed out: dropped, no answer at all
+    assert time.monotonic() - t0 >= 1.4
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_reject_rule_answers_with_a_rst(bed: TestbedState, family: int) -> None:
+    before = _total(bed, "replies_sent")
+    t0 = time.monotonic()
+    r = curl(bed.client_netns, url(bed, family, "/", port=8080))
+    assert r.returncode == 7  # connection refused: the instance's RST
+    assert time.monotonic() - t0 < 1.0
+    assert _total(bed, "replies_sent") == before + 1
+
+
+def test_stray_syn_ack_and_bare_ack_never_reach_the_server(bed: TestbedState, tmp_path: Path) -> None:
+    c4, s4 = bed.client_addr, bed.server_addr
+    c6, s6 = bed.client_addr6, bed.server_addr6
+    stray = [
+        raw(IP(src=c4, dst=s4) / TCP(sport=40001, dport=80, flags="SA", seq=1, ack=1)),
+        raw(IP(src=c4, dst=s4) / TCP(sport=40002, dport=80, flags="A", seq=1, ack=1)),
+        raw(IPv6(src=c6, dst=s6) / TCP(sport=40003, dport=80, flags="SA", seq=1, ack=1)),
+        raw(IPv6(src=c6, dst=s6) / TCP(sport=40004, dport=80, flags="A", seq=1, ack=1)),
+    ]
+    control = raw(IP(src=c4, dst=s4) / TCP(sport=40009, dport=80, flags="S", seq=1))  # must arrive
+    invalid_before = _total(bed, "invalid")
+    cap = Capture(bed.server_netns, "tcp and portrange 40001-40009", str(tmp_path / "server.pcap"))
+    try:
+        send_raw(bed.client_netns, [*stray, control])
+        time.sleep(0.5)
+    finally:
+        seen = cap.stop()
+    assert not [line for line in seen if ".4000" in line and ".40009" not in line], seen
+    assert any(".40009 > " in line and "Flags [S]" in line for line in seen), "the control SYN got lost"
+    assert _total(bed, "invalid") == invalid_before + 4
+
+
+def test_malformed_packets_are_dropped_counted_and_harmless(bed: TestbedState, tmp_path: Path) -> None:
+    c4, s4, c6, s6 = bed.client_addr, bed.server_addr, bed.client_addr6, bed.server_addr6
+    bad_doff = bytearray(raw(IP(src=c4, dst=s4) / TCP(sport=40011, dport=80, flags="S")))
+    bad_doff[20 + 12] = 0x20  # TCP data offset 2 (< 5)
+    bad_opts = raw(IP(src=c4, dst=s4) / TCP(sport=40012, dport=80, flags="S", options=[(254, b"")]))
+    bad_opts = bad_opts[:40] + b"\xfe\x00\x00\x00" + bad_opts[44:]  # option length 0
+    fragment = raw(IP(src=c4, dst=s4, frag=100, proto=6) / Raw(b"\x00" * 24))
+    gre = raw(IP(src=c4, dst=s4, proto=47) / Raw(b"\x00" * 8))
+    v6_fragment = raw(IPv6(src=c6, dst=s6, nh=44) / Raw(bytes([6, 0, 0, 0x81, 0, 0, 0, 1]) + bytes(20)))
+    pids = {i.id: i.pid for i in bed.instances}
+    malformed_before = _total(bed, "malformed")
+    cap = Capture(bed.server_netns, "not arp and not icmp6", str(tmp_path / "server.pcap"))
+    try:
+        send_raw(bed.client_netns, [bytes(bad_doff), bad_opts, fragment, gre, v6_fragment] * 3)
+        time.sleep(0.5)
+    finally:
+        seen = cap.stop()
+    assert seen == []
+    assert _total(bed, "malformed") >= malformed_before + 12  # (a few may be dropped by the kernel first)
+    stats = _stats(bed)
+    assert {i: int(s["pid"]) for i, s in stats.items()} == pids  # nobody crashed  # type: ignore[call-overload]
+    assert all(s["errors"] == 0 for s in stats.values())
+    assert curl(bed.client_netns, url(bed, 4)).body == b"x"
+
+
+def test_two_instances_both_directions_of_each_connection_cross_the_same_one(bed: TestbedState) -> None:
+    fws = [i.netns for i in bed.instances]
+    flows_before = {i: int(s["state_changes"]) for i, s in _stats(bed).items()}  # type: ignore[call-overload]
+    for ns in fws:
+        netns_exec(ns, ["nft", "-f", "-"], input=probe_script(), check=True)
+    try:
+        ports = {4: connect_many(bed, 4, 20), 6: connect_many(bed, 6, 20)}
+        seen = {ns: {name: nft_set(ns, PROBE, name) for name in PROBE_SETS} for ns in fws}
+    finally:
+        for ns in fws:
+            netns_exec(ns, ["nft", "delete", "table", "inet", PROBE])
+    for fam, fam_ports in ports.items():
+        for port in fam_ports:
+            out = [ns for ns in fws if port in seen[ns][f"c2s{fam}"]]
+            back = [ns for ns in fws if port in seen[ns][f"s2c{fam}"]]
+            assert len(out) == 1 and back == out, (fam, port, out, back)
+    # Both instances tracked connections through their whole life (both directions seen).
+    after = {i: int(s["state_changes"]) for i, s in _stats(bed).items()}  # type: ignore[call-overload]
+    assert all(after[i] > flows_before[i] for i in after)
+
+
+def test_status_json_has_the_contract_fields(bed: TestbedState) -> None:
+    p = _fwcluster("status", "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert [i["id"] for i in doc["instances"]] == ["fw1", "fw2"]
+    for inst in doc["instances"]:
+        assert {"id", "pid", "netns", "health", "flows"} <= set(inst)
+        assert inst["health"] == "ok" and isinstance(inst["flows"], int)
+    assert doc["sync"] == {"level": "established", "access": "dirty", "confirm": "async"}
+    tb = doc["testbed"]
+    assert (tb["client_netns"], tb["server_netns"], tb["http_port"]) == ("fwc-client", "fwc-server", 80)
+    assert (tb["server_addr"], tb["server_addr6"]) == (bed.server_addr, bed.server_addr6)
+    table = _fwcluster("status")
+    assert table.returncode == 0 and "fw1" in table.stdout and "fw2" in table.stdout
+
+
+def test_ping_is_dropped_without_an_icmp_rule(bed: TestbedState) -> None:
+    for cmd in (
+        ["ping", "-c", "1", "-W", "1", bed.server_addr],
+        ["ping", "-6", "-c", "1", "-W", "1", bed.server_addr6],
+    ):
+        assert netns_exec(bed.client_netns, cmd).returncode != 0
