@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -102,3 +103,10 @@ def test_help_lists_every_command() -> None:
     assert p.returncode == 0
     for cmd in ("testbed", "status", "check-config", "bench", "demo"):
         assert cmd in p.stdout
+
+
+def test_bench_core_json_has_the_figures() -> None:
+    p = _fwcluster("bench", "core", "--json", "--connections", "200", "--rounds", "1", "--flows", "1000")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["packets_per_second"] > 0 and doc["bytes_per_flow"] > 0
