@@ -26,6 +26,33 @@ class ConfigError(Exception):
 
 class SteeringKind(StrEnum):
     SYMMETRIC = "symmetric"  # nft symhash: both directions of a flow cross one instance
+    ECMP = "ecmp"  # resilient nexthop groups: each direction hashed on its own
+
+
+class StoreBackend(StrEnum):
+    REDIS = "redis"  # a real redis-server, shared by all instances
+    MEMORY = "memory"  # one instance, nothing shared
+
+
+class HeldVerdict(StrEnum):
+    DROP = "drop"
+    ACCEPT = "accept"
+
+
+class OutagePolicy(StrEnum):
+    REFUSE = "refuse"  # no new flows while the store is unreachable
+    ACCEPT = "accept"  # new flows are tracked locally and published after the store is back
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    backend: StoreBackend = StoreBackend.REDIS
+    url: str = ""  # empty: the testbed's own redis-server in fwc-mgmt
+    timeout_ms: int = 50  # bound on a sync write or a miss look-up
+    on_timeout: HeldVerdict = HeldVerdict.DROP  # verdict for a held packet the store did not confirm in time
+    outage: OutagePolicy = OutagePolicy.REFUSE
+    replicas: int = 0  # sync confirm also waits for this many replicas (Redis WAIT)
+    lookup_rate: int = 2000  # store look-ups per second on a local miss; beyond it the packet is invalid
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +73,7 @@ class Config:
     ruleset: RuleSet = field(default_factory=RuleSet)
     conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
     steering: SteeringConfig = field(default_factory=SteeringConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     source: str = "<defaults>"
 
 
@@ -67,7 +95,7 @@ dst = ["198.18.0.0/15", "2001:2::/48"]
 dport = 80
 """
 
-_TOP = ("sync", "policy", "rules", "conntrack", "steering")
+_TOP = ("sync", "policy", "rules", "conntrack", "steering", "store")
 _RULE_FIELDS = ("action", "proto", "src", "dst", "sport", "dport", "comment")
 
 
@@ -99,6 +127,7 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
             ruleset=_ruleset(_table(data, "policy"), data.get("rules", [])),
             conntrack=_conntrack(_table(data, "conntrack")),
             steering=_steering(_table(data, "steering")),
+            store=_store(_table(data, "store")),
             source=source,
         )
     except ConfigError as e:
@@ -255,4 +284,22 @@ def _steering(t: dict[str, Any]) -> SteeringConfig:
     return SteeringConfig(
         kind=_choice(t, "steering", "kind", SteeringKind, SteeringKind.SYMMETRIC),
         buckets=_positive_int(t, "steering", "buckets", 64, 1, 4096),
+    )
+
+
+def _store(t: dict[str, Any]) -> StoreConfig:
+    _only(t, ("backend", "url", "timeout_ms", "on_timeout", "outage", "replicas", "lookup_rate"), "store")
+    url = t.get("url", "")
+    if not isinstance(url, str) or (url and not url.startswith(("redis://", "rediss://", "unix://"))):
+        raise ConfigError(
+            f'store.url: {url!r} is not allowed (allowed: "" or redis://[:password@]host:port/db)'
+        )
+    return StoreConfig(
+        backend=_choice(t, "store", "backend", StoreBackend, StoreBackend.REDIS),
+        url=url,
+        timeout_ms=_positive_int(t, "store", "timeout_ms", 50, 1, 60_000),
+        on_timeout=_choice(t, "store", "on_timeout", HeldVerdict, HeldVerdict.DROP),
+        outage=_choice(t, "store", "outage", OutagePolicy, OutagePolicy.REFUSE),
+        replicas=_positive_int(t, "store", "replicas", 0, 0, 16),
+        lookup_rate=_positive_int(t, "store", "lookup_rate", 2000, 1, 1_000_000),
     )
