@@ -114,7 +114,7 @@ def test_expire_removes_expired_flows_in_bounded_steps() -> None:
     assert calls >= 4  # ten removals at three per call
     assert sorted(e.key for e in events) == sorted(old)
     for e in events:
-        assert e == StateChange(e.key, PROTO_UDP, S.UNREPLIED, S.REMOVED, True, now)
+        assert e is not None and e[:6] == StateChange(e.key, PROTO_UDP, S.UNREPLIED, S.REMOVED, True, now)[:6]
     assert all(fw.state_of(k, now) == S.UNREPLIED for k in young)
     for _ in range(10):
         assert fw.expire(now, 3) == []  # nothing more to remove, no event twice
@@ -192,7 +192,8 @@ def test_pack_and_unpack() -> None:
     for state in (S.SYN_SENT, S.ESTABLISHED, S.SYN_SENT2, S.UNREPLIED, S.REPLIED):
         for lo in (False, True):
             for expiry in (0, 1, 2**40 + 7):
-                assert unpack(pack(state, lo, expiry)) == (state, lo, expiry)
+                for version in (1, 7, 4095):
+                    assert unpack(pack(state, lo, expiry, version)) == (state, lo, version, expiry)
 
 
 def test_flowtable_get_remove_and_len() -> None:
@@ -205,3 +206,22 @@ def test_flowtable_get_remove_and_len() -> None:
     assert t.remove(b"k") == pack(S.ESTABLISHED, True, 5000)
     assert t.remove(b"k") is None
     assert len(t) == 0
+
+
+def test_versions_count_state_changes_and_reopens() -> None:
+    fw = firewall()
+    versions = []
+    for flags, reply in (
+        (SYN, False),
+        (SYN | ACK, True),
+        (ACK, False),
+        (ACK, False),  # no change: no event
+        (FIN | ACK, False),
+        (FIN | ACK, True),
+        (ACK, False),
+        (SYN, False),  # reopen from TIME_WAIT: the version keeps counting
+    ):
+        d = check(fw.decide(tcp(flags, reply=reply), T0))
+        if d.event is not None:
+            versions.append(d.event.version)
+    assert versions == [1, 2, 3, 4, 5, 6, 7]

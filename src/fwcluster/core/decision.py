@@ -56,6 +56,7 @@ class StateChange(NamedTuple):
     after: FlowState  # REMOVED when the flow left the table
     orig_is_lo: bool  # which endpoint of the key opened the flow
     time: float  # the packet's (or expiry's) timestamp
+    version: int = 1  # the flow's version after the change (see core.flowtable)
 
 
 class Decision(NamedTuple):

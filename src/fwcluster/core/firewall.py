@@ -8,7 +8,15 @@ the state before and after and, when the state changed, the :class:`StateChange`
 from __future__ import annotations
 
 from fwcluster.core.decision import Decision, Reason, StateChange, Verdict
-from fwcluster.core.flowtable import EXPIRY_SHIFT, ORIG_IS_LO, STATE_MASK, FlowTable
+from fwcluster.core.flowtable import (
+    EXPIRY_SHIFT,
+    LOW_MASK,
+    ORIG_IS_LO,
+    STATE_MASK,
+    VERSION_MASK,
+    FlowTable,
+    bump,
+)
 from fwcluster.core.packet import (
     ICMP6_ECHO_REPLY,
     ICMP6_ECHO_REQUEST,
@@ -116,14 +124,15 @@ class Firewall:
             return self._open(
                 p, buf, key, FlowState.SYN_SENT, self._tcp_timeout_ms[SS], now, now_ms, _S[state]
             )
-        self.table.flows[key] = (
-            ((now_ms + self._tcp_timeout_ms[nxt]) << EXPIRY_SHIFT) | (v & 0xFF & ~STATE_MASK) | nxt
-        )
+        expiry = (now_ms + self._tcp_timeout_ms[nxt]) << EXPIRY_SHIFT
         if nxt == state:
+            self.table.flows[key] = expiry | (v & LOW_MASK)
             st = _S[state]
             return _new(Decision, (_ACCEPT, Reason.TRACKED, st, st, None, None))
+        low = bump(v)
+        self.table.flows[key] = expiry | low | nxt
         before, after = _S[state], _S[nxt]
-        ev = _new(StateChange, (key, PROTO_TCP, before, after, orig_is_lo, now))
+        ev = _new(StateChange, (key, PROTO_TCP, before, after, orig_is_lo, now, low >> 8))
         return _new(Decision, (_ACCEPT, Reason.TRACKED, before, after, ev, None))
 
     def _udp(self, p: Parsed, buf: bytes, key: bytes, v: int | None, now: float, now_ms: int) -> Decision:
@@ -156,13 +165,14 @@ class Firewall:
         state = v & STATE_MASK
         orig_is_lo = (v & ORIG_IS_LO) != 0
         nxt = _REPLIED if state == _UNREPLIED and p.from_lo != orig_is_lo else state
-        self.table.flows[key] = (
-            ((now_ms + timeout_ms[nxt == _REPLIED]) << EXPIRY_SHIFT) | (v & ORIG_IS_LO) | nxt
-        )
+        expiry = (now_ms + timeout_ms[nxt == _REPLIED]) << EXPIRY_SHIFT
         if nxt == state:
+            self.table.flows[key] = expiry | (v & LOW_MASK)
             st = _S[state]
             return _new(Decision, (_ACCEPT, Reason.TRACKED, st, st, None, None))
-        ev = _new(StateChange, (key, p.proto, _UNREPLIED, _REPLIED, orig_is_lo, now))
+        low = bump(v)
+        self.table.flows[key] = expiry | low | nxt
+        ev = _new(StateChange, (key, p.proto, _UNREPLIED, _REPLIED, orig_is_lo, now, low >> 8))
         return _new(Decision, (_ACCEPT, Reason.TRACKED, _UNREPLIED, _REPLIED, ev, None))
 
     def _open(
@@ -190,8 +200,16 @@ class Firewall:
             table.sweep(now, 256)  # reclaim expired flows first
             if len(flows) >= table.max_flows:
                 return _TABLE_FULL  # tracked flows are never evicted to make room for new ones
-        flows[key] = ((now_ms + timeout_ms) << EXPIRY_SHIFT) | (ORIG_IS_LO if p.from_lo else 0) | state
-        ev = _new(StateChange, (key, p.proto, before, state, p.from_lo, now))
+        # A reopened connection keeps counting versions, so the store sees it move forward.
+        old = flows.get(key)
+        version = (((old & VERSION_MASK) >> 8) + 1) & 0xFFF if old is not None and before != _NONE else 1
+        flows[key] = (
+            ((now_ms + timeout_ms) << EXPIRY_SHIFT)
+            | (version << 8)
+            | (ORIG_IS_LO if p.from_lo else 0)
+            | state
+        )
+        ev = _new(StateChange, (key, p.proto, before, state, p.from_lo, now, version))
         return _new(Decision, (_ACCEPT, Reason.RULE_ACCEPT, before, state, ev, None))
 
     # ------------------------------------------------------------------ housekeeping
@@ -199,6 +217,14 @@ class Firewall:
         """Run one bounded step of the expiry sweep; returns the REMOVED events so far."""
         self.table.sweep(now, budget)
         return self.table.take_removed()
+
+    def timeout_ms(self, state: FlowState, proto: int) -> int:
+        """The local timeout of a state, for flows installed from the shared store."""
+        if proto == PROTO_TCP:
+            return self._tcp_timeout_ms[state]
+        if proto == PROTO_UDP:
+            return self._udp_ms[state == _REPLIED]
+        return self._icmp_ms
 
     def state_of(self, key: bytes, now: float) -> FlowState | None:
         v = self.table.get(key, int(now * 1000))

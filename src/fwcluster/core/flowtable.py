@@ -2,7 +2,12 @@
 
 One flow costs a dict slot, its key (bytes, 13 bytes for IPv4, 37 for IPv6) and one int:
 
-    value = expiry_ms << 8 | orig_is_lo << 4 | state
+    value = expiry_ms << 20 | version << 8 | flags << 4 | state
+
+``version`` counts the flow's state changes (12 bits, wrapping): the shared state table compares
+it to refuse stale writes. ``flags`` holds ORIG_IS_LO (which endpoint of the key opened the flow).
+``expiry_ms`` is on the caller's clock (the datapath passes a monotonic clock, which keeps the
+integer small: a flow costs one 32-byte int).
 
 A packed int instead of an object keeps a million flows in well under 200 bytes each and makes
 the per-packet update one integer store. Expired entries are invisible at once (every lookup
@@ -20,15 +25,34 @@ from fwcluster.core.states import FlowState
 
 STATE_MASK = 0x0F
 ORIG_IS_LO = 0x10
-EXPIRY_SHIFT = 8
+VERSION_ONE = 0x100
+VERSION_MASK = 0xFFF00
+LOW_MASK = 0xFFFFF  # everything below the expiry
+EXPIRY_SHIFT = 20
 
 
-def pack(state: int, orig_is_lo: bool, expiry_ms: int) -> int:
-    return (expiry_ms << EXPIRY_SHIFT) | (ORIG_IS_LO if orig_is_lo else 0) | state
+def pack(state: int, orig_is_lo: bool, expiry_ms: int, version: int = 1) -> int:
+    return (
+        (expiry_ms << EXPIRY_SHIFT)
+        | ((version << 8) & VERSION_MASK)
+        | (ORIG_IS_LO if orig_is_lo else 0)
+        | state
+    )
 
 
-def unpack(value: int) -> tuple[FlowState, bool, int]:
-    return FlowState(value & STATE_MASK), bool(value & ORIG_IS_LO), value >> EXPIRY_SHIFT
+def unpack(value: int) -> tuple[FlowState, bool, int, int]:
+    """(state, orig_is_lo, version, expiry_ms)"""
+    return (
+        FlowState(value & STATE_MASK),
+        bool(value & ORIG_IS_LO),
+        (value & VERSION_MASK) >> 8,
+        value >> EXPIRY_SHIFT,
+    )
+
+
+def bump(value: int) -> int:
+    """The low bits of ``value`` with the version advanced by one (wrapping in 12 bits)."""
+    return (value & (LOW_MASK & ~VERSION_MASK & ~STATE_MASK)) | ((value + VERSION_ONE) & VERSION_MASK)
 
 
 class FlowTable:
@@ -76,7 +100,10 @@ class FlowTable:
                 del flows[key]
                 count += 1
                 state = FlowState(v & STATE_MASK)
-                removed.append(StateChange(key, key[0], state, FlowState.REMOVED, bool(v & ORIG_IS_LO), now))
+                version = ((v & VERSION_MASK) >> 8) + 1
+                removed.append(
+                    StateChange(key, key[0], state, FlowState.REMOVED, bool(v & ORIG_IS_LO), now, version)
+                )
         return count
 
     def take_removed(self) -> list[StateChange]:
@@ -86,3 +113,7 @@ class FlowTable:
 
     def remove(self, key: bytes) -> int | None:
         return self.flows.pop(key, None)
+
+    def install(self, key: bytes, state: int, orig_is_lo: bool, version: int, expiry_ms: int) -> None:
+        """Put a flow learned from elsewhere (the shared store) into the table."""
+        self.flows[key] = pack(state, orig_is_lo, expiry_ms, version)

@@ -21,7 +21,7 @@ import os
 import socket
 from collections.abc import Callable
 from struct import Struct
-from time import time
+from time import monotonic
 from typing import Any
 
 from netfilterqueue import NetfilterQueue
@@ -71,7 +71,7 @@ class NfqueueDatapath:
     ) -> None:
         self.counters = counters
         self._replies = replies
-        self._now = time()
+        self._now = monotonic()
         self._pending_id = 0  # highest accepted packet id still waiting for the batch verdict
         self._pending = 0
         self._batch_header = _batch_header(queue_num)
@@ -87,7 +87,7 @@ class NfqueueDatapath:
 
     def process(self) -> None:
         """Handle every packet waiting in the queue, then return."""
-        self._now = time()
+        self._now = monotonic()
         try:
             self._nfq.run(block=False)
         finally:

@@ -90,6 +90,6 @@ class Instance:
 
     def _sweep(self) -> None:
         budget = max(1024, int(len(self.firewall.table) * SWEEP_INTERVAL / SWEEP_PASS))
-        for event in self.firewall.expire(time.time(), budget):
+        for event in self.firewall.expire(time.monotonic(), budget):
             self.expired += 1
             self._on_change(event)
