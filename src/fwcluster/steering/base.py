@@ -13,7 +13,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
+
+# Which balancers a change applies to: ``forward`` steers what the client sends (fwc-lb),
+# ``reverse`` what the server sends (fwc-rt), ``both`` every balancer.
+Direction = Literal["forward", "reverse", "both"]
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
+ONE_WAY: tuple[str, ...] = ("forward", "reverse")
 
 
 class SteeringError(RuntimeError):
@@ -22,10 +28,11 @@ class SteeringError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Balancer:
-    """A load-balancer namespace and the interface whose incoming traffic it steers."""
+    """A load-balancer namespace, the interface whose incoming traffic it steers, and its direction."""
 
     netns: str
     ingress: str
+    direction: str = "forward"  # "forward" (client -> server) or "reverse" (server -> client)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,9 @@ class SteeringDriver(ABC):
             raise SteeringError("a steering driver needs at least one balancer")
         if buckets < 1:
             raise SteeringError(f"buckets must be >= 1, not {buckets}")
+        for b in balancers:
+            if b.direction not in ONE_WAY:
+                raise SteeringError(f"balancer {b.netns}: direction {b.direction!r} is not forward or reverse")
         self.balancers: tuple[Balancer, ...] = tuple(balancers)
         self.buckets = buckets
         self._targets: dict[str, Target] = {}
@@ -97,6 +107,19 @@ class SteeringDriver(ABC):
         if isinstance(bucket, bool) or not isinstance(bucket, int) or not 0 <= bucket < self.buckets:
             raise SteeringError(f"bucket {bucket!r} is out of range 0..{self.buckets - 1}")
 
+    def _selected(self, direction: str) -> tuple[Balancer, ...]:
+        """The balancers a change in ``direction`` applies to (SteeringError if there are none)."""
+        if direction not in DIRECTIONS:
+            raise SteeringError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
+        chosen = tuple(b for b in self.balancers if direction in ("both", b.direction))
+        if not chosen:
+            raise SteeringError(f"no balancer steers the {direction} direction")
+        return chosen
+
+    def directions(self) -> tuple[str, ...]:
+        """The directions this driver's balancers steer, forward first."""
+        return tuple(d for d in ONE_WAY if any(b.direction == d for b in self.balancers))
+
     # --- what drivers implement ---------------------------------------------------------------
 
     @abstractmethod
@@ -116,16 +139,19 @@ class SteeringDriver(ABC):
         """Forget an instance; fails while a bucket is still mapped to it."""
 
     @abstractmethod
-    def assign(self, mapping: Mapping[int, str]) -> None:
-        """Map the given buckets to the given instances; no other bucket moves."""
+    def assign(self, mapping: Mapping[int, str], direction: Direction = "both") -> None:
+        """Map the given buckets to the given instances in ``direction``; no other bucket moves."""
 
     @abstractmethod
-    def unassign(self, buckets: Iterable[int]) -> None:
-        """Map the given buckets to nothing (their flows are dropped)."""
+    def unassign(self, buckets: Iterable[int], direction: Direction = "both") -> None:
+        """Map the given buckets to nothing in ``direction`` (their flows are dropped)."""
 
     @abstractmethod
-    def table(self) -> dict[int, str]:
-        """The bucket -> instance id table as the kernel holds it (unassigned buckets are absent)."""
+    def table(self, direction: Direction = "forward") -> dict[int, str]:
+        """The bucket -> instance id table of the first balancer of ``direction``, read from its kernel.
+
+        Unassigned buckets are absent.
+        """
 
     @abstractmethod
     def tables(self) -> dict[str, dict[int, str]]:
@@ -133,16 +159,48 @@ class SteeringDriver(ABC):
 
     # --- built on the above -------------------------------------------------------------------
 
-    def spread(self, instance_ids: Sequence[str]) -> dict[int, str]:
+    def direction_tables(self) -> dict[str, dict[int, str]]:
+        """``{"forward": table, "reverse": table}`` (only the directions this driver steers)."""
+        return {d: self.table(d) for d in self.directions()}  # type: ignore[arg-type]
+
+    def spread(self, instance_ids: Sequence[str], direction: Direction = "both") -> dict[int, str]:
         """Assign every bucket round-robin over ``instance_ids`` and return the mapping."""
         if not instance_ids:
             raise SteeringError("spread needs at least one instance")
         for i in instance_ids:
             self._target(i)
         mapping = {b: instance_ids[b % len(instance_ids)] for b in range(self.buckets)}
-        self.assign(mapping)
+        self.assign(mapping, direction)
         return mapping
 
-    def buckets_of(self, instance_id: str) -> list[int]:
-        """The buckets currently mapped to ``instance_id`` (read from the kernel)."""
-        return sorted(b for b, i in self.table().items() if i == instance_id)
+    def buckets_of(self, instance_id: str, direction: Direction = "forward") -> list[int]:
+        """The buckets mapped to ``instance_id`` in ``direction`` (``both``: in either), from the kernel."""
+        if direction == "both":
+            tables = list(self.direction_tables().values())
+        else:
+            self._selected(direction)
+            tables = [self.table(direction)]
+        return sorted({b for t in tables for b, i in t.items() if i == instance_id})
+
+    def move(
+        self, from_id: str, to_ids: Sequence[str], direction: Direction = "both"
+    ) -> dict[str, dict[int, str]]:
+        """Spread every bucket of ``from_id`` round-robin over ``to_ids``, per direction.
+
+        Returns the buckets moved per direction (``{"forward": {bucket: id}, ...}``).
+        """
+        self._target(from_id)
+        if not to_ids:
+            raise SteeringError("the target list is empty")
+        for i in to_ids:
+            self._target(i)
+        if from_id in to_ids:
+            raise SteeringError(f"cannot move the buckets of {from_id} to {from_id} itself")
+        moved: dict[str, dict[int, str]] = {}
+        for d in self.directions() if direction == "both" else (direction,):
+            mine = self.buckets_of(from_id, d)  # type: ignore[arg-type]
+            mapping = {b: to_ids[n % len(to_ids)] for n, b in enumerate(mine)}
+            if mapping:
+                self.assign(mapping, d)  # type: ignore[arg-type]
+            moved[d] = mapping
+        return moved

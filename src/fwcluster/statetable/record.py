@@ -1,0 +1,70 @@
+"""One flow as the shared store holds it, and the rule a clean write follows.
+
+Store value (ASCII, so it reads in redis-cli): ``state:orig_is_lo:version:proto:writer``,
+e.g. ``3:1:3:6:fw2``. The flow key is the core's direction-independent key (bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fwcluster.core.decision import StateChange
+from fwcluster.core.states import FlowState
+
+S = FlowState
+
+# How far along its life a flow is. A clean write never moves a flow to a lower rank (no
+# ESTABLISHED overwritten by SYN_RECV), except that a new SYN reopens a closed connection.
+RANK: dict[FlowState, int] = {
+    S.NONE: 0,
+    S.SYN_SENT: 1,
+    S.SYN_SENT2: 1,
+    S.UNREPLIED: 1,
+    S.SYN_RECV: 2,
+    S.ESTABLISHED: 3,
+    S.REPLIED: 3,
+    S.FIN_WAIT: 4,
+    S.CLOSE_WAIT: 4,
+    S.LAST_ACK: 5,
+    S.TIME_WAIT: 6,
+    S.CLOSE: 7,
+    S.REMOVED: 8,
+}
+REOPENABLE = frozenset({S.TIME_WAIT, S.CLOSE})
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    key: bytes
+    state: FlowState
+    orig_is_lo: bool
+    version: int
+    proto: int
+    writer: str
+
+    def encode(self) -> bytes:
+        return f"{int(self.state)}:{int(self.orig_is_lo)}:{self.version}:{self.proto}:{self.writer}".encode()
+
+    @classmethod
+    def decode(cls, key: bytes, raw: bytes) -> FlowRecord:
+        state, orig, version, proto, writer = raw.decode().split(":", 4)
+        return cls(key, FlowState(int(state)), orig == "1", int(version), int(proto), writer)
+
+    @classmethod
+    def from_change(cls, ev: StateChange, writer: str) -> FlowRecord:
+        return cls(ev.key, ev.after, ev.orig_is_lo, ev.version, ev.proto, writer)
+
+
+def clean_allows(current: FlowRecord | None, new: FlowRecord) -> bool:
+    """May a clean (conditional) write replace ``current`` with ``new``?
+
+    - a flow nobody stored yet: yes;
+    - a new SYN on a connection that is closed in the store (TIME_WAIT, CLOSE): yes, a reopen;
+    - otherwise only a newer version that does not move the flow backwards.
+    The Redis backend runs the same rule server-side (statetable/redis_store.py, CLEAN_WRITE).
+    """
+    if current is None:
+        return True
+    if new.state == S.SYN_SENT and current.state in REOPENABLE:
+        return True
+    return new.version > current.version and RANK[new.state] >= RANK[current.state]

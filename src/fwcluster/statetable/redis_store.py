@@ -1,0 +1,170 @@
+"""The ``redis`` backend: a real redis-server holds the table, expires it, and carries the feed.
+
+Data model (docs/architecture.md has the full description):
+
+- one string per flow: key ``fwc:f:<flow key bytes>``, value ``state:orig:version:proto:writer``,
+  with a TTL (PX) equal to the conntrack timeout of the state, so the store never leaks;
+- one stream ``fwc:feed`` (capped with ``MAXLEN ~``): every applied write appends ``k`` (flow
+  key) and ``v`` (value); instances follow it to keep their replicas warm.
+
+Dirty writes are a pipelined SET + XADD (last writer wins). Clean writes run ``CLEAN_WRITE``
+server-side: read, compare by version and rank, write and append to the feed atomically.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from fwcluster.core.states import FlowState
+from fwcluster.statetable.record import RANK, FlowRecord
+from fwcluster.statetable.store import Store, StoreError, WriteResult
+
+PREFIX = b"fwc:f:"
+FEED = b"fwc:feed"
+FEED_MAXLEN = 100_000
+_REMOVED = int(FlowState.REMOVED)
+
+_RANKS = ", ".join(f"[{int(s)}] = {r}" for s, r in RANK.items())
+CLEAN_WRITE = f"""
+-- KEYS[1] flow, KEYS[2] feed
+-- ARGV: value, ttl_ms, state, version, flow key, feed maxlen
+local RANK = {{{_RANKS}}}
+local value = ARGV[1]
+local state = tonumber(ARGV[3])
+local version = tonumber(ARGV[4])
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local cs, cv = string.match(cur, '^(%d+):%d+:(%d+):')
+  cs = tonumber(cs)
+  cv = tonumber(cv)
+  if state == {int(FlowState.SYN_SENT)} and (cs == {int(FlowState.TIME_WAIT)}
+      or cs == {int(FlowState.CLOSE)}) then
+    -- a reopen: the flow starts a new life, its version keeps counting up
+    if version <= cv then
+      version = cv + 1
+      value = string.gsub(value, '^(%d+:%d+:)%d+', '%1' .. version, 1)
+    end
+  elseif not (version > cv and RANK[state] >= RANK[cs]) then
+    return {{0, cur}}
+  end
+end
+if state == {_REMOVED} then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', ARGV[5], 'v', value)
+return {{1, value}}
+"""
+
+
+class RedisStore(Store):
+    def __init__(self, url: str, timeout: float = 1.0) -> None:
+        self.url = url
+        # redis-py's type hints allow str or bytes everywhere; with decode_responses=False every
+        # reply is bytes, so the client is used untyped here and the results are typed below.
+        self._r: Any = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
+        )
+        self._clean: Any = self._r.register_script(CLEAN_WRITE)
+
+    async def write(
+        self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int = 0
+    ) -> list[WriteResult]:
+        try:
+            return await self._write(records, clean, replicas)
+        except (RedisError, OSError) as e:
+            raise StoreError(str(e)) from e
+
+    async def _write(
+        self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int
+    ) -> list[WriteResult]:
+        pipe = self._r.pipeline(transaction=False)
+        for rec, ttl_ms in records:
+            value = rec.encode()
+            rkey = PREFIX + rec.key
+            if clean:
+                args = [value, max(1, ttl_ms), int(rec.state), rec.version, rec.key, FEED_MAXLEN]
+                await self._clean(keys=[rkey, FEED], args=args, client=pipe)
+            else:
+                if rec.state == FlowState.REMOVED:
+                    pipe.delete(rkey)
+                else:
+                    pipe.set(rkey, value, px=max(1, ttl_ms))
+                pipe.xadd(FEED, {b"k": rec.key, b"v": value}, maxlen=FEED_MAXLEN, approximate=True)
+        if replicas:
+            pipe.wait(replicas, 1000)
+        replies: list[Any] = await pipe.execute()
+        out = []
+        if clean:
+            for (rec, _), reply in zip(records, replies, strict=False):
+                applied, value = int(reply[0]) == 1, reply[1]
+                out.append(WriteResult(applied, FlowRecord.decode(rec.key, value)))
+        else:
+            out = [WriteResult(True, rec) for rec, _ in records]
+        return out
+
+    async def get(self, keys: list[bytes]) -> list[FlowRecord | None]:
+        try:
+            values = await self._r.mget([PREFIX + k for k in keys])
+        except (RedisError, OSError) as e:
+            raise StoreError(str(e)) from e
+        return [None if v is None else FlowRecord.decode(k, v) for k, v in zip(keys, values, strict=True)]
+
+    async def snapshot(self) -> tuple[list[FlowRecord], str]:
+        try:
+            last = await self._r.xrevrange(FEED, count=1)
+            position = last[0][0].decode() if last else "0-0"
+            records: list[FlowRecord] = []
+            batch: list[bytes] = []
+            async for rkey in self._r.scan_iter(match=PREFIX + b"*", count=1000):
+                batch.append(rkey)
+                if len(batch) >= 1000:
+                    records += await self._mget_raw(batch)
+                    batch = []
+            if batch:
+                records += await self._mget_raw(batch)
+            return records, position
+        except (RedisError, OSError) as e:
+            raise StoreError(str(e)) from e
+
+    async def _mget_raw(self, rkeys: list[bytes]) -> list[FlowRecord]:
+        values = await self._r.mget(rkeys)
+        return [
+            FlowRecord.decode(k[len(PREFIX) :], v)
+            for k, v in zip(rkeys, values, strict=True)
+            if v is not None
+        ]
+
+    async def feed(self, position: str, block_ms: int, count: int) -> tuple[list[FlowRecord], str]:
+        try:
+            reply = await self._r.xread({FEED: position}, count=count, block=block_ms or None)
+        except (RedisError, OSError) as e:
+            raise StoreError(str(e)) from e
+        records = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                position = entry_id.decode()
+                records.append(FlowRecord.decode(fields[b"k"], fields[b"v"]))
+        return records, position
+
+    async def ping(self) -> None:
+        try:
+            await self._r.ping()
+        except (RedisError, OSError) as e:
+            raise StoreError(str(e)) from e
+
+    async def clear(self) -> None:
+        try:
+            keys = [k async for k in self._r.scan_iter(match=PREFIX + b"*", count=1000)]
+            for i in range(0, len(keys), 1000):
+                await self._r.delete(*keys[i : i + 1000])
+            await self._r.delete(FEED)
+        except (RedisError, OSError) as e:
+            raise StoreError(str(e)) from e
+
+    async def close(self) -> None:
+        await self._r.aclose()

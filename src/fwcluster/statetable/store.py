@@ -1,0 +1,56 @@
+"""The store interface the shared state table talks to (async; one implementation per backend)."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from fwcluster.statetable.record import FlowRecord
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    applied: bool  # False: a clean write was refused (the store holds something newer)
+    current: FlowRecord | None  # what the store holds after the write
+
+
+class StoreError(Exception):
+    """The store did not answer (down, unreachable, timed out)."""
+
+
+class Store(abc.ABC):
+    """An authoritative copy of the state table plus a change feed."""
+
+    @abc.abstractmethod
+    async def write(
+        self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int = 0
+    ) -> list[WriteResult]:
+        """Store each (record, ttl_ms) and append it to the feed; in one round trip where possible.
+
+        ``clean``: atomic conditional update by :func:`record.clean_allows`; else a blind write.
+        ``replicas``: wait until that many replicas acknowledged (where the store has replicas).
+        A REMOVED record deletes the flow.
+        """
+
+    @abc.abstractmethod
+    async def get(self, keys: list[bytes]) -> list[FlowRecord | None]:
+        """The current records of ``keys`` (None where the store has none)."""
+
+    @abc.abstractmethod
+    async def snapshot(self) -> tuple[list[FlowRecord], str]:
+        """Every stored flow, and the feed position to follow from so nothing is missed."""
+
+    @abc.abstractmethod
+    async def feed(self, position: str, block_ms: int, count: int) -> tuple[list[FlowRecord], str]:
+        """Changes after ``position`` (waiting up to ``block_ms`` for one); the new position."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreError unless the store answers."""
+
+    @abc.abstractmethod
+    async def clear(self) -> None:
+        """Remove every flow and the feed (tests and benchmarks)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
