@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -154,7 +153,6 @@ def test_an_instance_that_dies_fails_up_and_everything_is_torn_down(
     assert (DEFAULT_RUN_DIR / "fw1.log").exists()  # kept for the post-mortem
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fwcluster.instance.__main__") is None, reason="no instance yet")
 def test_real_instances_filter_the_traffic(testbed: Builder) -> None:
     state = testbed(2, start_instances=True)
     assert all(i.pid is not None and alive(i.pid) for i in state.instances)

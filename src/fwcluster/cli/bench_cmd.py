@@ -48,6 +48,45 @@ def add_parsers(
     dp.add_argument("--json", action="store_true", help="print one JSON object")
     dp.set_defaults(func=bench_datapath)
 
+    st = sub.add_parser(
+        "store",
+        help="cost per published state change against redis: dirty/clean x async/sync, side by side",
+    )
+    st.add_argument(
+        "--changes",
+        type=positive(10, 1_000_000),
+        default=2000,
+        help="state changes per configuration and round (default 2000)",
+    )
+    st.add_argument(
+        "--rounds", type=positive(1, 100), default=5, help="interleaved rounds of the four (default 5)"
+    )
+    st.add_argument(
+        "--url",
+        type=_redis_url,
+        metavar="URL",
+        help="redis://... of a server to measure (its fwcluster flows and feed are cleared: give it a "
+        "database nobody uses, e.g. redis://HOST:6379/15); default: start a private one on 127.0.0.1",
+    )
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+    st.set_defaults(func=bench_store)
+
+
+def _redis_url(text: str) -> str:
+    """A redis URL, checked for shape only (never echoed back: it may hold a password)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a valid URL ({e})") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise argparse.ArgumentTypeError("not a redis://, rediss:// or unix:// URL")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise argparse.ArgumentTypeError("the URL names no host")
+    return text
+
 
 def bench_core(args: argparse.Namespace) -> int:
     from fwcluster.bench import core
@@ -104,4 +143,39 @@ def bench_datapath(args: argparse.Namespace) -> int:
     Console().print(t)
     ratio = doc["ratios"]["fwcluster_over_kernel_rate"]
     Console().print(f"fwcluster reaches {ratio:.0%} of the kernel firewall's connection rate (goal: >= 60%)")
+    return 0
+
+
+def bench_store(args: argparse.Namespace) -> int:
+    from fwcluster.bench import store
+    from fwcluster.cli.errors import UserError
+    from fwcluster.statetable.store import StoreError
+
+    where = "a private redis-server on 127.0.0.1" if args.url is None else store.redact(args.url)
+    try:
+        result = store.run(args.url, args.changes, args.rounds)
+    except store.ServerStartError as e:
+        raise UserError(f"bench store: {e}", code=1) from None
+    except StoreError as e:
+        raise UserError(f"bench store: the store at {where} failed: {e}", code=1) from None
+    doc = result.as_dict()
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    t = Table(
+        title=f"fwcluster bench store (redis {doc['redis_version']} at {where}; "
+        f"{doc['rounds']} rounds x {doc['changes_per_round']:,} changes; async batches of {doc['batch']})"
+    )
+    for col in ("access", "confirm", "changes", "us/change p50", "us/change p99", "changes/s"):
+        t.add_column(col, justify="left" if col in ("access", "confirm") else "right")
+    for c in doc["configurations"]:
+        t.add_row(
+            c["access"],
+            c["confirm"],
+            f"{c['changes']:,}",
+            f"{c['us_per_change_p50']:.1f}",
+            f"{c['us_per_change_p99']:.1f}",
+            f"{c['changes_per_second']:,}",
+        )
+    Console().print(t)
     return 0

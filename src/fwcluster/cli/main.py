@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"fwcluster {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
 
-    tb = sub.add_parser("testbed", help="build or remove the namespace testbed")
+    tb = sub.add_parser("testbed", help="build, steer or remove the namespace testbed")
     tbs = tb.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     up = tbs.add_parser("up", help="build namespaces, start nginx and the firewall instances")
     up.add_argument("--instances", type=_positive(1, 32), default=3, help="number of instances (default 3)")
@@ -52,6 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=testbed_cmd.up)
     down = tbs.add_parser("down", help="stop everything and remove all fwc-* namespaces (idempotent)")
     down.set_defaults(func=testbed_cmd.down)
+    steer = tbs.add_parser("steer", help="show or move the load balancers' bucket -> instance tables")
+    act = steer.add_mutually_exclusive_group()
+    act.add_argument("--show", action="store_true", help="print the table of each direction (default)")
+    act.add_argument("--move", metavar="ID", help="move every bucket of instance ID (spread over --to)")
+    act.add_argument(
+        "--bucket", type=_positive(0, 4095), metavar="N", help="move bucket N to the one --to instance"
+    )
+    act.add_argument(
+        "--spread", action="store_true", help="spread every bucket evenly again (over --to or all)"
+    )
+    steer.add_argument("--to", metavar="ID[,ID...]", help="target instances, comma-separated")
+    steer.add_argument(
+        "--direction",
+        choices=("forward", "reverse", "both"),
+        default="both",
+        help="which balancer(s) (default both)",
+    )
+    steer.add_argument("--json", action="store_true", help="print the tables as one JSON object")
+    steer.set_defaults(func=testbed_cmd.steer)
 
     st = sub.add_parser("status", help="instances, flows, sync settings and testbed addresses")
     st.add_argument("--json", action="store_true", help="print one JSON object")

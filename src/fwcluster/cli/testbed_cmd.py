@@ -1,4 +1,4 @@
-"""``fwcluster testbed up|down``."""
+"""``fwcluster testbed up|down|steer``."""
 
 from __future__ import annotations
 
@@ -37,3 +37,79 @@ def down(args: argparse.Namespace) -> int:
     testbed_down()
     Console().print("testbed down")
     return 0
+
+
+def _ids(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def steer(args: argparse.Namespace) -> int:
+    """``fwcluster testbed steer``: show or move the balancers' bucket -> instance tables by hand."""
+    import json
+
+    from fwcluster.testbed.api import (
+        require_state,
+        steer_buckets,
+        steer_move,
+        steer_spread,
+        steer_table,
+    )
+    from fwcluster.testbed.errors import TestbedError
+
+    require_root("testbed steer")
+    try:
+        state = require_state()
+    except TestbedError as e:
+        raise UserError(str(e), code=1) from None
+    known = [i.id for i in state.instances]
+    targets = _ids(args.to) if args.to is not None else None
+    if (args.move is not None or args.bucket is not None) and targets is None:
+        raise UserError("--move and --bucket need --to INSTANCE[,INSTANCE...]")
+    if targets is not None and args.move is None and args.bucket is None and not args.spread:
+        raise UserError("--to goes with --move, --bucket or --spread")
+    if targets is not None and not targets:
+        raise UserError("the target list (--to) is empty")
+    for i in [*(targets or []), *([args.move] if args.move is not None else [])]:
+        if i not in known:
+            raise UserError(f"unknown instance {i!r} (known: {', '.join(known)})")
+    if args.bucket is not None and not 0 <= args.bucket < state.buckets:
+        raise UserError(f"bucket {args.bucket} is out of range 0..{state.buckets - 1}")
+    if args.bucket is not None and targets is not None and len(targets) != 1:
+        raise UserError("--bucket moves one bucket: give exactly one instance with --to")
+    if args.move is not None and targets is not None and args.move in targets:
+        raise UserError(f"cannot move the buckets of {args.move} to {args.move} itself")
+
+    try:
+        if args.move is not None:
+            assert targets is not None
+            moved = steer_move(args.move, targets, args.direction)
+            done = "; ".join(f"{d}: {len(m)} bucket(s)" for d, m in moved.items())
+            print(f"moved the buckets of {args.move} to {','.join(targets)} ({done})")
+        elif args.bucket is not None:
+            assert targets is not None
+            steer_buckets({args.bucket: targets[0]}, args.direction)
+            print(f"bucket {args.bucket} -> {targets[0]} ({args.direction})")
+        elif args.spread:
+            mapping = steer_spread(targets, args.direction)
+            print(f"spread {len(mapping)} buckets over {','.join(targets or known)} ({args.direction})")
+        tables = steer_table()
+    except TestbedError as e:
+        raise UserError(str(e), code=1) from None
+    if args.json:
+        print(json.dumps({d: {str(b): i for b, i in t.items()} for d, t in tables.items()}, sort_keys=True))
+    elif args.show or (args.move is None and args.bucket is None and not args.spread):
+        _print_tables(tables, known, state.buckets, state.steering_kind)
+    return 0
+
+
+def _print_tables(tables: dict[str, dict[int, str]], known: list[str], buckets: int, kind: str) -> None:
+    # Plain print: one line per instance however long (rich would wrap at the terminal width).
+    print(f"steering: {kind}, {buckets} buckets")
+    for direction, table in tables.items():
+        print(f"{direction}:")
+        for inst in known:
+            mine = [b for b, i in sorted(table.items()) if i == inst]
+            print(f"  {inst:>5} ({len(mine):>3}): {' '.join(map(str, mine)) or '-'}")
+        free = [b for b in range(buckets) if b not in table]
+        if free:
+            print(f"  {'none':>5} ({len(free):>3}): {' '.join(map(str, free))}")

@@ -6,7 +6,17 @@ from fwcluster.core.decision import ACCEPT_REASONS, INVALID_REASONS, MALFORMED_R
 
 
 class Counters:
-    __slots__ = ("by_reason", "errors", "replies_failed", "replies_sent", "state_changes")
+    __slots__ = (
+        "by_reason",
+        "errors",
+        "held",
+        "hold_timeouts",
+        "refused_in_outage",
+        "replies_failed",
+        "replies_sent",
+        "resolved_by_store",
+        "state_changes",
+    )
 
     def __init__(self) -> None:
         self.by_reason = [0] * (max(Reason) + 1)
@@ -14,6 +24,10 @@ class Counters:
         self.replies_sent = 0
         self.replies_failed = 0
         self.errors = 0  # packets dropped because handling them raised (should stay 0)
+        self.held = 0  # packets held for the store (sync confirmation or a look-up)
+        self.hold_timeouts = 0  # held packets the store did not answer in time
+        self.refused_in_outage = 0  # new flows refused while the store was unreachable
+        self.resolved_by_store = 0  # misses the store resolved (then decided again)
 
     def snapshot(self) -> dict[str, object]:
         by = self.by_reason
@@ -33,5 +47,9 @@ class Counters:
             "state_changes": self.state_changes,
             "replies_sent": self.replies_sent,
             "replies_failed": self.replies_failed,
+            "held": self.held,
+            "hold_timeouts": self.hold_timeouts,
+            "refused_in_outage": self.refused_in_outage,
+            "resolved_by_store": self.resolved_by_store,
             "reasons": {r.name.lower(): by[r] for r in Reason if by[r]},
         }

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
 
 from fwcluster.config import ConfigError, load_config
 from fwcluster.instance.process import Instance
+from fwcluster.statetable.factory import StoreConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--run-dir", type=Path, default=Path("/run/fwcluster"), help="where the control socket goes"
     )
+    ap.add_argument(
+        "--store-url", default="", help="redis:// URL of the shared store (overrides [store] url)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -29,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fwcluster instance: {e}", file=sys.stderr)
         return 2
     try:
-        instance = Instance(args.id, config, args.queue, args.run_dir)
-    except OSError as e:
+        instance = Instance(args.id, config, args.queue, args.run_dir, args.store_url)
+        asyncio.run(instance.run())
+    except (OSError, StoreConfigError) as e:
         print(f"fwcluster instance: cannot start {args.id}: {e}", file=sys.stderr)
         return 1
-    instance.run()
     return 0
 
 

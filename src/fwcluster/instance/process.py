@@ -1,23 +1,25 @@
-"""The instance process: bind the queue, serve the control socket, expire flows, stop cleanly."""
+"""The instance process: join the shared table, bind the queue, serve the control socket, expire
+flows, stop cleanly. One asyncio loop carries it all: the queue's socket, the control socket,
+the store's connections and the timers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import selectors
 import signal
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from fwcluster.config import Config
-from fwcluster.core.decision import StateChange
+from fwcluster.config import Config, HeldVerdict, OutagePolicy
 from fwcluster.core.firewall import Firewall
 from fwcluster.datapath.counters import Counters
 from fwcluster.datapath.nfqueue import NfqueueDatapath
 from fwcluster.datapath.replies import ReplySender
 from fwcluster.instance.control import ControlServer
+from fwcluster.statetable.factory import make_store
+from fwcluster.statetable.shared import SharedTable
 
 log = logging.getLogger("fwcluster.instance")
 
@@ -26,22 +28,28 @@ SWEEP_PASS = 10.0  # a full pass over the table takes at most about this long
 
 
 class Instance:
-    def __init__(self, instance_id: str, config: Config, queue: int, run_dir: Path) -> None:
+    def __init__(
+        self, instance_id: str, config: Config, queue: int, run_dir: Path, store_url: str = ""
+    ) -> None:
         self.id = instance_id
         self.config = config
+        self.queue = queue
+        self.run_dir = run_dir
         self.started = time.time()
         self.counters = Counters()
         self.firewall = Firewall(config.ruleset, config.conntrack.timeouts, config.conntrack.max_flows)
-        self.expired = 0
-        self._stop = False
-        # Order matters for failing closed: the queue is bound before we say we are ready.
-        self.datapath = NfqueueDatapath(
-            queue, self.firewall.decide, self._on_change, self.counters, ReplySender()
+        self.table = SharedTable(
+            instance_id,
+            self.firewall,
+            config.sync,
+            make_store(config, store_url),
+            replicas=config.store.replicas,
+            lookup_rate=config.store.lookup_rate,
         )
-        self.control = ControlServer(run_dir / f"{instance_id}.sock", self._on_request)
-
-    def _on_change(self, event: StateChange) -> None:
-        """State changes go to the shared state table (next issue); the datapath counts them."""
+        self.expired = 0
+        self.datapath: NfqueueDatapath | None = None
+        self.control: ControlServer | None = None
+        self._stop = asyncio.Event()
 
     def _on_request(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd", "stats")
@@ -55,41 +63,68 @@ class Instance:
         return {
             "id": self.id,
             "pid": os.getpid(),
-            "health": "ok",
+            "health": "ok" if self.table.store_up or not self.table.enabled else "store-down",
             "uptime": round(time.time() - self.started, 3),
             "flows": len(self.firewall.table),
             "max_flows": self.firewall.table.max_flows,
             "expired": self.expired,
+            "held_now": self.datapath.held if self.datapath else 0,
             "sync": self.config.sync.as_dict(),
+            "store": self.table.stats() if self.table.enabled else None,
             **self.counters.snapshot(),
         }
 
-    def stop(self, signum: int, _frame: FrameType | None) -> None:
-        self._stop = True
-
-    def run(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.datapath.fileno(), selectors.EVENT_READ, self.datapath.process)
-        sel.register(self.control.fileno(), selectors.EVENT_READ, self.control.handle)
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self.stop)
-        log.info("instance %s ready pid=%d", self.id, os.getpid())
-        next_sweep = time.monotonic() + SWEEP_INTERVAL
+            loop.add_signal_handler(sig, self._stop.set)
+        # Join first: load the shared table. Until the queue is bound the kernel drops what it
+        # would queue here, so a joining instance fails closed.
+        await self.table.start()
+        store = self.config.store
+        self.datapath = NfqueueDatapath(
+            self.queue,
+            self.firewall,
+            self.counters,
+            ReplySender(),
+            self.table,
+            hold_timeout=store.timeout_ms / 1000,
+            accept_on_timeout=store.on_timeout == HeldVerdict.ACCEPT,
+            refuse_new_in_outage=store.outage == OutagePolicy.REFUSE,
+        )
+        loop.add_reader(self.datapath.fileno(), self._process)
+        # The control socket appears last: its existence means "ready".
+        self.control = ControlServer(self.run_dir / f"{self.id}.sock", self._on_request)
+        loop.add_reader(self.control.fileno(), self.control.handle)
+        sweeper = asyncio.create_task(self._sweeper())
+        log.info(
+            "instance %s ready pid=%d flows=%d sync=%s",
+            self.id,
+            os.getpid(),
+            len(self.firewall.table),
+            self.config.sync.as_dict(),
+        )
         try:
-            while not self._stop:
-                for key, _ in sel.select(timeout=SWEEP_INTERVAL):
-                    key.data()
-                if time.monotonic() >= next_sweep:
-                    self._sweep()
-                    next_sweep = time.monotonic() + SWEEP_INTERVAL
+            await self._stop.wait()
         finally:
-            sel.close()
+            sweeper.cancel()
+            loop.remove_reader(self.control.fileno())
+            loop.remove_reader(self.datapath.fileno())
             self.control.close()
             self.datapath.close()
+            await self.table.stop()
             log.info("instance %s stopped", self.id)
 
-    def _sweep(self) -> None:
-        budget = max(1024, int(len(self.firewall.table) * SWEEP_INTERVAL / SWEEP_PASS))
-        for event in self.firewall.expire(time.monotonic(), budget):
-            self.expired += 1
-            self._on_change(event)
+    def _process(self) -> None:
+        assert self.datapath is not None
+        try:
+            self.datapath.process()
+        except Exception as e:  # the queue socket itself failed (ENOBUFS is counted, not raised)
+            self.counters.errors += 1
+            log.warning("instance %s: queue read failed: %s", self.id, e)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            budget = max(1024, int(len(self.firewall.table) * SWEEP_INTERVAL / SWEEP_PASS))
+            self.expired += len(self.firewall.expire(time.monotonic(), budget))

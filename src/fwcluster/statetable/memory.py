@@ -51,7 +51,8 @@ class MemoryStore(Store):
             if len(self._feed) > FEED_MAX:
                 del self._feed[: len(self._feed) - FEED_MAX]
             out.append(WriteResult(True, rec))
-        self._changed.set()
+        if any(r.applied for r in out):  # wake feed() waiters only when the feed grew
+            self._changed.set()
         return out
 
     async def get(self, keys: list[bytes]) -> list[FlowRecord | None]:

@@ -13,10 +13,12 @@ server-side: read, compare by version and rank, write and append to the feed ato
 
 from __future__ import annotations
 
+import hashlib
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from fwcluster.core.states import FlowState
 from fwcluster.statetable.record import RANK, FlowRecord
@@ -69,7 +71,17 @@ class RedisStore(Store):
         self._r: Any = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
         )
-        self._clean: Any = self._r.register_script(CLEAN_WRITE)
+        self._sha = hashlib.sha1(CLEAN_WRITE.encode()).hexdigest()
+        # The feed blocks in XREAD for up to a second: it gets its own connection and a longer
+        # timeout, so a quiet feed is never mistaken for a dead store.
+        feed_timeout = timeout + 2.0
+        self._feed_r: Any = aioredis.Redis.from_url(
+            url, socket_timeout=feed_timeout, socket_connect_timeout=timeout, decode_responses=False
+        )
+        # XREAD BLOCK sends no reply until an entry arrives or the block ends, and the client cuts
+        # any read longer than its socket timeout: longer waits are made of slices, each one
+        # second below it.
+        self._block_slice_ms = max(1, int((feed_timeout - 1.0) * 1000))
 
     async def write(
         self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int = 0
@@ -82,13 +94,38 @@ class RedisStore(Store):
     async def _write(
         self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int
     ) -> list[WriteResult]:
+        replies = await self._send(records, clean, replicas)
+        if clean:
+            # EVALSHA fails with NOSCRIPT when the server does not know the script yet (first
+            # write, restart, SCRIPT FLUSH, failover); such a command did nothing: load and resend.
+            lost = [i for i, reply in enumerate(replies[: len(records)]) if isinstance(reply, NoScriptError)]
+            if lost:
+                self._sha = await self._r.script_load(CLEAN_WRITE)
+                again = await self._send([records[i] for i in lost], clean, replicas)
+                for i, reply in zip(lost, again, strict=False):
+                    replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        if not clean:
+            return [WriteResult(True, rec) for rec, _ in records]
+        out = []
+        for (rec, _), reply in zip(records, replies, strict=False):
+            applied, value = int(reply[0]) == 1, reply[1]
+            out.append(WriteResult(applied, FlowRecord.decode(rec.key, value)))
+        return out
+
+    async def _send(self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int) -> list[Any]:
+        """One pipelined round trip; command errors come back in the list, in place."""
         pipe = self._r.pipeline(transaction=False)
         for rec, ttl_ms in records:
             value = rec.encode()
             rkey = PREFIX + rec.key
             if clean:
+                # EVALSHA straight into the pipeline: redis-py's Script objects would make every
+                # pipeline ask SCRIPT EXISTS first, one more round trip per write.
                 args = [value, max(1, ttl_ms), int(rec.state), rec.version, rec.key, FEED_MAXLEN]
-                await self._clean(keys=[rkey, FEED], args=args, client=pipe)
+                pipe.evalsha(self._sha, 2, rkey, FEED, *args)
             else:
                 if rec.state == FlowState.REMOVED:
                     pipe.delete(rkey)
@@ -97,15 +134,8 @@ class RedisStore(Store):
                 pipe.xadd(FEED, {b"k": rec.key, b"v": value}, maxlen=FEED_MAXLEN, approximate=True)
         if replicas:
             pipe.wait(replicas, 1000)
-        replies: list[Any] = await pipe.execute()
-        out = []
-        if clean:
-            for (rec, _), reply in zip(records, replies, strict=False):
-                applied, value = int(reply[0]) == 1, reply[1]
-                out.append(WriteResult(applied, FlowRecord.decode(rec.key, value)))
-        else:
-            out = [WriteResult(True, rec) for rec, _ in records]
-        return out
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     async def get(self, keys: list[bytes]) -> list[FlowRecord | None]:
         try:
@@ -140,8 +170,14 @@ class RedisStore(Store):
         ]
 
     async def feed(self, position: str, block_ms: int, count: int) -> tuple[list[FlowRecord], str]:
+        deadline = time.monotonic() + block_ms / 1000
         try:
-            reply = await self._r.xread({FEED: position}, count=count, block=block_ms or None)
+            while True:  # bounded: every pass but the last blocks at least 1 ms, up to the deadline
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                block = min(left_ms, self._block_slice_ms) if left_ms > 0 else None
+                reply = await self._feed_r.xread({FEED: position}, count=count, block=block)
+                if reply or block is None:
+                    break
         except (RedisError, OSError) as e:
             raise StoreError(str(e)) from e
         records = []
@@ -154,6 +190,8 @@ class RedisStore(Store):
     async def ping(self) -> None:
         try:
             await self._r.ping()
+            # Load the clean-write script now, so the first held packet does not pay for it.
+            await self._r.script_load(CLEAN_WRITE)
         except (RedisError, OSError) as e:
             raise StoreError(str(e)) from e
 
@@ -168,3 +206,4 @@ class RedisStore(Store):
 
     async def close(self) -> None:
         await self._r.aclose()
+        await self._feed_r.aclose()

@@ -18,8 +18,9 @@ from typing import ClassVar, Literal, get_args
 # Which balancers a change applies to: ``forward`` steers what the client sends (fwc-lb),
 # ``reverse`` what the server sends (fwc-rt), ``both`` every balancer.
 Direction = Literal["forward", "reverse", "both"]
+OneWay = Literal["forward", "reverse"]
 DIRECTIONS: tuple[str, ...] = get_args(Direction)
-ONE_WAY: tuple[str, ...] = ("forward", "reverse")
+ONE_WAY: tuple[OneWay, ...] = ("forward", "reverse")
 
 
 class SteeringError(RuntimeError):
@@ -76,7 +77,9 @@ class SteeringDriver(ABC):
             raise SteeringError(f"buckets must be >= 1, not {buckets}")
         for b in balancers:
             if b.direction not in ONE_WAY:
-                raise SteeringError(f"balancer {b.netns}: direction {b.direction!r} is not forward or reverse")
+                raise SteeringError(
+                    f"balancer {b.netns}: direction {b.direction!r} is not forward or reverse"
+                )
         self.balancers: tuple[Balancer, ...] = tuple(balancers)
         self.buckets = buckets
         self._targets: dict[str, Target] = {}
@@ -116,7 +119,7 @@ class SteeringDriver(ABC):
             raise SteeringError(f"no balancer steers the {direction} direction")
         return chosen
 
-    def directions(self) -> tuple[str, ...]:
+    def directions(self) -> tuple[OneWay, ...]:
         """The directions this driver's balancers steer, forward first."""
         return tuple(d for d in ONE_WAY if any(b.direction == d for b in self.balancers))
 
@@ -161,7 +164,7 @@ class SteeringDriver(ABC):
 
     def direction_tables(self) -> dict[str, dict[int, str]]:
         """``{"forward": table, "reverse": table}`` (only the directions this driver steers)."""
-        return {d: self.table(d) for d in self.directions()}  # type: ignore[arg-type]
+        return {d: self.table(d) for d in self.directions()}
 
     def spread(self, instance_ids: Sequence[str], direction: Direction = "both") -> dict[int, str]:
         """Assign every bucket round-robin over ``instance_ids`` and return the mapping."""
@@ -197,10 +200,12 @@ class SteeringDriver(ABC):
         if from_id in to_ids:
             raise SteeringError(f"cannot move the buckets of {from_id} to {from_id} itself")
         moved: dict[str, dict[int, str]] = {}
-        for d in self.directions() if direction == "both" else (direction,):
-            mine = self.buckets_of(from_id, d)  # type: ignore[arg-type]
+        self._selected(direction)
+        chosen = self.directions() if direction == "both" else (direction,)
+        for d in chosen:
+            mine = self.buckets_of(from_id, d)
             mapping = {b: to_ids[n % len(to_ids)] for n, b in enumerate(mine)}
             if mapping:
-                self.assign(mapping, d)  # type: ignore[arg-type]
+                self.assign(mapping, d)
             moved[d] = mapping
         return moved

@@ -17,7 +17,8 @@ fwc-rt) of one flow pick the same bucket and cross the same instance. A bucket t
 from the map sets no mark; the packet meets the main table, which has no route across: dropped.
 
 A bucket moves with ``delete element`` + ``add element`` in one nft transaction per balancer,
-nothing else is reloaded.
+nothing else is reloaded. ``assign(..., direction="forward"|"reverse")`` changes one balancer's
+map only, which splits the two directions of those flows over different instances on purpose.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fwcluster.steering import policyroute
-from fwcluster.steering.base import Balancer, SteeringDriver, SteeringError, Target
+from fwcluster.steering.base import Balancer, Direction, SteeringDriver, SteeringError, Target
 from fwcluster.steering.netns import CommandError, nft, nft_json
 
 NFT_TABLE = "fwc_steer"
@@ -111,29 +112,29 @@ class SymmetricDriver(SteeringDriver):
 
     def remove_target(self, instance_id: str) -> None:
         target = self._target(instance_id)
-        still = self.buckets_of(instance_id)
+        still = self.buckets_of(instance_id, "both")
         if still:
             raise SteeringError(f"{instance_id} still holds buckets {still}; move them first")
         for b in self.balancers:
             policyroute.remove(b.netns, target)
         del self._targets[instance_id]
 
-    def assign(self, mapping: Mapping[int, str]) -> None:
+    def assign(self, mapping: Mapping[int, str], direction: Direction = "both") -> None:
         wanted: dict[int, int | None] = {}
         for bucket, instance_id in mapping.items():
             self._check_bucket(bucket)
             wanted[bucket] = self._target(instance_id).mark
-        self._apply(wanted)
+        self._apply(wanted, direction)
 
-    def unassign(self, buckets: Iterable[int]) -> None:
+    def unassign(self, buckets: Iterable[int], direction: Direction = "both") -> None:
         wanted: dict[int, int | None] = {}
         for bucket in buckets:
             self._check_bucket(bucket)
             wanted[bucket] = None
-        self._apply(wanted)
+        self._apply(wanted, direction)
 
-    def _apply(self, wanted: Mapping[int, int | None]) -> None:
-        for b in self.balancers:
+    def _apply(self, wanted: Mapping[int, int | None], direction: Direction) -> None:
+        for b in self._selected(direction):
             script = update_script(_elements(b.netns), wanted)
             if not script:
                 continue
@@ -142,8 +143,9 @@ class SymmetricDriver(SteeringDriver):
             except CommandError as e:
                 raise SteeringError(str(e)) from None
 
-    def table(self) -> dict[int, str]:
-        return self._resolve(self.balancers[0].netns, _elements(self.balancers[0].netns))
+    def table(self, direction: Direction = "forward") -> dict[int, str]:
+        netns = self._selected(direction)[0].netns
+        return self._resolve(netns, _elements(netns))
 
     def tables(self) -> dict[str, dict[int, str]]:
         return {b.netns: self._resolve(b.netns, _elements(b.netns)) for b in self.balancers}

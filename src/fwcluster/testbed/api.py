@@ -14,17 +14,18 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TypeVar
 
-from fwcluster.config import DEFAULT_TOML, Config, load_config
-from fwcluster.steering import SteeringDriver, make_driver
+from fwcluster.config import DEFAULT_TOML, Config, StoreBackend, load_config
+from fwcluster.steering import Direction, SteeringDriver, SteeringError, make_driver
 from fwcluster.steering.netns import run_in
 from fwcluster.testbed import addressing as a
 from fwcluster.testbed import instances as inst_proc
-from fwcluster.testbed import topology
+from fwcluster.testbed import store, topology
 from fwcluster.testbed.balancers import balancers, driver_for, target
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.filtering import FilterMode, current_mode, install_guard, parse_mode, set_filter_mode
-from fwcluster.testbed.processes import cmdline, pids_in_netns, terminate
+from fwcluster.testbed.processes import alive, cmdline, pids_in_netns, terminate
 from fwcluster.testbed.server import start_nginx
 from fwcluster.testbed.state import (
     DEFAULT_RUN_DIR,
@@ -37,6 +38,7 @@ from fwcluster.testbed.state import (
 
 CONFIG_FILE = "config.toml"
 _LOCK_TIMEOUT = 60.0
+_T = TypeVar("_T")
 _PARALLEL = 16  # namespaces programmed at once (each step is a few short tool runs)
 
 
@@ -89,6 +91,10 @@ def up(
         final_mode = FilterMode.FWCLUSTER if start_instances else FilterMode.DIRECT
     else:
         final_mode = parse_mode(mode)
+    try:
+        driver_for_config(config)  # e.g. too many buckets for ecmp: refused before anything is built
+    except SteeringError as e:
+        raise TestbedError(str(e)) from None
     run = Path(run_dir).absolute()
     with _locked(run):
         if state_path(run).exists() or topology.existing_netns():
@@ -137,6 +143,10 @@ def _build(
     driver.install([target(k) for k in range(1, n + 1)])
     driver.spread([r.id for r in records])
     nginx_pid, docroot, sums = start_nginx(run)
+    store_url, store_conf = config.store.url, ""
+    if config.store.backend is StoreBackend.REDIS and not store_url:
+        store_conf = str(store.write_conf(run, store.new_password()))
+        store_url = store.store_url(store.password_of(Path(store_conf)))
     topology.wait_ready(n)  # after the slow steps, which overlap the kernel's link-up work
     state = TestbedState(
         run_dir=str(run),
@@ -160,11 +170,17 @@ def _build(
         created=time.time(),
         docroot=str(docroot),
         files=sums,
+        store_backend=str(config.store.backend),
+        store_url=store_url if config.store.backend is StoreBackend.REDIS else "",
+        store_conf=store_conf,
     )
     save_state(state)  # from here on, down() finds every process by its record too
+    if store_conf:
+        state.store_pid = store.start(run, Path(store_conf))
+        save_state(state)
     if start_instances:
         for rec in records:
-            rec.pid = inst_proc.spawn(rec, config_file, run)
+            rec.pid = inst_proc.spawn(rec, config_file, run, state.store_url)
         save_state(state)
         inst_proc.wait_ready(records)
     if final_mode is not FilterMode.FWCLUSTER:
@@ -223,7 +239,8 @@ def _teardown(run: Path, keep_logs: bool) -> None:
         pids.update(pids_in_netns(name))
     recorded: list[int] = []
     if state is not None:
-        recorded = [i.pid for i in state.instances if i.pid] + ([state.nginx_pid] if state.nginx_pid else [])
+        recorded = [i.pid for i in state.instances if i.pid]
+        recorded += [p for p in (state.nginx_pid, state.store_pid) if p]
     for pid in recorded:
         # A recorded pid outside our namespaces is ours only if it still names our run dir.
         if pid not in pids and str(run) in cmdline(pid):
@@ -291,6 +308,146 @@ def is_up(run_dir: str | Path = DEFAULT_RUN_DIR) -> bool:
     return state_path(run_dir).exists() and bool(topology.existing_netns())
 
 
+def restart_instance(instance_id: str, run_dir: str | Path = DEFAULT_RUN_DIR) -> TestbedState:
+    """Stop instance ``instance_id`` (if it runs) and start a new process for it; wait until ready.
+
+    The new process gets the same config, queue and store URL; steering is not touched (while it
+    starts, its namespace fails closed). Returns the updated state.
+    """
+    run = Path(run_dir).absolute()
+    with _locked(run):
+        state = require_state(run)
+        rec = state.instance(instance_id)
+        if rec.pid is not None and alive(rec.pid):
+            terminate([rec.pid])
+        rec.pid = inst_proc.spawn(rec, Path(state.config_path), run, state.store_url)
+        save_state(state)
+        inst_proc.wait_ready([rec])
+        return state
+
+
+# --- the store (the testbed's own redis-server in fwc-mgmt) --------------------------------------
+
+
+def _own_store(state: TestbedState) -> Path:
+    if not state.store_conf:
+        what = "the memory backend" if state.store_backend == "memory" else f"the store at {state.store_url}"
+        raise TestbedError(f"the testbed runs no redis of its own (config uses {what})")
+    return Path(state.store_conf)
+
+
+def store_stop(run_dir: str | Path = DEFAULT_RUN_DIR) -> TestbedState:
+    """Stop the testbed's redis-server (a store outage); idempotent. Its data is gone (no snapshots)."""
+    run = Path(run_dir).absolute()
+    with _locked(run):
+        state = require_state(run)
+        _own_store(state)
+        store.stop(state.store_pid)
+        state.store_pid = None
+        save_state(state)
+        return state
+
+
+def store_start(run_dir: str | Path = DEFAULT_RUN_DIR) -> TestbedState:
+    """Start the testbed's redis-server again: same address, port and password; empty. Idempotent."""
+    run = Path(run_dir).absolute()
+    with _locked(run):
+        state = require_state(run)
+        conf = _own_store(state)
+        if state.store_pid is not None and alive(state.store_pid):
+            return state
+        state.store_pid = store.start(run, conf)
+        save_state(state)
+        return state
+
+
+def store_password(state: TestbedState | None = None, run_dir: str | Path = DEFAULT_RUN_DIR) -> str:
+    """The password of the testbed's own redis-server."""
+    return store.password_of(_own_store(state if state is not None else require_state(run_dir)))
+
+
+def store_client_argv(
+    netns: str = a.MGMT_NETNS, state: TestbedState | None = None, run_dir: str | Path = DEFAULT_RUN_DIR
+) -> list[str]:
+    """``ip netns exec NETNS redis-cli -h 198.18.255.1 -p 6379 --no-auth-warning -a PASSWORD``.
+
+    Append a redis command (``[..., "ping"]``) and run it; ``netns`` defaults to fwc-mgmt.
+    """
+    if not netns.startswith(a.NETNS_PREFIX):
+        raise TestbedError(f"{netns!r} is not a testbed namespace")
+    return store.cli_argv(store_password(state, run_dir), netns)
+
+
+def store_ping(netns: str = a.MGMT_NETNS, run_dir: str | Path = DEFAULT_RUN_DIR) -> bool:
+    """Does the testbed's redis answer PONG from ``netns`` (within a second)?"""
+    return store.ping(store_password(None, run_dir), netns)
+
+
+# --- steering by hand ----------------------------------------------------------------------------
+
+
+def _steer_check(state: TestbedState, ids: Sequence[str], buckets: Iterable[int] = ()) -> None:
+    known = [i.id for i in state.instances]
+    for i in ids:
+        if i not in known:
+            raise TestbedError(f"unknown instance {i!r} (known: {', '.join(known)})")
+    for b in buckets:
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < state.buckets:
+            raise TestbedError(f"bucket {b!r} is out of range 0..{state.buckets - 1}")
+
+
+def _steer(run: Path, action: Callable[[SteeringDriver], _T]) -> _T:
+    with _locked(run):
+        driver = driver_for(require_state(run))
+        try:
+            return action(driver)
+        except SteeringError as e:
+            raise TestbedError(str(e)) from None
+
+
+def steer_table(run_dir: str | Path = DEFAULT_RUN_DIR) -> dict[str, dict[int, str]]:
+    """The bucket -> instance table of each direction (``forward``: fwc-lb, ``reverse``: fwc-rt)."""
+    try:
+        return driver_for(require_state(run_dir)).direction_tables()
+    except SteeringError as e:
+        raise TestbedError(str(e)) from None
+
+
+def steer_buckets(
+    mapping: dict[int, str], direction: Direction = "both", run_dir: str | Path = DEFAULT_RUN_DIR
+) -> None:
+    """Map the given buckets to the given instances in ``direction``; no other bucket moves."""
+    run = Path(run_dir).absolute()
+    _steer_check(require_state(run), list(mapping.values()), mapping)
+    _steer(run, lambda d: d.assign(mapping, direction))
+
+
+def steer_move(
+    from_id: str, to_ids: Sequence[str], direction: Direction = "both", run_dir: str | Path = DEFAULT_RUN_DIR
+) -> dict[str, dict[int, str]]:
+    """Spread every bucket of ``from_id`` round-robin over ``to_ids`` (per direction); the moves made."""
+    run = Path(run_dir).absolute()
+    if not to_ids:
+        raise TestbedError("the target list is empty")
+    _steer_check(require_state(run), [from_id, *to_ids])
+    return _steer(run, lambda d: d.move(from_id, to_ids, direction))
+
+
+def steer_spread(
+    instance_ids: Sequence[str] | None = None,
+    direction: Direction = "both",
+    run_dir: str | Path = DEFAULT_RUN_DIR,
+) -> dict[int, str]:
+    """Spread every bucket round-robin over ``instance_ids`` (default: every instance) again."""
+    run = Path(run_dir).absolute()
+    state = require_state(run)
+    ids = [i.id for i in state.instances] if instance_ids is None else list(instance_ids)
+    if not ids:
+        raise TestbedError("the target list is empty")
+    _steer_check(state, ids)
+    return _steer(run, lambda d: d.spread(ids, direction))
+
+
 __all__ = [
     "DEFAULT_RUN_DIR",
     "FilterMode",
@@ -303,8 +460,18 @@ __all__ = [
     "load_state",
     "netns_exec",
     "require_state",
+    "restart_instance",
     "set_filter_mode",
     "set_mode",
+    "steer_buckets",
+    "steer_move",
+    "steer_spread",
+    "steer_table",
     "steering_driver",
+    "store_client_argv",
+    "store_password",
+    "store_ping",
+    "store_start",
+    "store_stop",
     "up",
 ]

@@ -10,8 +10,8 @@ from fwcluster.testbed.state import TestbedState
 def balancers() -> list[Balancer]:
     """fwc-lb steers what the client sends, fwc-rt what the server sends."""
     return [
-        Balancer(netns=a.LB_NETNS, ingress=a.IF_TO_CLIENT),
-        Balancer(netns=a.RT_NETNS, ingress=a.IF_TO_SERVER),
+        Balancer(netns=a.LB_NETNS, ingress=a.IF_TO_CLIENT, direction="forward"),
+        Balancer(netns=a.RT_NETNS, ingress=a.IF_TO_SERVER, direction="reverse"),
     ]
 
 

@@ -1,8 +1,9 @@
 """Start firewall instance processes, one per fw namespace, and wait until each is ready.
 
 The contract with ``fwcluster.instance``: it is started as
-``python -m fwcluster.instance --id fwK --config C --queue Q --run-dir R`` inside ``fwc-fwK``,
-and it creates the Unix socket ``R/fwK.sock`` once it reads its queue and answers.
+``python -m fwcluster.instance --id fwK --config C --queue Q --run-dir R [--store-url URL]``
+inside ``fwc-fwK``, and it creates the Unix socket ``R/fwK.sock`` once it reads its queue and
+answers. ``--store-url`` is given when the testbed has a store URL (its own redis-server).
 """
 
 from __future__ import annotations
@@ -39,11 +40,14 @@ def instance_command(inst: InstanceState, config_path: Path, run_dir: Path) -> l
     ]
 
 
-def spawn(inst: InstanceState, config_path: Path, run_dir: Path) -> int:
+def spawn(inst: InstanceState, config_path: Path, run_dir: Path, store_url: str = "") -> int:
     """Start one instance in its namespace (output to its log); return its pid, do not wait."""
     sock = Path(inst.control_socket)
     sock.unlink(missing_ok=True)
-    argv = netns_argv(inst.netns, instance_command(inst, config_path, run_dir))
+    command = instance_command(inst, config_path, run_dir)
+    if store_url:
+        command = [*command, "--store-url", store_url]
+    argv = netns_argv(inst.netns, command)
     with open(inst.log, "ab") as log:
         # `ip netns exec` execs the command, so the pid is the instance's own.
         proc = subprocess.Popen(

@@ -18,8 +18,12 @@ from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.processes import alive
 
 INDEX_BODY = b"x"
-# name -> size of the random files under /files/
+# name -> size of the random files under /files/ (and, rate-limited, under /slow/)
 LARGE_FILES = {"1M.bin": 1 << 20, "10M.bin": 10 << 20}
+# /slow/NAME serves /files/NAME at this many bytes per second and connection (1M.bin: ~4 s), so
+# downloads stay open while a test moves buckets or kills an instance.
+SLOW_RATE = 256 * 1024
+SLOW_PREFIX = "/slow/"
 _TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -35,6 +39,7 @@ def make_docroot(root: Path) -> dict[str, str]:
         (files / name).write_bytes(data)
         digest = hashlib.sha256(data).hexdigest()
         sums[f"/files/{name}"] = digest
+        sums[f"{SLOW_PREFIX}{name}"] = digest
         lines.append(f"{digest}  {name}\n")
     (files / "SHA256SUMS").write_text("".join(lines))
     return sums
@@ -64,6 +69,10 @@ http {{
         listen [{srv.ip6}]:{a.HTTP_PORT} reuseport backlog=4096;
         root {docroot};
         location / {{
+        }}
+        location {SLOW_PREFIX} {{
+            alias {docroot / "files"}/;
+            limit_rate {SLOW_RATE};
         }}
     }}
 }}

@@ -64,6 +64,10 @@ class TestbedState:
     version: int = STATE_VERSION
     docroot: str = ""
     files: dict[str, str] = field(default_factory=dict)  # URL path -> sha256 of the served files
+    store_backend: str = ""  # "redis" | "memory"
+    store_url: str = ""  # what the instances get as --store-url ("" with the memory backend)
+    store_pid: int | None = None  # the testbed's own redis-server (None: stopped or not ours)
+    store_conf: str = ""  # its config file ("" when the store is not the testbed's own)
 
     def instance(self, instance_id: str) -> InstanceState:
         for inst in self.instances:

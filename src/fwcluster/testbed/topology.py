@@ -172,6 +172,15 @@ def _links(b: _Builder, n: int) -> None:
 
 
 _OPER_UP = "UP"
+# Devices that carry no traffic of their own: the ecmp driver's drop device (ifb, NOARP).
+_NOT_WAITED_FOR = {"ifb"}
+
+
+def _kind(msg: Any) -> str:
+    info = msg.get_attr("IFLA_LINKINFO")
+    return str(info.get_attr("IFLA_INFO_KIND")) if info is not None else ""
+
+
 _LINK_LOCAL = "fe80:"
 
 
@@ -181,6 +190,7 @@ def _unready(netns: str) -> list[str]:
         links = {
             msg["index"]: (msg.get_attr("IFLA_IFNAME"), msg.get_attr("IFLA_OPERSTATE"))
             for msg in ipr.get_links()
+            if _kind(msg) not in _NOT_WAITED_FOR
         }
         with_ll = {
             msg["index"]

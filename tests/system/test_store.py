@@ -1,0 +1,92 @@
+"""The testbed's own redis in fwc-mgmt: reachable from the instances' namespaces, from nowhere else."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from netns_helpers import Builder
+
+from fwcluster.testbed import (
+    TestbedError,
+    load_state,
+    store_client_argv,
+    store_password,
+    store_ping,
+    store_start,
+    store_stop,
+)
+from fwcluster.testbed.processes import alive, pids_in_netns
+
+pytestmark = pytest.mark.netns
+
+
+def _cli(netns: str, *command: str) -> subprocess.CompletedProcess[str]:
+    argv = [*store_client_argv(netns), *command]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+
+
+def test_redis_runs_in_mgmt_with_a_password_and_answers_the_instances(testbed: Builder) -> None:
+    state = testbed(2)
+    password = store_password(state)
+    assert len(password) >= 32
+    assert state.store_backend == "redis"
+    assert state.store_url == f"redis://:{password}@198.18.255.1:6379/0"
+    assert state.store_pid is not None and state.store_pid in pids_in_netns(state.mgmt_netns)
+    assert Path(state.store_conf).stat().st_mode & 0o077 == 0  # the password is not world-readable
+    for inst in state.instances:
+        assert _cli(inst.netns, "ping").stdout.strip() == "PONG"
+    assert _cli(state.instances[0].netns, "set", "k", "v").stdout.strip() == "OK"
+    assert _cli(state.instances[1].netns, "get", "k").stdout.strip() == "v"
+    # without the password: refused
+    bare = ["ip", "netns", "exec", "fwc-fw1", "redis-cli", "-h", state.mgmt_addr, "ping"]
+    assert "NOAUTH" in subprocess.run(bare, capture_output=True, text=True, timeout=5, check=False).stdout
+    # persistence is off
+    assert _cli(state.mgmt_netns, "config", "get", "save").stdout.split() == ["save"]
+    assert _cli(state.mgmt_netns, "config", "get", "appendonly").stdout.split() == ["appendonly", "no"]
+
+
+def test_client_and_server_cannot_reach_the_management_network(testbed: Builder) -> None:
+    state = testbed(1)
+    assert store_ping(state.instances[0].netns)
+    for netns in (state.client_netns, state.server_netns):
+        assert not store_ping(netns)
+        ping = ["ip", "netns", "exec", netns, "ping", "-c", "1", "-W", "1", state.mgmt_addr]
+        assert subprocess.run(ping, capture_output=True, timeout=5, check=False).returncode != 0
+
+
+def test_store_stop_and_start_keep_address_and_password(testbed: Builder) -> None:
+    state = testbed(1)
+    assert _cli("fwc-fw1", "set", "k", "v").stdout.strip() == "OK"
+    old_pid = state.store_pid
+    assert old_pid is not None
+    stopped = store_stop()
+    assert stopped.store_pid is None and not alive(old_pid)
+    assert not store_ping("fwc-fw1")
+    store_stop()  # idempotent
+    started = store_start()
+    assert started.store_pid is not None and started.store_pid != old_pid
+    assert started.store_url == state.store_url
+    assert store_ping("fwc-fw1")
+    assert _cli("fwc-fw1", "get", "k").stdout.strip() == ""  # no persistence: it starts empty
+    assert store_start().store_pid == started.store_pid  # idempotent
+
+
+def test_a_configured_url_is_passed_through_and_no_redis_runs(testbed: Builder, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[store]\nurl = "redis://:secret@198.18.255.1:6380/2"\n')
+    state = testbed(1, cfg)
+    assert state.store_url == "redis://:secret@198.18.255.1:6380/2"
+    assert state.store_pid is None and state.store_conf == ""
+    assert pids_in_netns(state.mgmt_netns) == []
+    with pytest.raises(TestbedError, match="no redis of its own"):
+        store_stop()
+
+
+def test_memory_backend_has_no_store(testbed: Builder, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[store]\nbackend = "memory"\n')
+    state = testbed(1, cfg)
+    assert (state.store_backend, state.store_url, state.store_pid) == ("memory", "", None)
+    assert load_state() == state
