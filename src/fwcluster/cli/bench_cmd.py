@@ -71,6 +71,37 @@ def add_parsers(
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.set_defaults(func=bench_store)
 
+    sy = sub.add_parser(
+        "sync",
+        help="connection rate and connect time for all 12 sync settings through N instances, beside "
+        "the kernel firewall",
+    )
+    sy.add_argument("--instances", type=positive(1, 32), default=3, help="firewall instances (default 3)")
+    sy.add_argument(
+        "--loads",
+        type=_loads,
+        default=(25, 100),
+        help="concurrent downloads, comma-separated (default 25,100)",
+    )
+    sy.add_argument(
+        "--count", type=positive(100, 1_000_000), default=2000, help="downloads per run (default 2000)"
+    )
+    sy.add_argument(
+        "--rounds", type=positive(1, 50), default=3, help="interleaved runs of each setup (default 3)"
+    )
+    sy.add_argument("--json", action="store_true", help="print one JSON object")
+    sy.set_defaults(func=bench_sync)
+
+
+def _loads(text: str) -> tuple[int, ...]:
+    try:
+        loads = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not loads or not all(1 <= x <= 1000 for x in loads):
+        raise argparse.ArgumentTypeError("each load must be 1..1000 concurrent downloads")
+    return loads
+
 
 def _redis_url(text: str) -> str:
     """A redis URL, checked for shape only (never echoed back: it may hold a password)."""
@@ -178,4 +209,37 @@ def bench_store(args: argparse.Namespace) -> int:
             f"{c['changes_per_second']:,}",
         )
     Console().print(t)
+    return 0
+
+
+def bench_sync(args: argparse.Namespace) -> int:
+    from fwcluster.bench import sync
+    from fwcluster.cli.status_cmd import require_root
+
+    require_root("bench sync")
+    doc = sync.run(args.instances, args.loads, args.count, args.rounds)
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    t = Table(title=f"fwcluster bench sync ({args.instances} instances; medians over {args.rounds} rounds)")
+    for col in ("setup", "load", "conn/s", "connect p50 (us)", "p90", "p99", "x none", "x kernel", "failed"):
+        t.add_column(col, justify="left" if col == "setup" else "right")
+    for row in doc["configurations"]:
+        t.add_row(
+            row["name"],
+            str(row["load"]),
+            f"{row['connections_per_second']:.0f}",
+            str(row["connect_us_p50"]),
+            str(row["connect_us_p90"]),
+            str(row["connect_us_p99"]),
+            f"{row['p50_over_none']:.2f}",
+            f"{row['p50_over_kernel']:.2f}",
+            str(row["failed"]),
+        )
+    console = Console()
+    console.print(t)
+    for load, ratio in doc["full_clean_sync_over_none_p50"].items():
+        console.print(
+            f"full/clean/sync over none, median connect time at {load} concurrent: {ratio:.2f} (goal <= 1.10)"
+        )
     return 0

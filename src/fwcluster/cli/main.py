@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("file", metavar="FILE")
     chk.set_defaults(func=status_cmd.check_config)
 
-    bench_cmd.add_parsers(sub.add_parser("bench", help="benchmarks (core, datapath)"), _Parser, _positive)
+    bench_cmd.add_parsers(
+        sub.add_parser("bench", help="benchmarks (core, datapath, store, sync)"), _Parser, _positive
+    )
 
     demo = sub.add_parser("demo", help="testbed up, allowed and blocked traffic, summary, testbed down")
     demo.add_argument("--instances", type=_positive(1, 32), default=2, help="number of instances (default 2)")

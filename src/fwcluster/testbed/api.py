@@ -318,11 +318,37 @@ def restart_instance(instance_id: str, run_dir: str | Path = DEFAULT_RUN_DIR) ->
     with _locked(run):
         state = require_state(run)
         rec = state.instance(instance_id)
-        if rec.pid is not None and alive(rec.pid):
-            terminate([rec.pid])
-        rec.pid = inst_proc.spawn(rec, Path(state.config_path), run, state.store_url)
+        _respawn(state, rec, run)
         save_state(state)
         inst_proc.wait_ready([rec])
+        return state
+
+
+def _respawn(state: TestbedState, rec: InstanceState, run: Path) -> None:
+    """Stop the instance's process (if it runs) and start a new one; do not wait for it."""
+    if rec.pid is not None and alive(rec.pid):
+        terminate([rec.pid])
+    rec.pid = inst_proc.spawn(rec, Path(state.config_path), run, state.store_url)
+
+
+def reconfigure(config_path: str | Path, run_dir: str | Path = DEFAULT_RUN_DIR) -> TestbedState:
+    """Give every instance a new config (e.g. other sync settings): validate it, install it as
+    the testbed's config and restart the instances one by one (each joins from the store).
+    Steering, store and filter modes stay as they are; the config's steering section must not
+    change the steering kind or the bucket count."""
+    run = Path(run_dir).absolute()
+    new = load_config(config_path)  # ConfigError before anything changes
+    with _locked(run):
+        state = require_state(run)
+        if (new.steering.kind.value, new.steering.buckets) != (state.steering_kind, state.buckets):
+            raise TestbedError(
+                "reconfigure cannot change [steering] (kind, buckets): bring the testbed up anew"
+            )
+        shutil.copyfile(config_path, run / CONFIG_FILE)
+        for rec in state.instances:
+            _respawn(state, rec, run)
+        save_state(state)
+        inst_proc.wait_ready(list(state.instances))
         return state
 
 
