@@ -14,14 +14,15 @@ server-side: read, compare by version and rank, write and append to the feed ato
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from fwcluster.core.states import FlowState
 from fwcluster.statetable.record import RANK, FlowRecord
+from fwcluster.statetable.resp import Arg, RespConnection, RespError
 from fwcluster.statetable.store import Store, StoreError, WriteResult
 
 PREFIX = b"fwc:f:"
@@ -37,6 +38,7 @@ local RANK = {{{_RANKS}}}
 local value = ARGV[1]
 local state = tonumber(ARGV[3])
 local version = tonumber(ARGV[4])
+local renumbered = false
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local cs, cv = string.match(cur, '^(%d+):%d+:(%d+):')
@@ -48,6 +50,7 @@ if cur then
     if version <= cv then
       version = cv + 1
       value = string.gsub(value, '^(%d+:%d+:)%d+', '%1' .. version, 1)
+      renumbered = true
     end
   elseif not (version > cv and RANK[state] >= RANK[cs]) then
     return {{0, cur}}
@@ -59,7 +62,10 @@ else
   redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', ARGV[5], 'v', value)
-return {{1, value}}
+if renumbered then
+  return {{2, value}}
+end
+return 1
 """
 
 
@@ -72,16 +78,10 @@ class RedisStore(Store):
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
         )
         self._sha = hashlib.sha1(CLEAN_WRITE.encode()).hexdigest()
-        # The feed blocks in XREAD for up to a second: it gets its own connection and a longer
-        # timeout, so a quiet feed is never mistaken for a dead store.
-        feed_timeout = timeout + 2.0
-        self._feed_r: Any = aioredis.Redis.from_url(
-            url, socket_timeout=feed_timeout, socket_connect_timeout=timeout, decode_responses=False
-        )
-        # XREAD BLOCK sends no reply until an entry arrives or the block ends, and the client cuts
-        # any read longer than its socket timeout: longer waits are made of slices, each one
-        # second below it.
-        self._block_slice_ms = max(1, int((feed_timeout - 1.0) * 1000))
+        # The two hot paths (batched writes, the feed) use lean connections (statetable/resp.py).
+        self._timeout = timeout
+        self._writes = RespConnection(url, timeout)
+        self._feed = RespConnection(url, timeout)
 
     async def write(
         self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int = 0
@@ -98,44 +98,66 @@ class RedisStore(Store):
         if clean:
             # EVALSHA fails with NOSCRIPT when the server does not know the script yet (first
             # write, restart, SCRIPT FLUSH, failover); such a command did nothing: load and resend.
-            lost = [i for i, reply in enumerate(replies[: len(records)]) if isinstance(reply, NoScriptError)]
+            lost = [i for i, r in enumerate(replies[: len(records)]) if _is_error(r, b"NOSCRIPT")]
             if lost:
                 self._sha = await self._r.script_load(CLEAN_WRITE)
                 again = await self._send([records[i] for i in lost], clean, replicas)
                 for i, reply in zip(lost, again, strict=False):
                     replies[i] = reply
         for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+            if isinstance(reply, hiredis.ReplyError):
+                raise StoreError(f"store refused a write: {reply}")
         if not clean:
             return [WriteResult(True, rec) for rec, _ in records]
         out = []
         for (rec, _), reply in zip(records, replies, strict=False):
-            applied, value = int(reply[0]) == 1, reply[1]
-            out.append(WriteResult(applied, FlowRecord.decode(rec.key, value)))
+            if reply == 1:  # applied as it was sent: no need to decode anything
+                out.append(WriteResult(True, rec))
+            else:  # refused (0, what the store holds) or renumbered reopen (2, what it stored)
+                out.append(WriteResult(int(reply[0]) == 2, FlowRecord.decode(rec.key, reply[1])))
         return out
 
     async def _send(self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int) -> list[Any]:
-        """One pipelined round trip; command errors come back in the list, in place."""
-        pipe = self._r.pipeline(transaction=False)
+        """One pipelined round trip; error replies come back in the list, in place."""
+        commands: list[tuple[Arg, ...]] = []
         for rec, ttl_ms in records:
             value = rec.encode()
             rkey = PREFIX + rec.key
+            ttl = max(1, ttl_ms)
             if clean:
-                # EVALSHA straight into the pipeline: redis-py's Script objects would make every
-                # pipeline ask SCRIPT EXISTS first, one more round trip per write.
-                args = [value, max(1, ttl_ms), int(rec.state), rec.version, rec.key, FEED_MAXLEN]
-                pipe.evalsha(self._sha, 2, rkey, FEED, *args)
+                commands.append(
+                    (
+                        "EVALSHA",
+                        self._sha,
+                        2,
+                        rkey,
+                        FEED,
+                        value,
+                        ttl,
+                        int(rec.state),
+                        rec.version,
+                        rec.key,
+                        FEED_MAXLEN,
+                    )
+                )
             else:
                 if rec.state == FlowState.REMOVED:
-                    pipe.delete(rkey)
+                    commands.append(("DEL", rkey))
                 else:
-                    pipe.set(rkey, value, px=max(1, ttl_ms))
-                pipe.xadd(FEED, {b"k": rec.key, b"v": value}, maxlen=FEED_MAXLEN, approximate=True)
+                    commands.append(("SET", rkey, value, "PX", ttl))
+                commands.append(("XADD", FEED, "MAXLEN", "~", FEED_MAXLEN, "*", b"k", rec.key, b"v", value))
         if replicas:
-            pipe.wait(replicas, 1000)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+            commands.append(("WAIT", replicas, 1000))
+        try:
+            replies = await self._writes.call(commands)
+        except RespError as e:
+            raise StoreError(str(e)) from e
+        if clean:
+            return replies
+        # dirty: two replies per record (SET/DEL, XADD); report the first error of each pair
+        return [
+            replies[2 * i] if _is_error(replies[2 * i]) else replies[2 * i + 1] for i in range(len(records))
+        ]
 
     async def get(self, keys: list[bytes]) -> list[FlowRecord | None]:
         try:
@@ -170,21 +192,23 @@ class RedisStore(Store):
         ]
 
     async def feed(self, position: str, block_ms: int, count: int) -> tuple[list[FlowRecord], str]:
-        deadline = time.monotonic() + block_ms / 1000
+        command: tuple[Arg, ...] = ("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", FEED, position)
+        if not block_ms:
+            command = ("XREAD", "COUNT", count, "STREAMS", FEED, position)
         try:
-            while True:  # bounded: every pass but the last blocks at least 1 ms, up to the deadline
-                left_ms = int((deadline - time.monotonic()) * 1000)
-                block = min(left_ms, self._block_slice_ms) if left_ms > 0 else None
-                reply = await self._feed_r.xread({FEED: position}, count=count, block=block)
-                if reply or block is None:
-                    break
-        except (RedisError, OSError) as e:
+            # XREAD BLOCK answers when an entry arrives or the block ends: allow for that wait.
+            (reply,) = await self._feed.call([command], timeout=block_ms / 1000 + self._timeout)
+        except RespError as e:
             raise StoreError(str(e)) from e
+        if isinstance(reply, hiredis.ReplyError):
+            raise StoreError(f"feed: {reply}")
         records = []
-        for _stream, entries in reply or []:
+        decode = FlowRecord.decode
+        for _stream, entries in reply or ():
             for entry_id, fields in entries:
                 position = entry_id.decode()
-                records.append(FlowRecord.decode(fields[b"k"], fields[b"v"]))
+                # fields: [b"k", key, b"v", value]
+                records.append(decode(fields[1], fields[3]))
         return records, position
 
     async def ping(self) -> None:
@@ -205,5 +229,10 @@ class RedisStore(Store):
             raise StoreError(str(e)) from e
 
     async def close(self) -> None:
+        self._writes.close()
+        self._feed.close()
         await self._r.aclose()
-        await self._feed_r.aclose()
+
+
+def _is_error(reply: Any, prefix: bytes = b"") -> bool:
+    return isinstance(reply, hiredis.ReplyError) and str(reply).encode().startswith(prefix)
