@@ -99,7 +99,9 @@ def _answers(port: int, password: str) -> bool:
 
 
 @contextlib.contextmanager
-def redis_server(binary: str = "redis-server", start_timeout: float = 10.0) -> Iterator[str]:
+def redis_server(
+    binary: str = "redis-server", start_timeout: float = 10.0, extra: dict[str, str] | None = None
+) -> Iterator[str]:
     """Run a private redis-server on 127.0.0.1 and yield its URL (with its random password).
 
     A free port is picked by binding to port 0; if another process grabs it first, the start is
@@ -124,6 +126,7 @@ def redis_server(binary: str = "redis-server", start_timeout: float = 10.0) -> I
                 "dir": str(workdir),
                 "daemonize": "no",
                 "logfile": "",
+                **(extra or {}),
             }
             argv = [path] + [arg for name, value in options.items() for arg in (f"--{name}", value)]
             with log.open("ab") as out:

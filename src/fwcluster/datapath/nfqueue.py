@@ -25,6 +25,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
+from functools import partial
 from struct import Struct
 from time import monotonic
 from typing import Any
@@ -96,7 +97,10 @@ class NfqueueDatapath:
         self._replies = replies
         self._now = monotonic()
         self._pending: list[int] = []  # accepted packet ids still waiting for their verdict
-        self._held: dict[int, Any] = {}  # packet id -> netfilterqueue packet
+        # packet id -> (netfilterqueue packet, deadline, bytes to decide again after a look-up)
+        self._held: dict[int, tuple[Any, float, bytes | None]] = {}
+        self._ticker: asyncio.TimerHandle | None = None
+        self._tick_interval = max(0.001, hold_timeout / 5)
         self._flush_soon = False
         self._batch_header = _verdict_header(queue_num, _NFQNL_MSG_VERDICT_BATCH)
         self._single_header = _verdict_header(queue_num, _NFQNL_MSG_VERDICT)
@@ -212,47 +216,60 @@ class NfqueueDatapath:
             self._send_reply(d.reply)
 
     def _hold(self, pkt: Any, fut: asyncio.Future[bool], retry_buf: bytes | None) -> None:
-        """Keep ``pkt`` until ``fut`` resolves (or the bound passes); other packets go on."""
-        pid = pkt.id
-        self._held[pid] = pkt
-        self.counters.held += 1
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(self.hold_timeout, self._expire, pid)
+        """Keep ``pkt`` until ``fut`` resolves (or the bound passes); other packets go on.
 
-        def done(f: asyncio.Future[bool]) -> None:
-            timer.cancel()
-            if self._held.pop(pid, None) is None:
-                return  # already timed out
-            try:
-                ok = not f.cancelled() and f.exception() is None and f.result()
-                if retry_buf is None:
-                    # a confirmed write: the packet passes (or not) as decided
-                    if ok:
-                        self._release(pid)
-                    else:
-                        self._timed_out(pkt)
-                    return
-                if not ok:
-                    self._drop(pkt)  # the store does not know the flow either: invalid
-                    return
+        Every hold has the same bound, so the held dict is in deadline order: one ticker expires
+        from its front, instead of a timer per packet."""
+        pid = pkt.id
+        self._held[pid] = (pkt, monotonic() + self.hold_timeout, retry_buf)
+        self.counters.held += 1
+        fut.add_done_callback(partial(self._resolved, pid))
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().call_later(self._tick_interval, self._tick)
+
+    def _resolved(self, pid: int, f: asyncio.Future[bool]) -> None:
+        entry = self._held.pop(pid, None)
+        if entry is None:
+            return  # already timed out
+        pkt, _, retry_buf = entry
+        try:
+            ok = not f.cancelled() and f.exception() is None and f.result()
+            if retry_buf is None:  # a write to confirm: the packet passes as decided, or times out
+                if ok:
+                    self._pending.append(pid)
+                else:
+                    self._timed_out(pkt)
+            elif ok:  # the store taught the replica something newer: decide again
                 self.counters.resolved_by_store += 1
                 self._now = monotonic()
                 d = self.firewall.decide(retry_buf, self._now)
                 self.counters.by_reason[d.reason] += 1
                 self._slow(pkt, retry_buf, d, retried=True)
-            except Exception:
-                self.counters.errors += 1
-                self._drop(pkt)
-            self._schedule_flush()
+            else:
+                self._drop(pkt)  # the store does not know the flow either: invalid
+        except Exception:
+            self.counters.errors += 1
+            self._drop(pkt)
+        self._schedule_flush()
 
-        fut.add_done_callback(done)
-
-    def _expire(self, pid: int) -> None:
-        pkt = self._held.pop(pid, None)
-        if pkt is not None:
+    def _tick(self) -> None:
+        """Give the timeout verdict to held packets past their bound (the front of the dict)."""
+        self._ticker = None
+        now = monotonic()
+        held = self._held
+        expired = []
+        for pid, (_, deadline, _) in held.items():
+            if deadline > now:
+                break
+            expired.append(pid)
+        for pid in expired:
+            pkt = held.pop(pid)[0]
             self.counters.hold_timeouts += 1
             self._timed_out(pkt)
+        if expired:
             self._schedule_flush()
+        if held:
+            self._ticker = asyncio.get_running_loop().call_later(self._tick_interval, self._tick)
 
     def _timed_out(self, pkt: Any) -> None:
         if self.accept_on_timeout:
@@ -289,9 +306,11 @@ class NfqueueDatapath:
             self.counters.replies_failed += 1
 
     def close(self) -> None:
-        for pkt in list(self._held.values()):
+        for pkt, _, _ in list(self._held.values()):
             self._drop(pkt)
         self._held.clear()
+        if self._ticker is not None:
+            self._ticker.cancel()
         with contextlib.suppress(OSError):
             self.flush()
         self._verdicts.close()

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from fwcluster.core.states import FlowState
 from fwcluster.statetable.record import RANK, FlowRecord
 from fwcluster.statetable.resp import Arg, RespConnection, RespError
-from fwcluster.statetable.store import Store, StoreError, WriteResult
+from fwcluster.statetable.store import ReplicaLagError, Store, StoreError, WriteResult
 
 PREFIX = b"fwc:f:"
 FEED = b"fwc:feed"
@@ -80,6 +80,7 @@ class RedisStore(Store):
         self._sha = hashlib.sha1(CLEAN_WRITE.encode()).hexdigest()
         # The two hot paths (batched writes, the feed) use lean connections (statetable/resp.py).
         self._timeout = timeout
+        self._wait_ms = max(1, int(timeout * 500))  # WAIT for replicas: half the round-trip bound
         self._writes = RespConnection(url, timeout)
         self._feed = RespConnection(url, timeout)
 
@@ -147,11 +148,17 @@ class RedisStore(Store):
                     commands.append(("SET", rkey, value, "PX", ttl))
                 commands.append(("XADD", FEED, "MAXLEN", "~", FEED_MAXLEN, "*", b"k", rec.key, b"v", value))
         if replicas:
-            commands.append(("WAIT", replicas, 1000))
+            commands.append(("WAIT", replicas, self._wait_ms))
         try:
-            replies = await self._writes.call(commands)
+            replies = await self._writes.call(commands, timeout=self._timeout + self._wait_ms / 1000)
         except RespError as e:
             raise StoreError(str(e)) from e
+        if replicas:
+            acked = replies.pop()
+            if not isinstance(acked, int) or acked < replicas:
+                raise ReplicaLagError(
+                    f"{acked} of {replicas} replicas acknowledged within {self._wait_ms} ms"
+                )
         if clean:
             return replies
         # dirty: two replies per record (SET/DEL, XADD); report the first error of each pair

@@ -28,7 +28,7 @@ from fwcluster.core.flowtable import STATE_MASK, VERSION_MASK
 from fwcluster.core.states import FlowState
 from fwcluster.statetable.record import RANK, REOPENABLE, FlowRecord
 from fwcluster.statetable.settings import Access, Confirm, SyncLevel, SyncSettings
-from fwcluster.statetable.store import Store, StoreError
+from fwcluster.statetable.store import ReplicaLagError, Store, StoreError
 
 log = logging.getLogger("fwcluster.statetable")
 
@@ -47,6 +47,7 @@ WRITE_BATCH = 256  # records per pipeline
 MAX_PENDING = 100_000  # queued async writes beyond this are dropped (and counted)
 FEED_BLOCK_MS = 1000
 FEED_COUNT = 1000
+FEED_INTERVAL = 0.01  # seconds between feed reads: batches the feed, bounds replica staleness
 NEGATIVE_TTL = 0.5  # seconds a "not in the store" answer is trusted
 NEGATIVE_MAX = 10_000
 HEALTH_INTERVAL = 0.5
@@ -60,6 +61,7 @@ class TableCounters:
     conflicts: int = 0  # clean writes refused: the store held something newer
     publish_dropped: int = 0  # async writes lost to an outage or a full queue
     store_errors: int = 0
+    replica_lag: int = 0  # sync batches that too few replicas acknowledged in time
     outages: int = 0
     reconnects: int = 0
     resynced_flows: int = 0
@@ -193,6 +195,14 @@ class SharedTable:
                 t0 = time.perf_counter()
                 try:
                     results = await self.store.write([(r, ttl) for r, ttl, _ in batch], self.clean, replicas)
+                except ReplicaLagError:
+                    # Written, but not confirmed by enough replicas: held packets get the timeout
+                    # verdict; the store itself is up.
+                    self.counters.replica_lag += 1
+                    for _, _, fut in batch:
+                        if fut is not None and not fut.done():
+                            fut.set_result(False)
+                    continue
                 except StoreError as e:
                     self._store_failed(e)
                     for _, _, fut in batch:
@@ -251,6 +261,9 @@ class SharedTable:
         return True
 
     async def _follow_feed(self) -> None:
+        """Apply other instances' changes. Reads are spaced ``FEED_INTERVAL`` apart, so entries
+        arrive in batches (one XREAD for many changes) and only the newest change of each flow in
+        a batch is applied; a replica is at most that much behind, and a miss asks the store."""
         assert self.store is not None
         while not self._stopping:
             if not self.store_up:
@@ -263,14 +276,20 @@ class SharedTable:
             except StoreError as e:
                 self._store_failed(e)
                 continue
+            newest: dict[bytes, FlowRecord] = {}
+            me = self.id
             for rec in records:
-                if rec.writer == self.id:
-                    continue
+                if rec.writer != me:
+                    newest[rec.key] = rec
+            self.counters.feed_ignored += len(records) - len(newest)
+            for key, rec in newest.items():
                 if self._apply(rec):
                     self.counters.feed_applied += 1
-                    self._negative.pop(rec.key, None)
+                    self._negative.pop(key, None)
                 else:
                     self.counters.feed_ignored += 1
+            if len(records) < FEED_COUNT:
+                await asyncio.sleep(FEED_INTERVAL)
 
     # ------------------------------------------------------------ look-ups on a miss
     def may_lookup(self, key: bytes) -> bool:
@@ -374,6 +393,7 @@ class SharedTable:
             "publish_dropped": c.publish_dropped,
             "pending": len(self._pending),
             "store_errors": c.store_errors,
+            "replica_lag": c.replica_lag,
             "outages": c.outages,
             "reconnects": c.reconnects,
             "resynced_flows": c.resynced_flows,

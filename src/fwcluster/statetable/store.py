@@ -18,6 +18,11 @@ class StoreError(Exception):
     """The store did not answer (down, unreachable, timed out)."""
 
 
+class ReplicaLagError(StoreError):
+    """The primary applied the writes, but fewer replicas than asked acknowledged them in time.
+    Not an outage: the writes are simply not confirmed."""
+
+
 class Store(abc.ABC):
     """An authoritative copy of the state table plus a change feed."""
 
