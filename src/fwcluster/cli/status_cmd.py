@@ -61,7 +61,19 @@ def status(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     t = Table(title="fwcluster instances")
-    for col in ("id", "pid", "netns", "health", "flows", "packets", "accept", "drop", "reject", "invalid"):
+    for col in (
+        "id",
+        "pid",
+        "netns",
+        "health",
+        "flows",
+        "packets",
+        "accept",
+        "drop",
+        "reject",
+        "invalid",
+        "held",
+    ):
         t.add_column(col, justify="right" if col not in ("id", "netns", "health") else "left")
     for i in doc["instances"]:
         s = i.get("stats", {})
@@ -73,7 +85,7 @@ def status(args: argparse.Namespace) -> int:
             i["health"],
             str(i["flows"] if i["flows"] is not None else "-"),
             *(str(x) for x in (s.get("packets", "-"), v.get("accept", "-"), v.get("drop", "-"))),
-            *(str(x) for x in (v.get("reject", "-"), s.get("invalid", "-"))),
+            *(str(x) for x in (v.get("reject", "-"), s.get("invalid", "-"), s.get("held", "-"))),
         )
     console.print(t)
     sync, tb = doc["sync"], doc["testbed"]
