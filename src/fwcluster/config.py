@@ -68,12 +68,25 @@ class SteeringConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    masters: int = 2  # master processes the testbed starts (one leads)
+    heartbeat_ms: int = 50  # instance heartbeat interval
+    misses: int = 3  # heartbeats missed before an instance counts as failed
+    lease_ms: int = 1000  # leader lease; a standby master takes over at most this long after
+
+    @property
+    def heartbeat_ttl_ms(self) -> int:
+        return self.heartbeat_ms * self.misses
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     sync: SyncSettings = field(default_factory=SyncSettings)
     ruleset: RuleSet = field(default_factory=RuleSet)
     conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
     steering: SteeringConfig = field(default_factory=SteeringConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     source: str = "<defaults>"
 
 
@@ -95,7 +108,7 @@ dst = ["198.18.0.0/15", "2001:2::/48"]
 dport = 80
 """
 
-_TOP = ("sync", "policy", "rules", "conntrack", "steering", "store")
+_TOP = ("sync", "policy", "rules", "conntrack", "steering", "store", "cluster")
 _RULE_FIELDS = ("action", "proto", "src", "dst", "sport", "dport", "comment")
 
 
@@ -128,6 +141,7 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
             conntrack=_conntrack(_table(data, "conntrack")),
             steering=_steering(_table(data, "steering")),
             store=_store(_table(data, "store")),
+            cluster=_cluster(_table(data, "cluster")),
             source=source,
         )
     except ConfigError as e:
@@ -302,4 +316,14 @@ def _store(t: dict[str, Any]) -> StoreConfig:
         outage=_choice(t, "store", "outage", OutagePolicy, OutagePolicy.REFUSE),
         replicas=_positive_int(t, "store", "replicas", 0, 0, 16),
         lookup_rate=_positive_int(t, "store", "lookup_rate", 2000, 1, 1_000_000),
+    )
+
+
+def _cluster(t: dict[str, Any]) -> ClusterConfig:
+    _only(t, ("masters", "heartbeat_ms", "misses", "lease_ms"), "cluster")
+    return ClusterConfig(
+        masters=_positive_int(t, "cluster", "masters", 2, 0, 8),
+        heartbeat_ms=_positive_int(t, "cluster", "heartbeat_ms", 50, 5, 10_000),
+        misses=_positive_int(t, "cluster", "misses", 3, 1, 100),
+        lease_ms=_positive_int(t, "cluster", "lease_ms", 1000, 100, 60_000),
     )

@@ -39,8 +39,25 @@ def collect() -> dict[str, Any]:
         except (OSError, ValueError):
             entry.update(health="down", flows=None)
         instances.append(entry)
+    from fwcluster.testbed.masters import read_status
+    from fwcluster.testbed.processes import alive
+
+    masters = []
+    for m in state.masters:
+        doc = read_status(m) or {}
+        running = alive(m.pid)
+        masters.append(
+            {
+                "id": m.id,
+                "pid": m.pid,
+                "alive": running,
+                "leader": running and bool(doc.get("leader")),
+                "epoch": doc.get("epoch"),
+            }
+        )
     return {
         "instances": instances,
+        "masters": masters,
         "sync": config.sync.as_dict(),
         "testbed": {
             "client_netns": state.client_netns,
@@ -90,6 +107,13 @@ def status(args: argparse.Namespace) -> int:
     console.print(t)
     sync, tb = doc["sync"], doc["testbed"]
     console.print(f"sync: level={sync['level']} access={sync['access']} confirm={sync['confirm']}")
+    if doc["masters"]:
+        console.print(
+            "masters: "
+            + ", ".join(
+                f"{m['id']} (pid {m['pid']}{', leader' if m['leader'] else ''})" for m in doc["masters"]
+            )
+        )
     console.print(
         f"testbed: client={tb['client_netns']} server={tb['server_netns']} "
         f"http://{tb['server_addr']}:{tb['http_port']}/ http://[{tb['server_addr6']}]:{tb['http_port']}/ "

@@ -18,6 +18,7 @@ from fwcluster.datapath.counters import Counters
 from fwcluster.datapath.nfqueue import NfqueueDatapath
 from fwcluster.datapath.replies import ReplySender
 from fwcluster.instance.control import ControlServer
+from fwcluster.instance.heartbeat import Heartbeat
 from fwcluster.statetable.factory import make_store
 from fwcluster.statetable.shared import SharedTable
 
@@ -47,6 +48,12 @@ class Instance:
             lookup_rate=config.store.lookup_rate,
         )
         self.expired = 0
+        cluster = config.cluster
+        self.heartbeat = (
+            Heartbeat(store_url, instance_id, cluster.heartbeat_ms, cluster.heartbeat_ttl_ms)
+            if store_url
+            else None
+        )
         self.datapath: NfqueueDatapath | None = None
         self.control: ControlServer | None = None
         self._stop = asyncio.Event()
@@ -71,6 +78,7 @@ class Instance:
             "held_now": self.datapath.held if self.datapath else 0,
             "sync": self.config.sync.as_dict(),
             "store": self.table.stats() if self.table.enabled else None,
+            "heartbeats": self.heartbeat.sent if self.heartbeat else None,
             **self.counters.snapshot(),
         }
 
@@ -97,6 +105,8 @@ class Instance:
         self.control = ControlServer(self.run_dir / f"{self.id}.sock", self._on_request)
         loop.add_reader(self.control.fileno(), self.control.handle)
         sweeper = asyncio.create_task(self._sweeper())
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         log.info(
             "instance %s ready pid=%d flows=%d sync=%s",
             self.id,
@@ -108,6 +118,8 @@ class Instance:
             await self._stop.wait()
         finally:
             sweeper.cancel()
+            if self.heartbeat is not None:
+                await self.heartbeat.stop()
             loop.remove_reader(self.control.fileno())
             loop.remove_reader(self.datapath.fileno())
             self.control.close()

@@ -21,6 +21,7 @@ from fwcluster.steering import Direction, SteeringDriver, SteeringError, make_dr
 from fwcluster.steering.netns import run_in
 from fwcluster.testbed import addressing as a
 from fwcluster.testbed import instances as inst_proc
+from fwcluster.testbed import masters as master_proc
 from fwcluster.testbed import store, topology
 from fwcluster.testbed.balancers import balancers, driver_for, target
 from fwcluster.testbed.errors import TestbedError
@@ -183,6 +184,11 @@ def _build(
             rec.pid = inst_proc.spawn(rec, config_file, run, state.store_url)
         save_state(state)
         inst_proc.wait_ready(records)
+        if state.store_url and config.cluster.masters:
+            master_proc.write_steering_spec(state)
+            state.masters = [master_proc.spawn(f"m{i}", state) for i in range(1, config.cluster.masters + 1)]
+            save_state(state)
+            master_proc.wait_ready(state.masters)
     if final_mode is not FilterMode.FWCLUSTER:
         _switch(records, final_mode, config)
         save_state(state)

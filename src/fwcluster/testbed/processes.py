@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from fwcluster.procutil import running
 from fwcluster.steering.netns import netns_path
 
 
@@ -40,13 +41,7 @@ def alive(pid: int) -> bool:
     """Is ``pid`` a running process (a zombie counts as gone; our own zombie children are reaped)?"""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state letter follows the command name in parentheses, which may itself hold spaces.
-    state = stat[stat.rfind(")") + 2 :][:1]
-    return state not in ("Z", "X", "")
+    return running(pid)
 
 
 def cmdline(pid: int) -> str:

@@ -39,6 +39,14 @@ class InstanceState:
 
 
 @dataclass(slots=True)
+class MasterState:
+    id: str  # "m1"
+    pid: int
+    log: str
+    status: str  # the status file the master keeps up to date (id, pid, leader, epoch)
+
+
+@dataclass(slots=True)
 class TestbedState:
     __test__: ClassVar[bool] = False  # not a pytest test class despite the name
 
@@ -68,6 +76,7 @@ class TestbedState:
     store_url: str = ""  # what the instances get as --store-url ("" with the memory backend)
     store_pid: int | None = None  # the testbed's own redis-server (None: stopped or not ours)
     store_conf: str = ""  # its config file ("" when the store is not the testbed's own)
+    masters: list[MasterState] = field(default_factory=list)
 
     def instance(self, instance_id: str) -> InstanceState:
         for inst in self.instances:
@@ -84,7 +93,8 @@ class TestbedState:
         if data.get("version") != STATE_VERSION:
             raise TestbedError(f"testbed state has version {data.get('version')!r}, expected {STATE_VERSION}")
         instances = [InstanceState(**i) for i in data.pop("instances")]
-        return cls(instances=instances, **data)
+        masters = [MasterState(**m) for m in data.pop("masters", [])]
+        return cls(instances=instances, masters=masters, **data)
 
 
 def state_path(run_dir: str | Path = DEFAULT_RUN_DIR) -> Path:

@@ -1,0 +1,1 @@
+"""The management layer: masters (leader lease with a fencing epoch), health, failover."""

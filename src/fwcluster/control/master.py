@@ -1,0 +1,201 @@
+"""A master: holds (or waits for) the leader lease; the leader watches the instances and fails
+them over.
+
+Detection, every ``TICK``:
+- process gone: the instance's pid (from its heartbeat) no longer runs (or is a zombie) — seen
+  within one tick of a SIGKILL, since masters run on the same host;
+- missed heartbeats: the instance's heartbeat key expired (``heartbeat_ms * misses``) — a hung
+  (SIGSTOP) or cut-off instance.
+
+Failover: the failed instance's buckets, and only those, move to the healthy instances through
+the fenced steering driver, with the leader's epoch. One JSON line per event on stdout (the
+master's log): what failed, why, and how long detection and rerouting took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from fwcluster.config import Config
+from fwcluster.control.lease import LeaderLease
+from fwcluster.instance.heartbeat import HB_PREFIX, INSTANCES, parse_beat
+from fwcluster.procutil import running
+from fwcluster.steering.base import SteeringError
+from fwcluster.steering.fencing import EpochGate, FencedDriver
+from fwcluster.steering.spec import load_driver
+
+log = logging.getLogger("fwcluster.master")
+
+TICK = 0.01  # seconds between health checks while leading
+STEERING_SPEC = "steering.json"
+STEERING_EPOCH = "steering.epoch"
+MEMBERS = b"fwc:members"  # instance id -> active | failed
+
+
+def event(kind: str, **fields: Any) -> None:
+    """One structured line per event (stdout goes to the master's log)."""
+    print(json.dumps({"event": kind, "time": round(time.time(), 6), **fields}), flush=True)
+
+
+class Master:
+    def __init__(self, master_id: str, config: Config, run_dir: Path, store_url: str) -> None:
+        self.id = master_id
+        self.config = config
+        self.run_dir = run_dir
+        self._r: Any = aioredis.Redis.from_url(store_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.lease = LeaderLease(self._r, master_id, config.cluster.lease_ms)
+        self.driver = FencedDriver(load_driver(run_dir / STEERING_SPEC), EpochGate(run_dir / STEERING_EPOCH))
+        self.epoch: int | None = None
+        self.failed: set[str] = set()
+        self.last_pid: dict[str, int] = {}  # instance id -> pid of its last heartbeat
+        self.last_beat: dict[str, float] = {}  # instance id -> unix time of its last heartbeat
+        self.last_ok: dict[str, float] = {}  # instance id -> unix time we last saw it alive
+        self.failovers = 0
+        self._stop = asyncio.Event()
+        self._status = run_dir / f"{master_id}.master.json"
+
+    def _write_status(self) -> None:
+        doc = {"id": self.id, "pid": os.getpid(), "leader": self.epoch is not None, "epoch": self.epoch,
+               "failovers": self.failovers, "updated": time.time()}  # fmt: skip
+        tmp = self._status.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(self._status)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        renew_every = self.config.cluster.lease_ms / 4000
+        next_renew = 0.0
+        next_status = 0.0
+        self._write_status()
+        event("master-started", master=self.id, pid=os.getpid())
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_renew:
+                    await self._lead()
+                    next_renew = now + renew_every
+                if self.epoch is not None:
+                    await self._watch()
+                if now >= next_status:
+                    self._write_status()
+                    next_status = now + 0.25
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), TICK if self.epoch is not None else renew_every)
+        finally:
+            if self.epoch is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.lease.release()
+            self.epoch = None
+            self._write_status()
+            with contextlib.suppress(Exception):
+                await self._r.aclose()
+
+    async def _lead(self) -> None:
+        try:
+            epoch = await self.lease.acquire_or_renew(self.driver.gate.newest())
+        except (RedisError, OSError):
+            epoch = None  # cannot reach the store: we cannot know that we still lead
+        if epoch != self.epoch:
+            if epoch is not None:
+                event("leader", master=self.id, epoch=epoch)
+                await self._load_members()
+            else:
+                event("follower", master=self.id, previous_epoch=self.epoch)
+            self.epoch = epoch
+            self._write_status()
+
+    async def _load_members(self) -> None:
+        """A new leader starts from what earlier leaders decided: instances already failed."""
+        try:
+            members = await self._r.hgetall(MEMBERS)
+        except (RedisError, OSError):
+            return
+        self.failed = {k.decode() for k, v in members.items() if v == b"failed"}
+
+    async def _watch(self) -> None:
+        try:
+            ids = sorted(i.decode() for i in await self._r.smembers(INSTANCES))
+            beats = await self._r.mget([HB_PREFIX + i.encode() for i in ids]) if ids else []
+        except (RedisError, OSError):
+            return
+        now = time.time()
+        alive: list[str] = []
+        newly_failed: list[tuple[str, str]] = []
+        for instance_id, raw in zip(ids, beats, strict=True):
+            if raw is not None:
+                pid, beat_time = parse_beat(raw)
+                self.last_pid[instance_id], self.last_beat[instance_id] = pid, beat_time
+                is_running = running(pid)
+            else:
+                is_running = False
+            if instance_id in self.failed:
+                if is_running:  # beating again (a resumed or new process): alive, though it has no buckets
+                    self.failed.discard(instance_id)
+                    event(
+                        "instance-back",
+                        instance=instance_id,
+                        pid=self.last_pid.get(instance_id),
+                        master=self.id,
+                    )
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._r.hset(MEMBERS, instance_id, "active")
+                    alive.append(instance_id)
+                continue
+            if raw is None:
+                newly_failed.append((instance_id, "heartbeat"))
+            elif not is_running:
+                newly_failed.append((instance_id, "process-gone"))
+            else:
+                alive.append(instance_id)
+                self.last_ok[instance_id] = now
+        for instance_id, reason in newly_failed:
+            await self._fail_over(instance_id, reason, alive, now)
+
+    async def _fail_over(self, instance_id: str, reason: str, healthy: list[str], now: float) -> None:
+        """Move the buckets of a failed instance (only those) to the healthy ones.
+
+        ``detect_ms``: for a dead process, the time since we last saw it alive (at most a tick
+        plus the store round trip); for missed heartbeats, the time since its last heartbeat."""
+        assert self.epoch is not None
+        self.failed.add(instance_id)
+        pid = self.last_pid.get(instance_id, 0)
+        since = self.last_beat if reason == "heartbeat" else self.last_ok
+        detect_ms = (now - since.get(instance_id, now)) * 1000
+        if not healthy:
+            event("failover-impossible", instance=instance_id, reason=reason, master=self.id)
+            return
+        t0 = time.monotonic()
+        try:
+            moved = self.driver.move(instance_id, healthy, self.epoch)
+        except SteeringError as e:
+            event("failover-refused", instance=instance_id, reason=reason, error=str(e), master=self.id)
+            return
+        reroute_ms = (time.monotonic() - t0) * 1000
+        self.failovers += 1
+        with contextlib.suppress(RedisError, OSError):
+            await self._r.hset(MEMBERS, instance_id, "failed")
+        event(
+            "failover",
+            instance=instance_id,
+            reason=reason,
+            pid=pid,
+            to=healthy,
+            buckets={d: len(m) for d, m in moved.items()},
+            detect_ms=round(detect_ms, 1),
+            reroute_ms=round(reroute_ms, 1),
+            epoch=self.epoch,
+            master=self.id,
+        )

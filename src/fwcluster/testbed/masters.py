@@ -1,0 +1,77 @@
+"""Start the masters: processes in fwc-mgmt, next to the store (see fwcluster.control)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fwcluster.steering.netns import netns_argv
+from fwcluster.steering.spec import dump_spec
+from fwcluster.testbed import addressing as a
+from fwcluster.testbed.balancers import balancers, target
+from fwcluster.testbed.errors import TestbedError
+from fwcluster.testbed.processes import alive
+from fwcluster.testbed.state import MasterState, TestbedState
+
+READY_TIMEOUT = 10.0
+
+
+def write_steering_spec(state: TestbedState) -> Path:
+    """Describe the steering for processes that do not know the testbed (the masters)."""
+    spec = dump_spec(
+        state.steering_kind, balancers(), state.buckets, [target(i.index) for i in state.instances]
+    )
+    path = Path(state.run_dir) / "steering.json"
+    path.write_text(json.dumps(spec, indent=2))
+    return path
+
+
+def spawn(master_id: str, state: TestbedState) -> MasterState:
+    run = Path(state.run_dir)
+    log = run / f"{master_id}.log"
+    status = run / f"{master_id}.master.json"
+    status.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "fwcluster.control", "--id", master_id, "--config", state.config_path]
+    command += ["--run-dir", str(run), "--store-url", state.store_url]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            netns_argv(a.MGMT_NETNS, command),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=os.environ.copy(),
+        )
+    return MasterState(id=master_id, pid=proc.pid, log=str(log), status=str(status))
+
+
+def wait_ready(masters: list[MasterState], timeout: float = READY_TIMEOUT) -> None:
+    """A master is ready once it wrote its status file; one of them must lead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for m in masters:
+            if not alive(m.pid):
+                tail = (
+                    Path(m.log).read_text(errors="replace").strip().splitlines()[-1:]
+                    if Path(m.log).exists()
+                    else []
+                )
+                raise TestbedError(f"master {m.id} exited during start-up: {' '.join(tail) or 'no output'}")
+        docs = [read_status(m) for m in masters]
+        if all(d is not None for d in docs) and any(d and d.get("leader") for d in docs):
+            return
+        time.sleep(0.05)
+    raise TestbedError(f"no master leads after {timeout:.0f} s (see {masters[0].log})")
+
+
+def read_status(m: MasterState) -> dict[str, object] | None:
+    try:
+        doc = json.loads(Path(m.status).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -1,0 +1,120 @@
+"""Masters on the real testbed: failover without a hand on the steering, leader takeover."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from downloads import finish, start_downloads, wait_established
+from netns_helpers import Builder, curl, url
+from test_shared_state import all_on, config
+
+from fwcluster.testbed import TestbedState, steer_table
+from fwcluster.testbed.masters import read_status
+from fwcluster.testbed.processes import alive
+
+pytestmark = pytest.mark.netns
+
+SLOW = "/slow/1M.bin"
+
+
+def events(state: TestbedState, kind: str) -> list[dict[str, object]]:
+    out = []
+    for m in state.masters:
+        for line in Path(m.log).read_text().splitlines():
+            if line.startswith("{"):
+                doc = json.loads(line)
+                if doc.get("event") == kind:
+                    out.append(doc)
+    return out
+
+
+def wait_for(state: TestbedState, kind: str, timeout: float = 3.0) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = events(state, kind)
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"no {kind!r} event within {timeout}s")
+
+
+def leader(state: TestbedState) -> str | None:
+    for m in state.masters:
+        doc = read_status(m)
+        if doc and doc.get("leader") and alive(m.pid):
+            return m.id
+    return None
+
+
+@pytest.mark.parametrize("level", ["established", "full"])
+def test_sigkill_of_an_instance_is_failed_over_by_the_master(
+    testbed: Builder, tmp_path: Path, level: str
+) -> None:
+    state = testbed(3, config(tmp_path, level, "clean", "async"), start_instances=True)
+    assert len(state.masters) == 2 and leader(state) is not None
+    all_on(state, "fw1")
+    # fw2 keeps a few buckets: only fw1's may move.
+    before = steer_table()
+    downloads = start_downloads(state, 20, tmp_path / "dl")
+    wait_established(state, 20)
+    time.sleep(0.5)
+    pid = state.instance("fw1").pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    (fo,) = wait_for(state, "failover")
+    assert fo["instance"] == "fw1" and fo["reason"] == "process-gone"
+    after = steer_table()
+    for direction, table in before.items():
+        for bucket, owner in table.items():
+            if owner != "fw1":
+                assert after[direction][bucket] == owner  # nothing else moved
+            else:
+                assert after[direction][bucket] in ("fw2", "fw3")
+    intact, problems = finish(downloads, state.files[SLOW])
+    assert intact == 20, problems
+    assert curl(state.client_netns, url(state, 4)).body == b"x"
+
+
+def test_a_hung_instance_is_detected_by_missed_heartbeats(testbed: Builder, tmp_path: Path) -> None:
+    state = testbed(3, config(tmp_path, "full", "clean", "async"), start_instances=True)
+    all_on(state, "fw2")
+    downloads = start_downloads(state, 10, tmp_path / "dl")
+    wait_established(state, 10)
+    pid = state.instance("fw2").pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        (fo,) = wait_for(state, "failover")
+        assert fo["instance"] == "fw2" and fo["reason"] == "heartbeat"
+        intact, problems = finish(downloads, state.files[SLOW])
+        assert intact == 10, problems
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_when_the_leading_master_dies_the_other_leads_and_traffic_goes_on(
+    testbed: Builder, tmp_path: Path
+) -> None:
+    state = testbed(3, config(tmp_path, "established", "clean", "async"), start_instances=True)
+    first = leader(state)
+    assert first is not None
+    downloads = start_downloads(state, 10, tmp_path / "dl")
+    wait_established(state, 10)
+    killed = next(m for m in state.masters if m.id == first)
+    t0 = time.monotonic()
+    os.kill(killed.pid, signal.SIGKILL)
+    while leader(state) in (None, first) and time.monotonic() - t0 < 5:
+        time.sleep(0.02)
+    took = time.monotonic() - t0
+    assert leader(state) not in (None, first)
+    assert took < 2.0, f"takeover took {took:.2f} s"
+    intact, problems = finish(downloads, state.files[SLOW])
+    assert intact == 10, problems  # the data plane did not notice
+    (new_leader,) = [e for e in events(state, "leader") if e["master"] != first]
+    (old,) = [e for e in events(state, "leader") if e["master"] == first]
+    assert int(new_leader["epoch"]) > int(old["epoch"])  # type: ignore[call-overload]
