@@ -70,6 +70,7 @@ class SteeringConfig:
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     masters: int = 2  # master processes the testbed starts (one leads)
+    standby: int = 0  # instances kept ready with no traffic, first in line on a failure
     heartbeat_ms: int = 50  # instance heartbeat interval
     misses: int = 3  # heartbeats missed before an instance counts as failed
     lease_ms: int = 1000  # leader lease; a standby master takes over at most this long after
@@ -320,9 +321,10 @@ def _store(t: dict[str, Any]) -> StoreConfig:
 
 
 def _cluster(t: dict[str, Any]) -> ClusterConfig:
-    _only(t, ("masters", "heartbeat_ms", "misses", "lease_ms"), "cluster")
+    _only(t, ("masters", "standby", "heartbeat_ms", "misses", "lease_ms"), "cluster")
     return ClusterConfig(
         masters=_positive_int(t, "cluster", "masters", 2, 0, 8),
+        standby=_positive_int(t, "cluster", "standby", 0, 0, 8),
         heartbeat_ms=_positive_int(t, "cluster", "heartbeat_ms", 50, 5, 10_000),
         misses=_positive_int(t, "cluster", "misses", 3, 1, 100),
         lease_ms=_positive_int(t, "cluster", "lease_ms", 1000, 100, 60_000),

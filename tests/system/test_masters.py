@@ -118,3 +118,26 @@ def test_when_the_leading_master_dies_the_other_leads_and_traffic_goes_on(
     (new_leader,) = [e for e in events(state, "leader") if e["master"] != first]
     (old,) = [e for e in events(state, "leader") if e["master"] == first]
     assert int(new_leader["epoch"]) > int(old["epoch"])  # type: ignore[call-overload]
+
+
+def test_a_standby_instance_takes_the_failed_instances_buckets(testbed: Builder, tmp_path: Path) -> None:
+    cfg = config(tmp_path, "established", "clean", "async")
+    cfg.write_text(cfg.read_text() + "[cluster]\nstandby = 1\n")
+    state = testbed(3, cfg, start_instances=True)
+    roles = {i.id: i.role for i in state.instances}
+    assert roles == {"fw1": "active", "fw2": "active", "fw3": "active", "fw4": "standby"}
+    table = steer_table()["forward"]
+    assert "fw4" not in table.values()  # ready, but no traffic
+    fw2_buckets = sorted(b for b, owner in table.items() if owner == "fw2")
+    downloads = start_downloads(state, 10, tmp_path / "dl")
+    wait_established(state, 10)
+    pid = state.instance("fw2").pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    (fo,) = wait_for(state, "failover")
+    assert fo["to"] == ["fw4"]
+    after = steer_table()["forward"]
+    assert sorted(b for b, owner in after.items() if owner == "fw4") == fw2_buckets
+    assert all(after[b] == owner for b, owner in table.items() if owner != "fw2")
+    intact, problems = finish(downloads, state.files[SLOW])
+    assert intact == 10, problems

@@ -30,9 +30,11 @@ def collect() -> dict[str, Any]:
     if state is None:
         raise UserError("the testbed is not up (run: fwcluster testbed up)", code=1)
     config = load_config(state.config_path)
+    buckets = _bucket_counts()
     instances = []
     for inst in state.instances:
-        entry: dict[str, Any] = {"id": inst.id, "pid": inst.pid, "netns": inst.netns}
+        entry: dict[str, Any] = {"id": inst.id, "pid": inst.pid, "netns": inst.netns, "role": inst.role}
+        entry["buckets"] = buckets.get(inst.id, 0) if buckets is not None else None
         try:
             stats = query(inst.control_socket, {"cmd": "stats"}, timeout=1.0)
             entry.update(health=stats.get("health", "ok"), flows=stats.get("flows", 0), stats=stats)
@@ -71,6 +73,21 @@ def collect() -> dict[str, Any]:
     }
 
 
+def _bucket_counts() -> dict[str, int] | None:
+    """Buckets per instance in the forward direction, read from the kernel (None if unreadable)."""
+    from fwcluster.steering import SteeringError
+    from fwcluster.testbed import TestbedError, steer_table
+
+    try:
+        table = steer_table()["forward"]
+    except (SteeringError, TestbedError, OSError, KeyError):
+        return None
+    counts: dict[str, int] = {}
+    for owner in table.values():
+        counts[owner] = counts.get(owner, 0) + 1
+    return counts
+
+
 def status(args: argparse.Namespace) -> int:
     doc = collect()
     if args.json:
@@ -97,12 +114,13 @@ def status(args: argparse.Namespace) -> int:
         v = s.get("verdicts", {})
         t.add_row(
             i["id"],
+            i["role"],
             str(i["pid"]),
-            i["netns"],
             i["health"],
+            str(i["buckets"] if i["buckets"] is not None else "-"),
             str(i["flows"] if i["flows"] is not None else "-"),
             *(str(x) for x in (s.get("packets", "-"), v.get("accept", "-"), v.get("drop", "-"))),
-            *(str(x) for x in (v.get("reject", "-"), s.get("invalid", "-"), s.get("held", "-"))),
+            str(s.get("invalid", "-")),
         )
     console.print(t)
     sync, tb = doc["sync"], doc["testbed"]

@@ -33,7 +33,7 @@ from fwcluster.instance.heartbeat import HB_PREFIX, INSTANCES, parse_beat
 from fwcluster.procutil import running
 from fwcluster.steering.base import SteeringError
 from fwcluster.steering.fencing import EpochGate, FencedDriver
-from fwcluster.steering.spec import load_driver
+from fwcluster.steering.spec import load_driver, load_standby
 
 log = logging.getLogger("fwcluster.master")
 
@@ -56,6 +56,7 @@ class Master:
         self._r: Any = aioredis.Redis.from_url(store_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.lease = LeaderLease(self._r, master_id, config.cluster.lease_ms)
         self.driver = FencedDriver(load_driver(run_dir / STEERING_SPEC), EpochGate(run_dir / STEERING_EPOCH))
+        self.standby = load_standby(run_dir / STEERING_SPEC)  # first in line on a failure
         self.epoch: int | None = None
         self.failed: set[str] = set()
         self.last_pid: dict[str, int] = {}  # instance id -> pid of its last heartbeat
@@ -177,14 +178,21 @@ class Master:
         if not healthy:
             event("failover-impossible", instance=instance_id, reason=reason, master=self.id)
             return
+        # A standby instance (ready, carrying nothing) takes all of the failed one's buckets;
+        # without one, they spread over the healthy active instances.
+        ready = [i for i in self.standby if i in healthy]
+        targets = ready[:1] or [i for i in healthy if i not in self.standby] or healthy
         t0 = time.monotonic()
         try:
-            moved = self.driver.move(instance_id, healthy, self.epoch)
+            moved = self.driver.move(instance_id, targets, self.epoch)
         except SteeringError as e:
             event("failover-refused", instance=instance_id, reason=reason, error=str(e), master=self.id)
             return
         reroute_ms = (time.monotonic() - t0) * 1000
         self.failovers += 1
+        for i in targets:
+            if i in self.standby:
+                self.standby.remove(i)  # it carries traffic now: active
         with contextlib.suppress(RedisError, OSError):
             await self._r.hset(MEMBERS, instance_id, "failed")
         event(
@@ -192,7 +200,7 @@ class Master:
             instance=instance_id,
             reason=reason,
             pid=pid,
-            to=healthy,
+            to=targets,
             buckets={d: len(m) for d, m in moved.items()},
             detect_ms=round(detect_ms, 1),
             reroute_ms=round(reroute_ms, 1),

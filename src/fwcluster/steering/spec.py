@@ -50,3 +50,12 @@ def load_driver(path: str | Path) -> SteeringDriver:
     except (OSError, ValueError) as e:
         raise SteeringError(f"{path}: cannot read the steering description: {e}") from None
     return driver_from_spec(spec)
+
+
+def load_standby(path: str | Path) -> list[str]:
+    """The instances the description names as standby (ready, no buckets), in order."""
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SteeringError(f"{path}: cannot read the steering description: {e}") from None
+    return [str(i) for i in spec.get("standby", [])]

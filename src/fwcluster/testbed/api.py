@@ -86,8 +86,11 @@ def up(
     TestbedError with a one-line message is raised.
     """
     config = load_config(config_path)
-    if isinstance(instances, bool) or not 1 <= instances <= a.MAX_INSTANCES:
-        raise TestbedError(f"instances must be 1..{a.MAX_INSTANCES}, not {instances!r}")
+    if isinstance(instances, bool) or not 1 <= instances <= a.MAX_INSTANCES - config.cluster.standby:
+        limit = a.MAX_INSTANCES - config.cluster.standby
+        raise TestbedError(
+            f"instances must be 1..{limit} (plus {config.cluster.standby} standby), not {instances!r}"
+        )
     if mode is None:
         final_mode = FilterMode.FWCLUSTER if start_instances else FilterMode.DIRECT
     else:
@@ -101,7 +104,9 @@ def up(
         if state_path(run).exists() or topology.existing_netns():
             raise TestbedError("the testbed is already up (run `fwcluster testbed down` first)")
         try:
-            return _build(instances, config_path, config, start_instances, run, final_mode)
+            return _build(
+                instances + config.cluster.standby, config_path, config, start_instances, run, final_mode
+            )
         except BaseException as e:
             _teardown(run, keep_logs=True)
             if isinstance(e, TestbedError) or not isinstance(e, Exception):
@@ -133,6 +138,8 @@ def _build(
     config_file = _prepare_run_dir(run, config_path)
     topology.build(n)
     records = [_instance_record(k, run) for k in range(1, n + 1)]
+    for rec in records[n - config.cluster.standby :]:
+        rec.role = "standby"
 
     # Fail closed before anything can be steered: the queue has no reader yet.
     def fail_closed(rec: InstanceState) -> None:
@@ -142,7 +149,7 @@ def _build(
     _each(records, fail_closed)
     driver = driver_for_config(config)
     driver.install([target(k) for k in range(1, n + 1)])
-    driver.spread([r.id for r in records])
+    driver.spread([r.id for r in records if r.role == "active"])
     nginx_pid, docroot, sums = start_nginx(run)
     store_url, store_conf = config.store.url, ""
     if config.store.backend is StoreBackend.REDIS and not store_url:

@@ -21,10 +21,12 @@ READY_TIMEOUT = 10.0
 
 
 def write_steering_spec(state: TestbedState) -> Path:
-    """Describe the steering for processes that do not know the testbed (the masters)."""
+    """Describe the steering (and which instances stand by) for the masters, which do not know
+    the testbed."""
     spec = dump_spec(
         state.steering_kind, balancers(), state.buckets, [target(i.index) for i in state.instances]
     )
+    spec["standby"] = [i.id for i in state.instances if i.role == "standby"]
     path = Path(state.run_dir) / "steering.json"
     path.write_text(json.dumps(spec, indent=2))
     return path

@@ -31,6 +31,7 @@ class InstanceState:
     mgmt_addr: str  # on the management network
     mgmt_addr6: str
     mode: str  # filter mode: fwcluster | kernel | direct
+    role: str = "active"  # active (carries buckets) | standby (ready, no traffic, first on a failure)
 
     @property
     def control(self) -> str:
