@@ -141,3 +141,23 @@ def test_a_standby_instance_takes_the_failed_instances_buckets(testbed: Builder,
     assert all(after[b] == owner for b, owner in table.items() if owner != "fw2")
     intact, problems = finish(downloads, state.files[SLOW])
     assert intact == 10, problems
+
+
+def test_metrics_are_served_on_the_management_network_only(testbed: Builder, tmp_path: Path) -> None:
+    from fwcluster.testbed import netns_exec
+
+    state = testbed(2, config(tmp_path, "established", "dirty", "async"), start_instances=True)
+    assert curl(state.client_netns, url(state, 4)).body == b"x"
+    fw1 = state.instance("fw1")
+    scrape = netns_exec(state.mgmt_netns, ["curl", "-s", "-m", "2", f"http://{fw1.mgmt_addr}:9100/metrics"])
+    assert scrape.returncode == 0
+    assert "fwcluster_packets_total" in scrape.stdout and "fwcluster_sync_info{" in scrape.stdout
+    masters = netns_exec(
+        state.mgmt_netns, ["curl", "-s", "-m", "2", f"http://{state.mgmt_addr}:9201/metrics"]
+    )
+    assert "fwcluster_master_leader" in masters.stdout
+    # The data plane cannot reach the management side of an instance.
+    blocked = netns_exec(
+        state.client_netns, ["curl", "-s", "-m", "1", f"http://{fw1.mgmt_addr}:9100/metrics"]
+    )
+    assert blocked.returncode == 28

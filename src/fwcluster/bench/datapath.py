@@ -20,13 +20,19 @@ WARMUP = 200
 
 
 def loadgen(
-    netns: str, host: str, concurrency: int, count: int, path: str = "/index.html", timeout: float = 5.0
+    netns: str,
+    host: str,
+    concurrency: int,
+    count: int,
+    path: str = "/index.html",
+    timeout: float = 5.0,
+    duration: float = 600.0,
 ) -> dict[str, Any]:
     """Run the load generator inside ``netns``; returns its JSON result."""
     argv = [
         "ip", "netns", "exec", netns, sys.executable, "-m", "fwcluster.bench.loadgen",
         "--host", host, "--concurrency", str(concurrency), "--count", str(count), "--path", path,
-        "--duration", "600", "--timeout", str(timeout),
+        "--duration", str(duration), "--timeout", str(timeout),
     ]  # fmt: skip
     p = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
     if p.returncode != 0:

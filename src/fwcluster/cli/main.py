@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     steer.add_argument("--json", action="store_true", help="print the tables as one JSON object")
     steer.set_defaults(func=testbed_cmd.steer)
 
+    sc = sub.add_parser(
+        "scale", help="change the number of active instances at run time (no connection breaks)"
+    )
+    sc.add_argument("instances", type=_positive(1, 32), metavar="N", help="active instances wanted")
+    sc.add_argument("--json", action="store_true", help="print the moves as one JSON object")
+    sc.set_defaults(func=testbed_cmd.scale)
+
     st = sub.add_parser("status", help="instances, flows, sync settings and testbed addresses")
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.set_defaults(func=status_cmd.status)

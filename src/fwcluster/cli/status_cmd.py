@@ -95,20 +95,9 @@ def status(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     t = Table(title="fwcluster instances")
-    for col in (
-        "id",
-        "pid",
-        "netns",
-        "health",
-        "flows",
-        "packets",
-        "accept",
-        "drop",
-        "reject",
-        "invalid",
-        "held",
-    ):
-        t.add_column(col, justify="right" if col not in ("id", "netns", "health") else "left")
+    columns = ("id", "role", "pid", "health", "buckets", "flows", "packets", "accept", "drop", "invalid")
+    for col in columns:
+        t.add_column(col, justify="left" if col in ("id", "role", "health") else "right")
     for i in doc["instances"]:
         s = i.get("stats", {})
         v = s.get("verdicts", {})

@@ -113,3 +113,34 @@ def _print_tables(tables: dict[str, dict[int, str]], known: list[str], buckets: 
         free = [b for b in range(buckets) if b not in table]
         if free:
             print(f"  {'none':>5} ({len(free):>3}): {' '.join(map(str, free))}")
+
+
+def scale(args: argparse.Namespace) -> int:
+    """``fwcluster scale N``: new instances join, then take a fair share of buckets; leaving ones
+    hand theirs over first."""
+    import json
+    import time
+
+    from fwcluster.testbed import TestbedError
+    from fwcluster.testbed import scale as testbed_scale
+
+    require_root("scale")
+    t0 = time.monotonic()
+    try:
+        state, moved = testbed_scale(args.instances)
+    except TestbedError as e:
+        raise UserError(str(e), code=1) from None
+    took = time.monotonic() - t0
+    active = [i.id for i in state.instances if i.role == "active"]
+    doc = {
+        "active": active,
+        "seconds": round(took, 3),
+        "moved": {d: {str(b): i for b, i in m.items()} for d, m in moved.items()},
+    }
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    n = {d: len(m) for d, m in moved.items()}
+    names = ", ".join(active)
+    Console().print(f"scaled to {len(active)} active ({names}) in {took:.2f} s; buckets moved: {n}")
+    return 0

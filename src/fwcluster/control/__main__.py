@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fwcluster.config import ConfigError, load_config
 from fwcluster.control.master import Master
+from fwcluster.instance.metrics import ListenAddr, MetricsServer, parse_listen
 from fwcluster.steering.base import SteeringError
 
 
@@ -19,7 +20,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="TOML config file (default: built-in)")
     ap.add_argument("--run-dir", type=Path, default=Path("/run/fwcluster"), help="the testbed's run dir")
     ap.add_argument("--store-url", required=True, help="redis:// URL of the store (lease, heartbeats)")
+    ap.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        help="serve Prometheus /metrics on ADDR:PORT ([ADDR6]:PORT for IPv6; default: off)",
+    )
     args = ap.parse_args(argv)
+    metrics_addr: ListenAddr | None = None
+    if args.metrics is not None:
+        try:
+            metrics_addr = parse_listen(args.metrics)
+        except ValueError as e:
+            print(f"fwcluster master: --metrics: {e}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = load_config(args.config)
@@ -27,7 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SteeringError) as e:
         print(f"fwcluster master: {e}", file=sys.stderr)
         return 2
-    asyncio.run(master.run())
+    server: MetricsServer | None = None
+    if metrics_addr is not None:
+        try:
+            server = MetricsServer(metrics_addr, master.metrics.registry)
+        except OSError as e:
+            print(f"fwcluster master: {e.strerror or e}", file=sys.stderr)
+            return 1
+    try:
+        asyncio.run(master.run())
+    finally:
+        if server is not None:
+            server.close()
     return 0
 
 

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from fwcluster.config import Config
 from fwcluster.control.lease import LeaderLease
+from fwcluster.control.metrics import MasterMetrics
 from fwcluster.instance.heartbeat import HB_PREFIX, INSTANCES, parse_beat
 from fwcluster.procutil import running
 from fwcluster.steering.base import SteeringError
@@ -55,8 +56,11 @@ class Master:
         self.run_dir = run_dir
         self._r: Any = aioredis.Redis.from_url(store_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.lease = LeaderLease(self._r, master_id, config.cluster.lease_ms)
-        self.driver = FencedDriver(load_driver(run_dir / STEERING_SPEC), EpochGate(run_dir / STEERING_EPOCH))
-        self.standby = load_standby(run_dir / STEERING_SPEC)  # first in line on a failure
+        self._spec = run_dir / STEERING_SPEC
+        self._spec_mtime = 0.0
+        self.driver = FencedDriver(load_driver(self._spec), EpochGate(run_dir / STEERING_EPOCH))
+        self.standby: list[str] = []  # first in line on a failure
+        self._reload_spec()
         self.epoch: int | None = None
         self.failed: set[str] = set()
         self.last_pid: dict[str, int] = {}  # instance id -> pid of its last heartbeat
@@ -65,6 +69,7 @@ class Master:
         self.failovers = 0
         self._stop = asyncio.Event()
         self._status = run_dir / f"{master_id}.master.json"
+        self.metrics = MasterMetrics(self)  # metrics: served by __main__ with --metrics
 
     def _write_status(self) -> None:
         doc = {"id": self.id, "pid": os.getpid(), "leader": self.epoch is not None, "epoch": self.epoch,
@@ -104,7 +109,24 @@ class Master:
             with contextlib.suppress(Exception):
                 await self._r.aclose()
 
+    def _reload_spec(self) -> None:
+        """Instances come and go (scaling): follow the steering description when it changes."""
+        try:
+            mtime = self._spec.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._spec_mtime:
+            return
+        try:
+            self.driver.driver = load_driver(self._spec)
+            self.standby = load_standby(self._spec)
+        except SteeringError as e:
+            event("spec-unreadable", master=self.id, error=str(e))
+            return
+        self._spec_mtime = mtime
+
     async def _lead(self) -> None:
+        self._reload_spec()
         try:
             epoch = await self.lease.acquire_or_renew(self.driver.gate.newest())
         except (RedisError, OSError):
@@ -116,6 +138,7 @@ class Master:
             else:
                 event("follower", master=self.id, previous_epoch=self.epoch)
             self.epoch = epoch
+            self.metrics.leadership(epoch is not None)  # metrics
             self._write_status()
 
     async def _load_members(self) -> None:
@@ -175,8 +198,17 @@ class Master:
         pid = self.last_pid.get(instance_id, 0)
         since = self.last_beat if reason == "heartbeat" else self.last_ok
         detect_ms = (now - since.get(instance_id, now)) * 1000
+        holds = (
+            self.driver.driver.buckets_of(instance_id, "both")
+            if instance_id in self.driver.driver.targets
+            else []
+        )
+        if not holds:  # a standby, or an instance already emptied: nothing to reroute
+            event("instance-gone", instance=instance_id, reason=reason, pid=pid, master=self.id)
+            return
         if not healthy:
             event("failover-impossible", instance=instance_id, reason=reason, master=self.id)
+            self.metrics.failover_error(reason, "no-healthy-instance")  # metrics
             return
         # A standby instance (ready, carrying nothing) takes all of the failed one's buckets;
         # without one, they spread over the healthy active instances.
@@ -187,9 +219,11 @@ class Master:
             moved = self.driver.move(instance_id, targets, self.epoch)
         except SteeringError as e:
             event("failover-refused", instance=instance_id, reason=reason, error=str(e), master=self.id)
+            self.metrics.failover_error(reason, "steering-refused")  # metrics
             return
         reroute_ms = (time.monotonic() - t0) * 1000
         self.failovers += 1
+        self.metrics.failover(reason)  # metrics
         for i in targets:
             if i in self.standby:
                 self.standby.remove(i)  # it carries traffic now: active

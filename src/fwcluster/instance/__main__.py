@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from fwcluster.config import ConfigError, load_config
+from fwcluster.instance.metrics import ListenAddr, parse_listen
 from fwcluster.instance.process import Instance
 from fwcluster.statetable.factory import StoreConfigError
 
@@ -26,7 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--store-url", default="", help="redis:// URL of the shared store (overrides [store] url)"
     )
+    ap.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        help="serve Prometheus /metrics on ADDR:PORT ([ADDR6]:PORT for IPv6; default: off)",
+    )
     args = ap.parse_args(argv)
+    metrics_addr: ListenAddr | None = None
+    if args.metrics is not None:
+        try:
+            metrics_addr = parse_listen(args.metrics)
+        except ValueError as e:
+            print(f"fwcluster instance: --metrics: {e}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = load_config(args.config)
@@ -34,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fwcluster instance: {e}", file=sys.stderr)
         return 2
     try:
-        instance = Instance(args.id, config, args.queue, args.run_dir, args.store_url)
+        instance = Instance(args.id, config, args.queue, args.run_dir, args.store_url, metrics_addr)
         asyncio.run(instance.run())
     except (OSError, StoreConfigError) as e:
         print(f"fwcluster instance: cannot start {args.id}: {e}", file=sys.stderr)

@@ -56,7 +56,11 @@ class Heartbeat:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(RedisError, OSError):
-            await self._r.delete(HB_PREFIX + self.id.encode())
+            # A clean stop deregisters at once (both in one transaction): masters stop watching it.
+            pipe = self._r.pipeline(transaction=True)
+            pipe.srem(INSTANCES, self.id)
+            pipe.delete(HB_PREFIX + self.id.encode())
+            await pipe.execute()
         with contextlib.suppress(Exception):
             await self._r.aclose()
 

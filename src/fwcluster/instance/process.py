@@ -19,6 +19,7 @@ from fwcluster.datapath.nfqueue import NfqueueDatapath
 from fwcluster.datapath.replies import ReplySender
 from fwcluster.instance.control import ControlServer
 from fwcluster.instance.heartbeat import Heartbeat
+from fwcluster.instance.metrics import InstanceMetrics, ListenAddr
 from fwcluster.statetable.factory import make_store
 from fwcluster.statetable.shared import SharedTable
 
@@ -30,7 +31,13 @@ SWEEP_PASS = 10.0  # a full pass over the table takes at most about this long
 
 class Instance:
     def __init__(
-        self, instance_id: str, config: Config, queue: int, run_dir: Path, store_url: str = ""
+        self,
+        instance_id: str,
+        config: Config,
+        queue: int,
+        run_dir: Path,
+        store_url: str = "",
+        metrics_addr: ListenAddr | None = None,
     ) -> None:
         self.id = instance_id
         self.config = config
@@ -57,6 +64,9 @@ class Instance:
         self.datapath: NfqueueDatapath | None = None
         self.control: ControlServer | None = None
         self._stop = asyncio.Event()
+        # metrics: /metrics on metrics_addr while running (instance/metrics.py); None: off
+        self.metrics_addr = metrics_addr
+        self.metrics: InstanceMetrics | None = None
 
     def _on_request(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd", "stats")
@@ -86,6 +96,10 @@ class Instance:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        # metrics: start the endpoint first, so a bad address fails the start at once
+        if self.metrics_addr is not None:
+            self.metrics = InstanceMetrics(self)
+            self.metrics.serve(self.metrics_addr)
         # Join first: load the shared table. Until the queue is bound the kernel drops what it
         # would queue here, so a joining instance fails closed.
         await self.table.start()
@@ -125,6 +139,8 @@ class Instance:
             self.control.close()
             self.datapath.close()
             await self.table.stop()
+            if self.metrics is not None:  # metrics: stop the endpoint
+                await asyncio.to_thread(self.metrics.close)
             log.info("instance %s stopped", self.id)
 
     def _process(self) -> None:

@@ -109,6 +109,7 @@ class SharedTable:
         self._burst = max(10.0, lookup_rate / 10)
         self._last_refill = clock()
         self._stopping = False
+        self.observe_write: Callable[[float], None] | None = None  # metrics: batch latency (s)
 
     @property
     def enabled(self) -> bool:
@@ -211,7 +212,10 @@ class SharedTable:
                         elif not fut.done():
                             fut.set_result(False)
                     continue
-                self._note_latency((time.perf_counter() - t0) * 1e6)
+                elapsed = time.perf_counter() - t0
+                self._note_latency(elapsed * 1e6)
+                if self.observe_write is not None:  # metrics on (instance/metrics.py)
+                    self.observe_write(elapsed)
                 self.counters.writes += len(batch)
                 self.counters.write_batches += 1
                 for (_, _, fut), res in zip(batch, results, strict=True):

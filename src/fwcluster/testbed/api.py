@@ -137,7 +137,7 @@ def _build(
 ) -> TestbedState:
     config_file = _prepare_run_dir(run, config_path)
     topology.build(n)
-    records = [_instance_record(k, run) for k in range(1, n + 1)]
+    records = [instance_record(k, run) for k in range(1, n + 1)]
     for rec in records[n - config.cluster.standby :]:
         rec.role = "standby"
 
@@ -210,7 +210,7 @@ def _switch(records: Sequence[InstanceState], mode: FilterMode | str, config: Co
     _each(records, step)
 
 
-def _instance_record(k: int, run: Path) -> InstanceState:
+def instance_record(k: int, run: Path) -> InstanceState:
     fw = a.fw_id(k)
     return InstanceState(
         id=fw,
@@ -363,6 +363,32 @@ def reconfigure(config_path: str | Path, run_dir: str | Path = DEFAULT_RUN_DIR) 
         save_state(state)
         inst_proc.wait_ready(list(state.instances))
         return state
+
+
+def scale(
+    active_instances: int, run_dir: str | Path = DEFAULT_RUN_DIR
+) -> tuple[TestbedState, dict[str, dict[int, str]]]:
+    """Change the number of active instances at run time (standby instances are not counted).
+
+    Out: new instances join from the store, then take a fair share of buckets (only those move).
+    In: the newest instances hand their buckets to the others, then stop. Returns the state and
+    the bucket moves per direction."""
+    from fwcluster.testbed import scaling
+
+    run = Path(run_dir).absolute()
+    if isinstance(active_instances, bool) or active_instances < 1:
+        raise TestbedError(f"cannot scale to {active_instances!r}: at least one active instance is needed")
+    with _locked(run):
+        state = require_state(run)
+        current = len(scaling.active(state))
+        if active_instances > current:
+            moved = scaling.scale_out(state, active_instances - current, Path(state.config_path))
+        elif active_instances < current:
+            moved = scaling.scale_in(state, current - active_instances)
+        else:
+            moved = {}
+        save_state(state)
+        return state, moved
 
 
 # --- the store (the testbed's own redis-server in fwc-mgmt) --------------------------------------

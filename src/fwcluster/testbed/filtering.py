@@ -66,7 +66,11 @@ def _iptables_restore_input(queue: int) -> str:
 
 
 def install_guard(netns: str, mgmt_if: str) -> None:
-    """Drop everything forwarded from or to the management interface (kept across mode switches)."""
+    """Keep the management network apart from the data plane (kept across mode switches): drop
+    everything forwarded from or to the management interface, and every TCP or UDP packet that
+    arrives on a data interface for the namespace itself (the instance's metrics endpoint and
+    anything else it serves listen for the management network only; ICMP stays, for neighbour
+    discovery and errors)."""
     script = (
         f"add table inet {GUARD_TABLE}\n"
         f"delete table inet {GUARD_TABLE}\n"
@@ -75,6 +79,11 @@ def install_guard(netns: str, mgmt_if: str) -> None:
         f"        type filter hook forward priority {_GUARD_PRIORITY}; policy accept;\n"
         f'        iifname "{mgmt_if}" drop\n'
         f'        oifname "{mgmt_if}" drop\n'
+        "    }\n"
+        "    chain input {\n"
+        f"        type filter hook input priority {_GUARD_PRIORITY}; policy accept;\n"
+        f'        iifname {{ "lo", "{mgmt_if}" }} accept\n'
+        "        meta l4proto { tcp, udp } drop\n"
         "    }\n"
         "}\n"
     )

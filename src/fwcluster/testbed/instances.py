@@ -21,6 +21,7 @@ from fwcluster.testbed.processes import alive
 from fwcluster.testbed.state import InstanceState
 
 READY_TIMEOUT = 10.0
+METRICS_PORT = 9100  # each instance serves /metrics on its management address
 
 
 def instance_command(inst: InstanceState, config_path: Path, run_dir: Path) -> list[str]:
@@ -37,6 +38,8 @@ def instance_command(inst: InstanceState, config_path: Path, run_dir: Path) -> l
         str(inst.queue),
         "--run-dir",
         str(run_dir),
+        "--metrics",
+        f"{inst.mgmt_addr}:{METRICS_PORT}",
     ]
 
 

@@ -18,6 +18,7 @@ from fwcluster.testbed.processes import alive
 from fwcluster.testbed.state import MasterState, TestbedState
 
 READY_TIMEOUT = 10.0
+MASTER_METRICS_PORT = 9200  # master mK serves /metrics on the management bridge, port 9200 + K
 
 
 def write_steering_spec(state: TestbedState) -> Path:
@@ -39,6 +40,7 @@ def spawn(master_id: str, state: TestbedState) -> MasterState:
     status.unlink(missing_ok=True)
     command = [sys.executable, "-m", "fwcluster.control", "--id", master_id, "--config", state.config_path]
     command += ["--run-dir", str(run), "--store-url", state.store_url]
+    command += ["--metrics", f"{a.mgmt_bridge_addr().ip4}:{MASTER_METRICS_PORT + int(master_id.lstrip('m'))}"]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             netns_argv(a.MGMT_NETNS, command),

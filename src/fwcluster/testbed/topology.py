@@ -160,15 +160,40 @@ def _links(b: _Builder, n: int) -> None:
     mgmt.link("add", ifname=a.MGMT_BRIDGE, kind="bridge", address=a.MGMT_BRIDGE_MAC, br_mcast_snooping=0)
     b.address(a.MGMT_NETNS, a.MGMT_BRIDGE, a.mgmt_bridge_addr())
     b.up(a.MGMT_NETNS, a.MGMT_BRIDGE)
-    bridge = b.index(a.MGMT_NETNS, a.MGMT_BRIDGE)
     for k in range(1, n + 1):
-        fw = a.fw_netns(k)
-        b.veth(a.LB_NETNS, a.if_to_fw(k), a.lb_fw_addr(k), fw, a.IF_TO_LB, a.fw_lb_addr(k))
-        b.veth(a.RT_NETNS, a.if_to_fw(k), a.rt_fw_addr(k), fw, a.IF_TO_RT, a.fw_rt_addr(k))
-        b.route(fw, a.client_net(), a.lb_fw_addr(k))
-        b.route(fw, a.server_net(), a.rt_fw_addr(k))
-        b.veth(a.MGMT_NETNS, a.if_to_fw(k), None, fw, a.IF_MGMT, a.mgmt_addr(k))
-        mgmt.link("set", index=b.index(a.MGMT_NETNS, a.if_to_fw(k)), master=bridge)
+        _fw_links(b, k)
+
+
+def _fw_links(b: _Builder, k: int) -> None:
+    """Instance k's links: to both balancers, and into the management bridge."""
+    fw = a.fw_netns(k)
+    b.veth(a.LB_NETNS, a.if_to_fw(k), a.lb_fw_addr(k), fw, a.IF_TO_LB, a.fw_lb_addr(k))
+    b.veth(a.RT_NETNS, a.if_to_fw(k), a.rt_fw_addr(k), fw, a.IF_TO_RT, a.fw_rt_addr(k))
+    b.route(fw, a.client_net(), a.lb_fw_addr(k))
+    b.route(fw, a.server_net(), a.rt_fw_addr(k))
+    b.veth(a.MGMT_NETNS, a.if_to_fw(k), None, fw, a.IF_MGMT, a.mgmt_addr(k))
+    bridge = b.index(a.MGMT_NETNS, a.MGMT_BRIDGE)
+    b.ipr(a.MGMT_NETNS).link("set", index=b.index(a.MGMT_NETNS, a.if_to_fw(k)), master=bridge)
+
+
+def add_instance(k: int) -> None:
+    """Scale out: create fw namespace k and its links on a running testbed."""
+    name = a.fw_netns(k)
+    try:
+        pr_netns.create(name)
+    except OSError as e:
+        raise TestbedError(f"cannot create namespace {name}: {e.strerror or e}") from None
+    write_sysctls(name, _COMMON_SYSCTLS + _ROUTER_SYSCTLS)
+    try:
+        with ExitStack() as stack:
+            b = _Builder(stack)
+            b.up(name, "lo")
+            _fw_links(b, k)
+    except NetlinkError as e:
+        raise TestbedError(f"adding instance {k} failed: {e}") from None
+    deadline = time.monotonic() + 3.0
+    while _unready(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 _OPER_UP = "UP"
