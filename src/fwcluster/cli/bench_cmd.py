@@ -92,6 +92,20 @@ def add_parsers(
     sy.add_argument("--json", action="store_true", help="print one JSON object")
     sy.set_defaults(func=bench_sync)
 
+    fo = sub.add_parser(
+        "failover",
+        help="reroute gap and TCP stall on SIGKILL, detection on SIGSTOP, master takeover, scale time",
+    )
+    fo.add_argument("--trials", type=positive(1, 100), default=10, help="trials of each failure (default 10)")
+    fo.add_argument(
+        "--flows",
+        type=positive(1000, 2_000_000),
+        default=100_000,
+        help="flows in the table when scaling (default 100000)",
+    )
+    fo.add_argument("--json", action="store_true", help="print one JSON object")
+    fo.set_defaults(func=bench_failover)
+
 
 def _loads(text: str) -> tuple[int, ...]:
     try:
@@ -242,4 +256,24 @@ def bench_sync(args: argparse.Namespace) -> int:
         console.print(
             f"full/clean/sync over none, median connect time at {load} concurrent: {ratio:.2f} (goal <= 1.10)"
         )
+    return 0
+
+
+def bench_failover(args: argparse.Namespace) -> int:
+    from fwcluster.bench import failover
+    from fwcluster.cli.status_cmd import require_root
+
+    require_root("bench failover")
+    doc = failover.run(args.trials, args.flows)
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    t = Table(
+        title=f"fwcluster bench failover ({args.trials} trials; 3 instances, 2 masters, full/clean/async)"
+    )
+    for col in ("figure", "median", "min", "max", "trials"):
+        t.add_column(col, justify="left" if col == "figure" else "right")
+    for name, f in doc["figures"].items():
+        t.add_row(name, str(f["median"]), str(f["min"]), str(f["max"]), str(f["n"]))
+    Console().print(t)
     return 0

@@ -1,0 +1,340 @@
+"""``fwcluster bench failover``: what a failure costs, measured on the real testbed.
+
+Per trial (three instances, two masters, 20 rate-limited long downloads all steered to fw1):
+- ``sigkill``: SIGKILL fw1; ``reroute_done_ms`` is the time from the kill until the master has
+  moved fw1's buckets (its failover line is written after the steering write returns): from then
+  on another instance forwards the downloads' packets (steady streams: the client reads at a
+  fixed rate); the TCP stall is the
+  longest time without data arriving on any of the downloads (tcpdump in the client), around the
+  kill. The master's own detection and reroute times come from its failover line.
+- ``sigstop``: SIGSTOP fw1; detection is the time from the stop to the master's failover line
+  (missed heartbeats), minus the reroute it reports.
+- ``takeover``: SIGKILL the leading master; the time until the other logs that it leads.
+- ``scale``: with ``--flows`` flows in the shared table, the time from ``scale`` to the first
+  packet through the new instance.
+Bounded: every trial has timeouts; the testbed is torn down at the end, whatever happened.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+DOWNLOADS = 20
+# A steady stream: the client reads at a fixed rate, so each download keeps sending small
+# segments (server-side pacing, as /slow/ does, sends bursts with idle gaps that would hide
+# the reroute gap behind the application's own silence).
+STREAM = "/files/10M.bin"
+STREAM_RATE = "2M"  # bytes per second per download: 5 s each
+
+
+def _config(tmp: Path) -> Path:
+    f = tmp / "failover.toml"
+    f.write_text(
+        '[sync]\nlevel = "full"\naccess = "clean"\nconfirm = "async"\n'
+        '[policy]\ndefault = "drop"\n[[rules]]\naction = "accept"\nproto = "tcp"\ndport = 80\n'
+    )
+    return f
+
+
+class _Capture:
+    def __init__(self, netns: str, bpf: str, pcap: Path) -> None:
+        self.pcap = pcap
+        argv = ["ip", "netns", "exec", netns, "tcpdump", "-Z", "root", "-i", "any", "-n", "-U"]
+        argv += ["--immediate-mode", "-w", str(pcap), bpf]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert self.proc.stderr is not None
+        for _ in range(5):
+            if "listening" in self.proc.stderr.readline().decode():
+                return
+        self.proc.kill()
+        raise RuntimeError(f"tcpdump did not start in {netns}")
+
+    def stop(self) -> list[tuple[float, int]]:
+        """(time, client port) of every captured packet."""
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+        out = subprocess.run(
+            ["tcpdump", "-tt", "-n", "-r", str(self.pcap)], capture_output=True, text=True, check=False
+        )
+        packets = []
+        for line in out.stdout.splitlines():
+            parts = line.split()
+            try:
+                t = float(parts[0])
+                dst = parts[parts.index(">") + 1].rstrip(":")
+                packets.append((t, int(dst.rsplit(".", 1)[1])))
+            except (ValueError, IndexError):
+                continue
+        return packets
+
+
+def _downloads(client_netns: str, server: str, tmp: Path) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in range(DOWNLOADS):
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            client_netns,
+            "curl",
+            "-s",
+            "--max-time",
+            "30",
+            "-o",
+            str(tmp / f"d{i}"),
+        ]
+        argv += ["--limit-rate", STREAM_RATE]
+        procs.append(subprocess.Popen([*argv, f"http://{server}{STREAM}"]))
+    return procs
+
+
+def _events(state: Any, kind: str) -> list[dict[str, Any]]:
+    out = []
+    for m in state.masters:
+        for line in Path(m.log).read_text().splitlines():
+            if line.startswith("{"):
+                doc = json.loads(line)
+                if doc.get("event") == kind:
+                    out.append(doc)
+    return out
+
+
+def _wait_event(state: Any, kind: str, after: float, timeout: float = 5.0) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in _events(state, kind) if e["time"] >= after]
+        if found:
+            return found[0]
+        time.sleep(0.01)
+    return None
+
+
+def _reset(state: Any) -> Any:
+    """Every instance up again, every bucket on fw1."""
+    from fwcluster.testbed import require_state, restart_instance, steer_move
+    from fwcluster.testbed.processes import alive
+
+    for inst in state.instances:
+        if inst.pid is None or not alive(inst.pid):
+            restart_instance(inst.id)
+    state = require_state()
+    for inst in state.instances:
+        if inst.id != "fw1":
+            steer_move(inst.id, ["fw1"])
+    time.sleep(0.3)  # masters see everyone beating again
+    return state
+
+
+def trial_sigkill(state: Any, tmp: Path) -> dict[str, float]:
+    state = _reset(state)
+    procs = _downloads(state.client_netns, state.server_addr, tmp)
+    time.sleep(1.0)
+    client = _Capture(state.client_netns, "tcp src port 80 and greater 200", tmp / "client.pcap")
+    time.sleep(0.2)
+    t_kill = time.time()
+    pid = state.instance("fw1").pid
+    os.kill(pid, signal.SIGKILL)
+    fo = _wait_event(state, "failover", t_kill)
+    time.sleep(2.0)
+    arrivals = client.stop()
+    for p in procs:
+        p.wait(timeout=40)
+    by_port: dict[int, list[float]] = {}
+    for t, port in arrivals:
+        by_port.setdefault(port, []).append(t)
+    stall = 0.0
+    for times in by_port.values():
+        times.sort()
+        around = [t for t in times if t >= t_kill - 0.5]
+        gaps = [b - a for a, b in itertools.pairwise(around)]
+        stall = max([stall, *gaps])
+    return {
+        "reroute_done_ms": (fo["time"] - t_kill) * 1000 if fo else float("nan"),
+        "tcp_stall_ms": stall * 1000,
+        "master_detect_ms": float(fo["detect_ms"]) if fo else float("nan"),
+        "master_reroute_ms": float(fo["reroute_ms"]) if fo else float("nan"),
+    }
+
+
+def trial_sigstop(state: Any) -> dict[str, float]:
+    state = _reset(state)
+    pid = state.instance("fw1").pid
+    t_stop = time.time()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        fo = _wait_event(state, "failover", t_stop)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    if fo is None:
+        return {"detection_ms": float("nan")}
+    return {"detection_ms": (fo["time"] - t_stop) * 1000 - float(fo["reroute_ms"])}
+
+
+def trial_takeover(state: Any) -> dict[str, float]:
+    from fwcluster.testbed.masters import read_status
+
+    leader = next((m for m in state.masters if (read_status(m) or {}).get("leader")), None)
+    if leader is None:
+        return {"takeover_ms": float("nan")}
+    t_kill = time.time()
+    os.kill(leader.pid, signal.SIGKILL)
+    ev = None
+    deadline = time.monotonic() + 5
+    while ev is None and time.monotonic() < deadline:
+        ev = next(
+            (e for e in _events(state, "leader") if e["time"] >= t_kill and e["master"] != leader.id), None
+        )
+        time.sleep(0.01)
+    result = {"takeover_ms": (ev["time"] - t_kill) * 1000 if ev else float("nan")}
+    _restart_master(state, leader)
+    return result
+
+
+def _restart_master(state: Any, dead: Any) -> None:
+    from fwcluster.testbed import masters as master_proc
+    from fwcluster.testbed.state import save_state
+
+    new = master_proc.spawn(dead.id, state)
+    state.masters = [new if m.id == dead.id else m for m in state.masters]
+    save_state(state)
+    time.sleep(0.5)
+
+
+def _fill_store(state: Any, flows: int) -> None:
+    import asyncio
+
+    from fwcluster.core.states import FlowState
+    from fwcluster.statetable.record import FlowRecord
+    from fwcluster.statetable.redis_store import RedisStore
+
+    async def fill() -> None:
+        # The store is in fwc-mgmt: write from inside it.
+        store = RedisStore(state.store_url, timeout=5.0)
+        try:
+            batch = []
+            for i in range(flows):
+                key = (
+                    bytes([6])
+                    + (0xC6120000 + 2).to_bytes(4)
+                    + (10000 + i % 50000).to_bytes(2)
+                    + (0xC6130002).to_bytes(4)
+                    + (i // 50000 + 81).to_bytes(2)
+                )
+                batch.append((FlowRecord(key, FlowState.ESTABLISHED, True, 3, 6, "filler"), 3_600_000))
+                if len(batch) == 1000:
+                    await store.write(batch, clean=False)
+                    batch = []
+            if batch:
+                await store.write(batch, clean=False)
+        finally:
+            await store.close()
+
+    from fwcluster.steering.netns import inside
+
+    with inside(state.mgmt_netns):
+        asyncio.run(fill())
+
+
+def trial_scale(state: Any, flows: int) -> dict[str, float]:
+    from fwcluster.bench.datapath import loadgen
+    from fwcluster.instance.control import query
+    from fwcluster.testbed import require_state, scale
+
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            loadgen(state.client_netns, state.server_addr, 5, 200, timeout=3.0, duration=2.0)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    t0 = time.monotonic()
+    state, _ = scale(len([i for i in state.instances if i.role == "active"]) + 1)
+    ready = time.monotonic()
+    new = state.instances[-1]
+    carrying = float("nan")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if int(query(new.control_socket, {"cmd": "stats"})["packets"]) > 0:
+                carrying = (time.monotonic() - t0) * 1000
+                break
+        except OSError:
+            pass
+        time.sleep(0.005)
+    stop.set()
+    worker.join(timeout=10)
+    snap = query(new.control_socket, {"cmd": "stats"}).get("store") or {}
+    scale(len([i for i in require_state().instances if i.role == "active"]) - 1)
+    return {
+        "scale_to_traffic_ms": carrying,
+        "scale_ready_ms": (ready - t0) * 1000,
+        "snapshot_flows": float(snap.get("snapshot_flows", 0)),
+    }
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    vals = sorted(v for v in values if not math.isnan(v))  # a trial that saw nothing is NaN
+    if not vals:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+    return {
+        "median": round(statistics.median(vals), 1),
+        "min": round(vals[0], 1),
+        "max": round(vals[-1], 1),
+        "n": len(vals),
+    }
+
+
+def run(trials: int, flows: int) -> dict[str, Any]:
+    from fwcluster.testbed import down, require_state, up
+
+    results: dict[str, list[float]] = {}
+
+    def add(doc: dict[str, float]) -> None:
+        for k, v in doc.items():
+            results.setdefault(k, []).append(v)
+
+    with tempfile.TemporaryDirectory(prefix="fwcluster-failover-") as tmp_name:
+        tmp = Path(tmp_name)
+        down()
+        state = up(3, str(_config(tmp)))
+        try:
+            with Progress(transient=True) as progress:
+                task = progress.add_task("bench failover", total=trials * 3 + 1)
+                for i in range(trials):
+                    for kind in ("sigkill", "sigstop", "takeover"):
+                        progress.update(task, description=f"trial {i + 1}/{trials}: {kind}")
+                        state = require_state()  # restarts change pids: always work from the file
+                        if kind == "sigkill":
+                            add(trial_sigkill(state, tmp))
+                        elif kind == "sigstop":
+                            add(trial_sigstop(state))
+                        else:
+                            add(trial_takeover(state))
+                        progress.advance(task)
+                progress.update(task, description=f"scale with {flows:,} flows")
+                state = _reset(state)
+                _fill_store(state, flows)
+                add(trial_scale(state, flows))
+                progress.advance(task)
+        finally:
+            down()
+    return {
+        "trials": trials,
+        "flows": flows,
+        "figures": {k: _summary(v) for k, v in results.items()},
+        "raw": results,
+    }
