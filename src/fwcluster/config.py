@@ -71,8 +71,8 @@ class SteeringConfig:
 class ClusterConfig:
     masters: int = 2  # master processes the testbed starts (one leads)
     standby: int = 0  # instances kept ready with no traffic, first in line on a failure
-    heartbeat_ms: int = 50  # instance heartbeat interval
-    misses: int = 3  # heartbeats missed before an instance counts as failed
+    heartbeat_ms: int = 100  # instance heartbeat interval
+    misses: int = 5  # heartbeats missed before an instance counts as failed
     lease_ms: int = 1000  # leader lease; a standby master takes over at most this long after
 
     @property
@@ -325,7 +325,7 @@ def _cluster(t: dict[str, Any]) -> ClusterConfig:
     return ClusterConfig(
         masters=_positive_int(t, "cluster", "masters", 2, 0, 8),
         standby=_positive_int(t, "cluster", "standby", 0, 0, 8),
-        heartbeat_ms=_positive_int(t, "cluster", "heartbeat_ms", 50, 5, 10_000),
-        misses=_positive_int(t, "cluster", "misses", 3, 1, 100),
+        heartbeat_ms=_positive_int(t, "cluster", "heartbeat_ms", 100, 5, 10_000),
+        misses=_positive_int(t, "cluster", "misses", 5, 1, 100),
         lease_ms=_positive_int(t, "cluster", "lease_ms", 1000, 100, 60_000),
     )

@@ -27,6 +27,7 @@ def loadgen(
     path: str = "/index.html",
     timeout: float = 5.0,
     duration: float = 600.0,
+    timeline: bool = False,
 ) -> dict[str, Any]:
     """Run the load generator inside ``netns``; returns its JSON result."""
     argv = [
@@ -34,6 +35,8 @@ def loadgen(
         "--host", host, "--concurrency", str(concurrency), "--count", str(count), "--path", path,
         "--duration", str(duration), "--timeout", str(timeout),
     ]  # fmt: skip
+    if timeline:
+        argv.append("--timeline")
     p = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
     if p.returncode != 0:
         raise RuntimeError(f"load generator failed: {p.stderr.strip().splitlines()[-1:]}")

@@ -34,6 +34,8 @@ class LoadResult:
     connect_us: list[int] = field(default_factory=list)
     total_us: list[int] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    done_s: list[float] = field(default_factory=list)  # with timeline: when each download completed
+    failed_s: list[float] = field(default_factory=list)  # with timeline: when each one failed
 
     @property
     def connections_per_second(self) -> float:
@@ -53,7 +55,14 @@ class _Conn:
 
 
 def run(
-    host: str, port: int, path: str, concurrency: int, count: int, duration: float, timeout: float
+    host: str,
+    port: int,
+    path: str,
+    concurrency: int,
+    count: int,
+    duration: float,
+    timeout: float,
+    timeline: bool = False,
 ) -> LoadResult:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     addr = (host, port)
@@ -71,6 +80,8 @@ def run(
         c.sock.close()
         result.failed += 1
         result.errors[why] = result.errors.get(why, 0) + 1
+        if timeline:
+            result.failed_s.append(round(time.monotonic() - t_start, 3))
 
     def open_one() -> None:
         nonlocal started
@@ -129,6 +140,8 @@ def run(
                     result.completed += 1
                     result.connect_us.append((c.t_connect - c.t0) // 1000)
                     result.total_us.append((t_done - c.t0) // 1000)
+                    if timeline:
+                        result.done_s.append(round(time.monotonic() - t_start, 3))
                 else:
                     result.failed += 1
                     result.errors["bad_response"] = result.errors.get("bad_response", 0) + 1
@@ -151,11 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         "--duration", type=float, default=60.0, help="stop starting new ones after this many seconds"
     )
     ap.add_argument("--timeout", type=float, default=5.0, help="per-connection timeout, seconds")
+    ap.add_argument("--timeline", action="store_true", help="also report when each download ended")
     a = ap.parse_args(argv)
     if not (1 <= a.concurrency <= 10_000 and 1 <= a.count <= 10_000_000 and 0 < a.duration <= 3600):
         print("loadgen: --concurrency 1..10000, --count 1..10000000, --duration 0..3600", file=sys.stderr)
         return 2
-    r = run(a.host, a.port, a.path, a.concurrency, a.count, a.duration, a.timeout)
+    r = run(a.host, a.port, a.path, a.concurrency, a.count, a.duration, a.timeout, a.timeline)
     out = asdict(r)
     out["connections_per_second"] = r.connections_per_second
     json.dump(out, sys.stdout)

@@ -91,8 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("bench", help="benchmarks (core, datapath, store, sync)"), _Parser, _positive
     )
 
-    demo = sub.add_parser("demo", help="testbed up, allowed and blocked traffic, summary, testbed down")
-    demo.add_argument("--instances", type=_positive(1, 32), default=2, help="number of instances (default 2)")
+    demo = sub.add_parser(
+        "demo",
+        help="the whole story: allowed and blocked traffic, then failover, scaling and a master takeover "
+        "under load; a summary and a timeline plot",
+    )
+    demo.add_argument("--instances", type=_positive(1, 26), default=3, help="active instances (default 3)")
+    demo.add_argument(
+        "--out", default="out/demo", metavar="DIR", help="where the plot goes (default out/demo)"
+    )
     demo.set_defaults(func=demo_cmd.demo)
     return ap
 

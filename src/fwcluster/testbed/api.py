@@ -380,7 +380,7 @@ def scale(
         raise TestbedError(f"cannot scale to {active_instances!r}: at least one active instance is needed")
     with _locked(run):
         state = require_state(run)
-        current = len(scaling.active(state))
+        current = len(scaling.active(state))  # also marks dead instances failed
         if active_instances > current:
             moved = scaling.scale_out(state, active_instances - current, Path(state.config_path))
         elif active_instances < current:

@@ -62,7 +62,20 @@ def rebalance(driver: SteeringDriver, members: Sequence[str]) -> dict[str, dict[
 
 
 def active(state: TestbedState) -> list[InstanceState]:
-    return [i for i in state.instances if i.role == "active"]
+    """The instances that carry traffic now, as the kernel and the processes say: alive, and
+    active or holding buckets (a standby a master failed over to). The record's role is brought
+    up to date: a dead instance is "failed", a standby that took buckets is "active"."""
+    owners = set(driver_for(state).table("forward").values())
+    out = []
+    for inst in state.instances:
+        running = inst.pid is not None and alive(inst.pid)
+        if not running and inst.role != "failed" and (inst.role == "active" or inst.id in owners):
+            inst.role = "failed"
+        elif running and inst.role == "standby" and inst.id in owners:
+            inst.role = "active"
+        if running and inst.role == "active":
+            out.append(inst)
+    return out
 
 
 def scale_out(
@@ -79,6 +92,7 @@ def scale_out(
     if first + count - 1 > a.MAX_INSTANCES:
         raise TestbedError(f"at most {a.MAX_INSTANCES} instances in the testbed")
     new = [instance_record(k, run) for k in range(first, first + count)]
+    members = active(state)
     driver = driver_for(state)
     for rec in new:
         topology.add_instance(rec.index)
@@ -90,13 +104,14 @@ def scale_out(
     inst_proc.wait_ready(new)  # each has loaded the table (snapshot + feed) before it is ready
     if state.masters:
         master_proc.write_steering_spec(state)
-    return rebalance(driver_for(state), [i.id for i in active(state)])
+    return rebalance(driver_for(state), [i.id for i in members + new])
 
 
 def scale_in(state: TestbedState, count: int) -> dict[str, dict[int, str]]:
     """Remove the ``count`` newest active instances: their buckets move to the others first."""
-    leaving = sorted(active(state), key=lambda i: i.index)[-count:]
-    staying = [i.id for i in active(state) if i not in leaving]
+    members = active(state)
+    leaving = sorted(members, key=lambda i: i.index)[-count:]
+    staying = [i.id for i in members if i not in leaving]
     if not staying:
         raise TestbedError("scaling below one active instance is not possible")
     driver = driver_for(state)
