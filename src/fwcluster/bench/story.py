@@ -212,6 +212,7 @@ def run(state: Any, out_dir: Path) -> dict[str, Any]:
             intact += 1
     summary["long_downloads"] = {"intact": intact, "total": LONG}
     summary["phases"] = _per_phase(tl)
+    summary["errors"] = tl.load.get("errors", {})
     summary["plot"] = str(plot(tl, out_dir / "fwcluster-demo-timeline.png"))
     return summary
 

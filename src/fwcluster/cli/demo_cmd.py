@@ -140,14 +140,25 @@ def demo(args: argparse.Namespace) -> int:
                 )
             console.print(it)
             failed = [c.what for c in checks if not c.ok]
-            failed += _story(console, state, Path(args.out))
+            # The story's figures are measurements: what went wrong is reported, not failed on
+            # (the guarantees themselves are asserted by the system tests).
+            notes = _story(console, state, Path(args.out))
+            for note in notes:
+                console.print(f"[yellow]demo: note: {note}")
         finally:
             console.print("Tearing the testbed down ...")
             down()
     if failed:
         console.print(f"[red]demo: {len(failed)} check(s) did not behave as expected: {'; '.join(failed)}")
         return 1
-    console.print("[green]demo: every check behaved as expected")
+    if notes:
+        console.print(
+            f"[yellow]demo: the policy checks behaved as expected; {len(notes)} note(s) on the story above"
+        )
+    else:
+        console.print(
+            "[green]demo: every check behaved as expected, and the story ran without a failed connection"
+        )
     return 0
 
 
@@ -184,7 +195,7 @@ def _story(console: Console, state: Any, out: Path) -> list[str]:
     console.print(et)
     console.print(f"Timeline plot: {summary['plot']}")
     problems = [
-        f"{r['failed']} connection(s) failed in phase {r['phase']!r}"
+        f"{r['failed']} connection(s) failed in phase {r['phase']!r} (errors: {summary['errors']})"
         for r in summary["phases"]
         if r["failed"]
     ]
