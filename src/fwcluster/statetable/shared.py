@@ -133,7 +133,13 @@ class SharedTable:
             asyncio.create_task(self._watch_health(), name="health"),
         ]
 
-    async def stop(self) -> None:
+    async def stop(self, drain: float = 1.0) -> None:
+        """Stop; first give queued writes up to ``drain`` seconds to reach the store, so flows
+        this instance changed last (e.g. before a scale-in moved them away) are current there."""
+        deadline = time.monotonic() + drain
+        while self._pending and self.store_up and self._tasks and time.monotonic() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.005)
         self._stopping = True
         self._wake.set()
         for t in self._tasks:
