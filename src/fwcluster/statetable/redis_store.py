@@ -28,6 +28,7 @@ from fwcluster.statetable.store import ReplicaLagError, Store, StoreError, Write
 PREFIX = b"fwc:f:"
 FEED = b"fwc:feed"
 FEED_MAXLEN = 100_000
+SNAPSHOT_BATCH = 5000  # keys per SCAN step and per MGET while a joining instance loads the table
 _REMOVED = int(FlowState.REMOVED)
 
 _RANKS = ", ".join(f"[{int(s)}] = {r}" for s, r in RANK.items())
@@ -174,29 +175,34 @@ class RedisStore(Store):
         return [None if v is None else FlowRecord.decode(k, v) for k, v in zip(keys, values, strict=True)]
 
     async def snapshot(self) -> tuple[list[FlowRecord], str]:
+        """Feed position first, then every flow: SCAN and MGET on the lean connection, one
+        batch of ``SNAPSHOT_BATCH`` keys per round trip (a joining instance waits for this)."""
+        conn = RespConnection(self.url, self._timeout)
         try:
-            last = await self._r.xrevrange(FEED, count=1)
+            (last,) = await conn.call([("XREVRANGE", FEED, "+", "-", "COUNT", 1)])
             position = last[0][0].decode() if last else "0-0"
             records: list[FlowRecord] = []
-            batch: list[bytes] = []
-            async for rkey in self._r.scan_iter(match=PREFIX + b"*", count=1000):
-                batch.append(rkey)
-                if len(batch) >= 1000:
-                    records += await self._mget_raw(batch)
-                    batch = []
-            if batch:
-                records += await self._mget_raw(batch)
-            return records, position
-        except (RedisError, OSError) as e:
+            decode = FlowRecord.decode
+            skip = len(PREFIX)
+            cursor = b"0"
+            while True:
+                (reply,) = await conn.call(
+                    [("SCAN", cursor, "MATCH", PREFIX + b"*", "COUNT", SNAPSHOT_BATCH)]
+                )
+                if isinstance(reply, hiredis.ReplyError):
+                    raise StoreError(f"snapshot: {reply}")
+                cursor, keys = reply
+                if keys:
+                    (values,) = await conn.call([("MGET", *keys)])
+                    records += [
+                        decode(k[skip:], v) for k, v in zip(keys, values, strict=True) if v is not None
+                    ]
+                if cursor == b"0":
+                    return records, position
+        except RespError as e:
             raise StoreError(str(e)) from e
-
-    async def _mget_raw(self, rkeys: list[bytes]) -> list[FlowRecord]:
-        values = await self._r.mget(rkeys)
-        return [
-            FlowRecord.decode(k[len(PREFIX) :], v)
-            for k, v in zip(rkeys, values, strict=True)
-            if v is not None
-        ]
+        finally:
+            conn.close()
 
     async def feed(self, position: str, block_ms: int, count: int) -> tuple[list[FlowRecord], str]:
         command: tuple[Arg, ...] = ("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", FEED, position)

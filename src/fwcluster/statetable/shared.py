@@ -155,8 +155,24 @@ class SharedTable:
     async def _load_snapshot(self) -> None:
         assert self.store is not None
         records, position = await self.store.snapshot()
-        for rec in records:
-            self._apply(rec)
+        table = self.firewall.table
+        if not table.flows:
+            # Joining with an empty replica: no comparisons needed, install in one pass.
+            now_ms = int(self._clock() * 1000)
+            timeout = self.firewall.timeout_ms
+            install = table.install
+            for rec in records:
+                if rec.state != S.REMOVED:
+                    install(
+                        rec.key,
+                        rec.state,
+                        rec.orig_is_lo,
+                        rec.version,
+                        now_ms + timeout(rec.state, rec.proto),
+                    )
+        else:
+            for rec in records:
+                self._apply(rec)
         self.counters.snapshot_flows += len(records)
         self._feed_position = position
 
