@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -14,7 +13,7 @@ from netns_helpers import Builder, curl, url
 from test_shared_state import all_on, config
 
 from fwcluster.testbed import TestbedState, steer_table
-from fwcluster.testbed.masters import read_status
+from fwcluster.testbed.masters import master_events, read_status
 from fwcluster.testbed.processes import alive
 
 pytestmark = pytest.mark.netns
@@ -23,14 +22,7 @@ SLOW = "/slow/1M.bin"
 
 
 def events(state: TestbedState, kind: str) -> list[dict[str, object]]:
-    out = []
-    for m in state.masters:
-        for line in Path(m.log).read_text().splitlines():
-            if line.startswith("{"):
-                doc = json.loads(line)
-                if doc.get("event") == kind:
-                    out.append(doc)
-    return out
+    return master_events(state, kind)
 
 
 def wait_for(state: TestbedState, kind: str, timeout: float = 3.0) -> list[dict[str, object]]:

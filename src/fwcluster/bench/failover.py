@@ -18,7 +18,6 @@ Bounded: every trial has timeouts; the testbed is torn down at the end, whatever
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import signal
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.progress import Progress
+
+from fwcluster.testbed.masters import master_events
 
 DOWNLOADS = 20
 # A steady stream: the client reads at a fixed rate, so each download keeps sending small
@@ -101,21 +102,10 @@ def _downloads(client_netns: str, server: str, tmp: Path) -> list[subprocess.Pop
     return procs
 
 
-def _events(state: Any, kind: str) -> list[dict[str, Any]]:
-    out = []
-    for m in state.masters:
-        for line in Path(m.log).read_text().splitlines():
-            if line.startswith("{"):
-                doc = json.loads(line)
-                if doc.get("event") == kind:
-                    out.append(doc)
-    return out
-
-
 def _wait_event(state: Any, kind: str, after: float, timeout: float = 5.0) -> dict[str, Any] | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = [e for e in _events(state, kind) if e["time"] >= after]
+        found = master_events(state, kind, after)
         if found:
             return found[0]
         time.sleep(0.01)
@@ -194,9 +184,7 @@ def trial_takeover(state: Any) -> dict[str, float]:
     ev = None
     deadline = time.monotonic() + 5
     while ev is None and time.monotonic() < deadline:
-        ev = next(
-            (e for e in _events(state, "leader") if e["time"] >= t_kill and e["master"] != leader.id), None
-        )
+        ev = next((e for e in master_events(state, "leader", t_kill) if e["master"] != leader.id), None)
         time.sleep(0.01)
     result = {"takeover_ms": (ev["time"] - t_kill) * 1000 if ev else float("nan")}
     _restart_master(state, leader)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fwcluster.bench.datapath import loadgen
+from fwcluster.testbed.masters import master_events
 
 SLICE = 0.5  # seconds per point of the timeline
 STORY_SECONDS = 22.0  # how long the steady load runs (the phases fit inside)
@@ -93,21 +93,6 @@ def _bin(tl: Timeline) -> None:
         t += SLICE
 
 
-def _master_events(state: Any, kind: str, after: float) -> list[dict[str, Any]]:
-    out = []
-    for m in state.masters:
-        try:
-            lines = Path(m.log).read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            if line.startswith("{"):
-                doc = json.loads(line)
-                if doc.get("event") == kind and doc["time"] >= after:
-                    out.append(doc)
-    return out
-
-
 def _wait(what: Any, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -158,7 +143,7 @@ def run(state: Any, out_dir: Path) -> dict[str, Any]:
     t_kill = time.time()
     os.kill(victim.pid, signal.SIGKILL)
     tl.mark(f"SIGKILL {victim.id}")
-    fo = _wait(lambda: _master_events(state, "failover", t_kill), 5)
+    fo = _wait(lambda: master_events(state, "failover", t_kill), 5)
     if fo:
         e = fo[0]
         summary["failover"] = {
@@ -193,7 +178,7 @@ def run(state: Any, out_dir: Path) -> dict[str, Any]:
         os.kill(leader.pid, signal.SIGKILL)
         tl.mark(f"SIGKILL master {leader.id}")
         took = _wait(
-            lambda: [e for e in _master_events(state, "leader", t_kill) if e["master"] != leader.id], 5
+            lambda: [e for e in master_events(state, "leader", t_kill) if e["master"] != leader.id], 5
         )
         if took:
             summary["takeover_ms"] = round((took[0]["time"] - t_kill) * 1000, 1)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fwcluster.steering.netns import netns_argv
 from fwcluster.steering.spec import dump_spec
@@ -79,3 +80,20 @@ def read_status(m: MasterState) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def master_events(state: TestbedState, kind: str, after: float = 0.0) -> list[dict[str, Any]]:
+    """The masters' event lines (JSON, one per line in their logs) of ``kind`` since ``after``
+    (unix time), oldest first per master."""
+    out: list[dict[str, Any]] = []
+    for m in state.masters:
+        try:
+            lines = Path(m.log).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if line.startswith("{"):
+                doc = json.loads(line)
+                if doc.get("event") == kind and doc.get("time", 0) >= after:
+                    out.append(doc)
+    return out
