@@ -146,3 +146,21 @@ class Capture:
         self._proc.wait(timeout=5)
         out = subprocess.run(["tcpdump", "-n", "-r", self.pcap], capture_output=True, text=True, check=False)
         return [line for line in out.stdout.splitlines() if line.strip()]
+
+
+def probe_connections(
+    state: TestbedState, per_family: int
+) -> tuple[dict[int, list[int]], dict[str, dict[str, set[int]]]]:
+    """Open ``per_family`` connections over IPv4 and IPv6 with the nft probe in every fw
+    namespace; returns the client ports per family and, per fw namespace, the ports it saw per
+    probe set (``c2s4``, ``s2c4``, ``c2s6``, ``s2c6``). The probe is always removed again."""
+    fws = [i.netns for i in state.instances]
+    for ns in fws:
+        netns_exec(ns, ["nft", "-f", "-"], input=probe_script(), check=True)
+    try:
+        ports = {4: connect_many(state, 4, per_family), 6: connect_many(state, 6, per_family)}
+        seen = {ns: {name: nft_set(ns, PROBE, name) for name in PROBE_SETS} for ns in fws}
+    finally:
+        for ns in fws:
+            netns_exec(ns, ["nft", "delete", "table", "inet", PROBE])
+    return ports, seen

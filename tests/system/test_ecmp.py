@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns_helpers import PROBE, PROBE_SETS, connect_many, curl, nft_set, probe_script, url
+from netns_helpers import curl, probe_connections, url
 
 from fwcluster.steering import EcmpDriver, SteeringError
 from fwcluster.steering.ecmp import GROUP_ID
@@ -64,17 +64,7 @@ def test_kernel_holds_resilient_groups_with_one_slot_per_bucket(bed: TestbedStat
 
 def test_connections_succeed_and_directions_cross_different_instances(bed: TestbedState) -> None:
     fws = [i.netns for i in bed.instances]
-    for ns in fws:
-        netns_exec(ns, ["nft", "-f", "-"], input=probe_script(), check=True)
-    try:
-        ports = {
-            4: connect_many(bed, 4, CONNECTIONS_PER_FAMILY),
-            6: connect_many(bed, 6, CONNECTIONS_PER_FAMILY),
-        }
-        seen = {ns: {name: nft_set(ns, PROBE, name) for name in PROBE_SETS} for ns in fws}
-    finally:
-        for ns in fws:
-            netns_exec(ns, ["nft", "delete", "table", "inet", PROBE])
+    ports, seen = probe_connections(bed, CONNECTIONS_PER_FAMILY)
     crossed = 0
     used_out, used_back = set(), set()
     for fam, fam_ports in ports.items():

@@ -11,7 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns_helpers import PROBE, PROBE_SETS, Capture, connect_many, curl, nft_set, probe_script, send_raw, url
+from netns_helpers import (
+    Capture,
+    curl,
+    probe_connections,
+    send_raw,
+    url,
+)
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw, raw
@@ -152,14 +158,7 @@ def test_malformed_packets_are_dropped_counted_and_harmless(bed: TestbedState, t
 def test_two_instances_both_directions_of_each_connection_cross_the_same_one(bed: TestbedState) -> None:
     fws = [i.netns for i in bed.instances]
     flows_before = {i: int(s["state_changes"]) for i, s in _stats(bed).items()}  # type: ignore[call-overload]
-    for ns in fws:
-        netns_exec(ns, ["nft", "-f", "-"], input=probe_script(), check=True)
-    try:
-        ports = {4: connect_many(bed, 4, 20), 6: connect_many(bed, 6, 20)}
-        seen = {ns: {name: nft_set(ns, PROBE, name) for name in PROBE_SETS} for ns in fws}
-    finally:
-        for ns in fws:
-            netns_exec(ns, ["nft", "delete", "table", "inet", PROBE])
+    ports, seen = probe_connections(bed, 20)
     for fam, fam_ports in ports.items():
         for port in fam_ports:
             out = [ns for ns in fws if port in seen[ns][f"c2s{fam}"]]

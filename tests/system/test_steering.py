@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from netns_helpers import PROBE, PROBE_SETS, connect_many, curl, nft_set, probe_script, url
+from netns_helpers import curl, probe_connections, url
 
 from fwcluster.steering import SteeringError, SymmetricDriver
 from fwcluster.testbed import TestbedState, netns_exec, steering_driver
@@ -22,17 +22,7 @@ def test_spread_covers_every_bucket_round_robin(bed: TestbedState) -> None:
 
 def test_both_directions_of_each_flow_cross_the_same_instance(bed: TestbedState) -> None:
     fws = [i.netns for i in bed.instances]
-    for ns in fws:
-        netns_exec(ns, ["nft", "-f", "-"], input=probe_script(), check=True)
-    try:
-        ports = {
-            4: connect_many(bed, 4, CONNECTIONS_PER_FAMILY),
-            6: connect_many(bed, 6, CONNECTIONS_PER_FAMILY),
-        }
-        seen = {ns: {name: nft_set(ns, PROBE, name) for name in PROBE_SETS} for ns in fws}
-    finally:
-        for ns in fws:
-            netns_exec(ns, ["nft", "delete", "table", "inet", PROBE])
+    ports, seen = probe_connections(bed, CONNECTIONS_PER_FAMILY)
     used = set()
     for fam, fam_ports in ports.items():
         for port in fam_ports:
