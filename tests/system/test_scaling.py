@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -10,11 +11,13 @@ from typing import Any
 import pytest
 from downloads import finish, start_downloads, wait_established
 from netns_helpers import Builder
+from test_admin_api import members
 from test_shared_state import config
 
 from fwcluster.bench.datapath import loadgen
-from fwcluster.testbed import TestbedState, scale, steer_table
-from fwcluster.testbed.scaling import fair_share_moves
+from fwcluster.steering.balance import fair_share_moves
+from fwcluster.testbed import TestbedState, require_state, scale, steer_table
+from fwcluster.testbed.masters import master_events
 
 pytestmark = pytest.mark.netns
 
@@ -37,12 +40,25 @@ def _shares(table: dict[int, str]) -> list[int]:
     return sorted(counts.values())
 
 
-def test_scale_3_6_3_under_load(testbed: Builder, tmp_path: Path) -> None:
+def _scale(via: str, n: int) -> dict[str, dict[int, str]]:
+    """Scale through the leading master (CLI -> admin API -> master -> agent) or the testbed itself."""
+    if via == "testbed":
+        return scale(n)[1]
+    from test_admin_api import cli
+
+    p = cli("scale", str(n), "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    return {d: {int(b): i for b, i in m.items()} for d, m in doc["moved"].items()}
+
+
+@pytest.mark.parametrize("via", ["leader", "testbed"])
+def test_scale_3_6_3_under_load(testbed: Builder, tmp_path: Path, via: str) -> None:
     state: TestbedState = testbed(3, config(tmp_path, "full", "clean", "async"), start_instances=True)
     result: dict[str, Any] = {}
 
     def load() -> None:
-        result.update(loadgen(state.client_netns, state.server_addr, 10, 100_000, timeout=5.0, duration=8.0))
+        result.update(loadgen(state.client_netns, state.server_addr, 10, 100_000, timeout=5.0, duration=9.0))
 
     downloads = start_downloads(state, 10, tmp_path / "dl")
     wait_established(state, 10)
@@ -50,22 +66,30 @@ def test_scale_3_6_3_under_load(testbed: Builder, tmp_path: Path) -> None:
     worker.start()
     time.sleep(1.0)
     before = steer_table()
-    state, moved = scale(6)
+    moved = _scale(via, 6)
     after = steer_table()
     _check_moves(before, after, moved)
     assert _shares(after["forward"]) == [10, 10, 11, 11, 11, 11]
-    assert {i.id for i in state.instances} == {f"fw{k}" for k in range(1, 7)}
+    assert set(after["forward"].values()) == {f"fw{k}" for k in range(1, 7)}
+    if via == "leader":
+        assert members(state) == {f"fw{k}": "active" for k in range(1, 7)}
     time.sleep(1.5)
     before = after
-    state, moved = scale(3)
+    moved = _scale(via, 3)
     after = steer_table()
     _check_moves(before, after, moved)
     assert set(after["forward"].values()) == {"fw1", "fw2", "fw3"}
+    state = require_state()
+    assert [i.id for i in state.instances] == ["fw1", "fw2", "fw3"]
+    if via == "leader":
+        assert members(state) == {f"fw{k}": "active" for k in range(1, 4)}
     worker.join(timeout=30)
     assert result["failed"] == 0, result["errors"]
     assert result["completed"] > 1000
     intact, problems = finish(downloads, state.files["/slow/1M.bin"])
     assert intact == 10, problems
+    # Leaving on purpose is not failing: no failover.
+    assert master_events(state, "failover") == []
 
 
 def test_fair_share_moves_only_what_it_must() -> None:

@@ -7,6 +7,7 @@ line on stderr naming what is wrong and a non-zero exit: 2 for bad input, 1 for 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -42,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap = _Parser(prog="fwcluster", description="A stateful firewall as a cluster of VNF instances.")
     ap.add_argument("--version", action="version", version=f"fwcluster {__version__}")
+    ap.add_argument(
+        "--api",
+        metavar="URL",
+        help="talk to one master's admin API at http://ADDR:PORT (default: the local testbed's "
+        "masters over their Unix sockets, leader first)",
+    )
+    ap.add_argument(
+        "--token",
+        default=os.environ.get("FWCLUSTER_TOKEN"),
+        help="the admin API token for --api (default: $FWCLUSTER_TOKEN)",
+    )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
 
     tb = sub.add_parser("testbed", help="build, steer or remove the namespace testbed")
@@ -78,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("instances", type=_positive(1, 32), metavar="N", help="active instances wanted")
     sc.add_argument("--json", action="store_true", help="print the moves as one JSON object")
     sc.set_defaults(func=testbed_cmd.scale)
+
+    ins = sub.add_parser("instance", help="drain or stop one instance (through the leading master)")
+    ins.add_argument(
+        "action", choices=("drain", "stop"), help="drain: move its buckets away; stop: drain, then remove it"
+    )
+    ins.add_argument("id", metavar="ID", help="instance id, e.g. fw2")
+    ins.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+    ins.set_defaults(func=testbed_cmd.instance)
 
     st = sub.add_parser("status", help="instances, flows, sync settings and testbed addresses")
     st.add_argument("--json", action="store_true", help="print one JSON object")

@@ -31,9 +31,11 @@ def collect() -> dict[str, Any]:
         raise UserError("the testbed is not up (run: fwcluster testbed up)", code=1)
     config = load_config(state.config_path)
     buckets = _bucket_counts()
+    roles = _leader_roles() if state.masters else {}
     instances = []
     for inst in state.instances:
-        entry: dict[str, Any] = {"id": inst.id, "pid": inst.pid, "netns": inst.netns, "role": inst.role}
+        role = roles.get(inst.id, inst.role)
+        entry: dict[str, Any] = {"id": inst.id, "pid": inst.pid, "netns": inst.netns, "role": role}
         entry["buckets"] = buckets.get(inst.id, 0) if buckets is not None else None
         try:
             stats = query(inst.control_socket, {"cmd": "stats"}, timeout=1.0)
@@ -73,6 +75,18 @@ def collect() -> dict[str, Any]:
     }
 
 
+def _leader_roles() -> dict[str, str]:
+    """Each instance's role as the leading master keeps it (joining .. failed; control/admin.py),
+    asked over the admin API; empty when no master answers (the testbed's record is used then)."""
+    from fwcluster.cli.api_client import call
+
+    try:
+        doc = call("GET", "/v1/status")
+    except UserError:
+        return {}
+    return {str(i["id"]): str(i["role"]) for i in doc.get("instances", []) if "id" in i and "role" in i}
+
+
 def _bucket_counts() -> dict[str, int] | None:
     """Buckets per instance in the forward direction, read from the kernel (None if unreadable)."""
     from fwcluster.steering import SteeringError
@@ -89,6 +103,11 @@ def _bucket_counts() -> dict[str, int] | None:
 
 
 def status(args: argparse.Namespace) -> int:
+    if args.api:  # one master's own view, over the network
+        from fwcluster.cli.api_client import call
+
+        print(json.dumps(call("GET", "/v1/status", api=args.api, token=args.token), indent=2))
+        return 0
     doc = collect()
     if args.json:
         print(json.dumps(doc, indent=2))

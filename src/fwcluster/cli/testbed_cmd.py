@@ -117,30 +117,51 @@ def _print_tables(tables: dict[str, dict[int, str]], known: list[str], buckets: 
 
 def scale(args: argparse.Namespace) -> int:
     """``fwcluster scale N``: new instances join, then take a fair share of buckets; leaving ones
-    hand theirs over first."""
+    hand theirs over first. With masters, the leading master does it (admin API); without, the CLI
+    scales the testbed itself."""
     import json
     import time
 
+    from fwcluster.cli.api_client import call
     from fwcluster.testbed import TestbedError
     from fwcluster.testbed import scale as testbed_scale
+    from fwcluster.testbed.state import load_state
 
-    require_root("scale")
     t0 = time.monotonic()
-    try:
-        state, moved = testbed_scale(args.instances)
-    except TestbedError as e:
-        raise UserError(str(e), code=1) from None
+    state = None if args.api else load_state()
+    if args.api or (state is not None and state.masters):
+        doc = call("POST", "/v1/scale", {"active": args.instances}, api=args.api, token=args.token)
+        active, moved = list(doc.get("active", [])), dict(doc.get("moved", {}))
+    else:
+        require_root("scale")
+        try:
+            state, moves = testbed_scale(args.instances)
+        except TestbedError as e:
+            raise UserError(str(e), code=1) from None
+        active = [i.id for i in state.instances if i.role == "active"]
+        moved = {d: {str(b): i for b, i in m.items()} for d, m in moves.items()}
     took = time.monotonic() - t0
-    active = [i.id for i in state.instances if i.role == "active"]
-    doc = {
-        "active": active,
-        "seconds": round(took, 3),
-        "moved": {d: {str(b): i for b, i in m.items()} for d, m in moved.items()},
-    }
+    out = {"active": active, "seconds": round(took, 3), "moved": moved}
     if args.json:
-        print(json.dumps(doc))
+        print(json.dumps(out))
         return 0
     n = {d: len(m) for d, m in moved.items()}
     names = ", ".join(active)
     Console().print(f"scaled to {len(active)} active ({names}) in {took:.2f} s; buckets moved: {n}")
+    return 0
+
+
+def instance(args: argparse.Namespace) -> int:
+    """``fwcluster instance drain|stop ID``, carried out by the leading master."""
+    import json
+
+    from fwcluster.cli.api_client import call
+
+    doc = call("POST", f"/v1/instances/{args.id}/{args.action}", {}, api=args.api, token=args.token)
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    n = {d: len(m) for d, m in dict(doc.get("moved", {})).items()}
+    done = "drained (up, carrying nothing)" if args.action == "drain" else "stopped and removed"
+    Console().print(f"{args.id} {done}; buckets moved: {n}")
     return 0

@@ -14,6 +14,25 @@ from fwcluster.instance.metrics import ListenAddr, MetricsServer, parse_listen
 from fwcluster.steering.base import SteeringError
 
 
+def _api_options(api: str | None, token_file: Path | None) -> tuple[ListenAddr | None, str | None]:
+    """The admin API's network address and token; ValueError with a one-line message when wrong."""
+    if api is None:
+        return None, None
+    try:
+        addr = parse_listen(api)
+    except ValueError as e:
+        raise ValueError(f"--api: {e}") from None
+    if token_file is None:
+        raise ValueError("--api needs --api-token-file (no network API without a token)")
+    try:
+        token = token_file.read_text().strip()
+    except OSError as e:
+        raise ValueError(f"--api-token-file: {e.strerror or e}") from None
+    if len(token) < 16:
+        raise ValueError("--api-token-file: the token must be at least 16 characters")
+    return addr, token
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fwcluster.control", description="Run one master.")
     ap.add_argument("--id", required=True, help="master id, e.g. m1")
@@ -25,7 +44,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ADDR:PORT",
         help="serve Prometheus /metrics on ADDR:PORT ([ADDR6]:PORT for IPv6; default: off)",
     )
+    ap.add_argument(
+        "--api",
+        metavar="ADDR:PORT",
+        help="also serve the admin API on ADDR:PORT (needs --api-token-file; the Unix socket "
+        "<run-dir>/<id>.api.sock is always served)",
+    )
+    ap.add_argument("--api-token-file", type=Path, metavar="FILE", help="the token network clients must send")
     args = ap.parse_args(argv)
+    try:
+        api_addr, token = _api_options(args.api, args.api_token_file)
+    except ValueError as e:
+        print(f"fwcluster master: {e}", file=sys.stderr)
+        return 2
     metrics_addr: ListenAddr | None = None
     if args.metrics is not None:
         try:
@@ -37,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         master = Master(args.id, config, args.run_dir, args.store_url)
+        master.api_addr = (api_addr.host, api_addr.port) if api_addr else None
+        master.api_token = token
     except (ConfigError, SteeringError) as e:
         print(f"fwcluster master: {e}", file=sys.stderr)
         return 2

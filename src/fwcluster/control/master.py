@@ -28,20 +28,21 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from fwcluster.config import Config
+from fwcluster.control.admin import Admin
+from fwcluster.control.api import AdminApi
 from fwcluster.control.lease import LeaderLease
 from fwcluster.control.metrics import MasterMetrics
-from fwcluster.instance.heartbeat import HB_PREFIX, INSTANCES, parse_beat
+from fwcluster.instance.heartbeat import HB_PREFIX, INSTANCES, MEMBERS, parse_beat
 from fwcluster.procutil import running
 from fwcluster.steering.base import SteeringError
 from fwcluster.steering.fencing import EpochGate, FencedDriver
-from fwcluster.steering.spec import load_driver, load_standby
+from fwcluster.steering.spec import load_driver, load_provisioner, load_standby
 
 log = logging.getLogger("fwcluster.master")
 
 TICK = 0.01  # seconds between health checks while leading
 STEERING_SPEC = "steering.json"
 STEERING_EPOCH = "steering.epoch"
-MEMBERS = b"fwc:members"  # instance id -> active | failed
 
 
 def event(kind: str, **fields: Any) -> None:
@@ -54,13 +55,16 @@ class Master:
         self.id = master_id
         self.config = config
         self.run_dir = run_dir
-        self._r: Any = aioredis.Redis.from_url(store_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self.lease = LeaderLease(self._r, master_id, config.cluster.lease_ms)
+        self.redis: Any = aioredis.Redis.from_url(store_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.lease = LeaderLease(self.redis, master_id, config.cluster.lease_ms)
         self._spec = run_dir / STEERING_SPEC
         self._spec_mtime = 0.0
         self.driver = FencedDriver(load_driver(self._spec), EpochGate(run_dir / STEERING_EPOCH))
         self.standby: list[str] = []  # first in line on a failure
-        self._reload_spec()
+        self.provisioner = ""  # the testbed's agent that adds and removes instances ("" = none)
+        self.leaving: set[str] = set()  # being drained or stopped on purpose: their end is no failure
+        self._members: dict[str, str] = {}  # the membership last written to the store
+        self.reload_spec()
         self.epoch: int | None = None
         self.failed: set[str] = set()
         self.last_pid: dict[str, int] = {}  # instance id -> pid of its last heartbeat
@@ -70,6 +74,9 @@ class Master:
         self._stop = asyncio.Event()
         self._status = run_dir / f"{master_id}.master.json"
         self.metrics = MasterMetrics(self)  # metrics: served by __main__ with --metrics
+        self.admin = Admin(self)  # what the admin API (control/api.py) calls
+        self.api_addr: tuple[str, int] | None = None  # the API's network address (None: Unix socket only)
+        self.api_token: str | None = None
 
     def _write_status(self) -> None:
         doc = {"id": self.id, "pid": os.getpid(), "leader": self.epoch is not None, "epoch": self.epoch,
@@ -86,6 +93,12 @@ class Master:
         next_renew = 0.0
         next_status = 0.0
         self._write_status()
+        try:
+            sock = self.run_dir / f"{self.id}.api.sock"
+            api = AdminApi(self.admin, loop, sock, self.api_addr, self.api_token)
+        except OSError as e:
+            event("api-failed", master=self.id, error=str(e))
+            raise
         event("master-started", master=self.id, pid=os.getpid())
         try:
             while not self._stop.is_set():
@@ -101,32 +114,74 @@ class Master:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), TICK if self.epoch is not None else renew_every)
         finally:
+            await asyncio.to_thread(api.close)
             if self.epoch is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await self.lease.release()
             self.epoch = None
             self._write_status()
             with contextlib.suppress(Exception):
-                await self._r.aclose()
+                await self.redis.aclose()
 
-    def _reload_spec(self) -> None:
+    def reload_spec(self, force: bool = False) -> None:
         """Instances come and go (scaling): follow the steering description when it changes."""
         try:
             mtime = self._spec.stat().st_mtime
         except OSError:
             return
-        if mtime == self._spec_mtime:
+        if mtime == self._spec_mtime and not force:
             return
         try:
             self.driver.driver = load_driver(self._spec)
-            self.standby = load_standby(self._spec)
+            self.standby, self.provisioner = load_standby(self._spec), load_provisioner(self._spec)
         except SteeringError as e:
             event("spec-unreadable", master=self.id, error=str(e))
             return
         self._spec_mtime = mtime
 
+    def role_of(self, instance_id: str) -> str:
+        """An instance's role as this master sees it (the roles: control/admin.py)."""
+        if instance_id in self.failed:
+            return "failed"
+        if instance_id in self.leaving:
+            return "draining"
+        driver = self.driver.driver
+        if instance_id in driver.targets and driver.buckets_of(instance_id, "both"):
+            return "active"
+        return "standby" if instance_id in self.standby else "ready"
+
+    def active(self) -> list[str]:
+        """The instances that carry traffic and are neither failed nor leaving, oldest first."""
+        owners = set(self.driver.driver.table("forward").values())
+        return [
+            i
+            for i in self.driver.driver.targets
+            if i in owners and i not in self.failed and i not in self.leaving
+        ]
+
+    async def publish_members(self) -> None:
+        """Write the membership (instance id -> role) to the store; the leader keeps it."""
+        if self.epoch is None:
+            return
+        members = {i: self.role_of(i) for i in self.driver.driver.targets}
+        gone = [i for i in self._members if i not in members]
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            if gone:
+                pipe.hdel(MEMBERS, *gone)
+            if members:
+                pipe.hset(MEMBERS, mapping=members)
+            await pipe.execute()
+        except (RedisError, OSError):
+            return
+        self._members = members
+
+    def note(self, kind: str, **fields: Any) -> None:
+        """An event line from this master (admin operations)."""
+        event(kind, master=self.id, epoch=self.epoch, **fields)
+
     async def _lead(self) -> None:
-        self._reload_spec()
+        self.reload_spec()
         try:
             epoch = await self.lease.acquire_or_renew(self.driver.gate.newest())
         except (RedisError, OSError):
@@ -135,6 +190,8 @@ class Master:
             if epoch is not None:
                 event("leader", master=self.id, epoch=epoch)
                 await self._load_members()
+                self.epoch = epoch
+                await self.publish_members()
             else:
                 event("follower", master=self.id, previous_epoch=self.epoch)
             self.epoch = epoch
@@ -144,15 +201,16 @@ class Master:
     async def _load_members(self) -> None:
         """A new leader starts from what earlier leaders decided: instances already failed."""
         try:
-            members = await self._r.hgetall(MEMBERS)
+            members = await self.redis.hgetall(MEMBERS)
         except (RedisError, OSError):
             return
         self.failed = {k.decode() for k, v in members.items() if v == b"failed"}
 
     async def _watch(self) -> None:
         try:
-            ids = sorted(i.decode() for i in await self._r.smembers(INSTANCES))
-            beats = await self._r.mget([HB_PREFIX + i.encode() for i in ids]) if ids else []
+            registered = {i.decode() for i in await self.redis.smembers(INSTANCES)}
+            ids = sorted(registered - self.leaving)
+            beats = await self.redis.mget([HB_PREFIX + i.encode() for i in ids]) if ids else []
         except (RedisError, OSError):
             return
         now = time.time()
@@ -174,8 +232,7 @@ class Master:
                         pid=self.last_pid.get(instance_id),
                         master=self.id,
                     )
-                    with contextlib.suppress(RedisError, OSError):
-                        await self._r.hset(MEMBERS, instance_id, "active")
+                    await self.publish_members()
                     alive.append(instance_id)
                 continue
             if raw is None:
@@ -227,8 +284,7 @@ class Master:
         for i in targets:
             if i in self.standby:
                 self.standby.remove(i)  # it carries traffic now: active
-        with contextlib.suppress(RedisError, OSError):
-            await self._r.hset(MEMBERS, instance_id, "failed")
+        await self.publish_members()
         event(
             "failover",
             instance=instance_id,

@@ -3,6 +3,17 @@
 ``fwc:hb:<id>`` = ``<pid>:<unix time in ms>``, with a TTL of ``heartbeat_ms * misses``: the key vanishes
 when the instance stops beating (hung, cut off, dead), which is what masters watch. The set
 ``fwc:instances`` lists every instance that ever beat. A clean stop removes the heartbeat.
+
+The beats come from a thread of their own, not from the event loop. The event loop also runs the
+datapath: after a pause (SIGSTOP, a long GC, a burst) it first works through the packets the kernel
+queued meanwhile, and a heartbeat waiting behind that backlog made masters fail over a healthy,
+busy instance. A beat from a thread only needs the GIL, which Python hands over every few ms.
+
+A thread alone would keep beating for a process whose event loop is wedged, and its buckets would
+be black-holed (the queue fills, the kernel drops: fail closed, but down). So the loop stamps its
+progress (``loop_alive``) and the thread only beats while the last stamp is at most
+``stall_ms`` old: a stopped process is missed after the TTL, a wedged loop after ``stall_ms`` + TTL.
+This is the split a Kafka consumer makes between session heartbeats and its poll interval.
 """
 
 from __future__ import annotations
@@ -11,58 +22,91 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
-from typing import Any
 
-import redis.asyncio as aioredis
+import redis
 from redis.exceptions import RedisError
 
 HB_PREFIX = b"fwc:hb:"
 INSTANCES = b"fwc:instances"
+MEMBERS = b"fwc:members"  # instance id -> role, kept by the leading master (control/admin.py)
+STALL_MS = 2000  # the event loop may be busy this long (backlog after a pause) and still count as alive
 
 log = logging.getLogger("fwcluster.instance")
 
 
 class Heartbeat:
-    def __init__(self, url: str, instance_id: str, interval_ms: int, ttl_ms: int) -> None:
+    def __init__(
+        self, url: str, instance_id: str, interval_ms: int, ttl_ms: int, stall_ms: int = STALL_MS
+    ) -> None:
         self.id = instance_id
         self.interval = interval_ms / 1000
         self.ttl_ms = ttl_ms
+        self.stall = max(stall_ms, ttl_ms) / 1000
         self.sent = 0
         self.failed = 0
-        self._r: Any = aioredis.Redis.from_url(url, socket_timeout=max(0.1, self.interval * 2))
-        self._task: asyncio.Task[None] | None = None
+        self.skipped = 0  # beats withheld because the event loop made no progress
+        self._r = redis.Redis.from_url(url, socket_timeout=max(0.1, self.interval * 2))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stamper: asyncio.Task[None] | None = None
+        self.loop_alive = time.monotonic()
+
+    def announce_joining(self) -> None:
+        """Say "joining" in the membership before loading the table (the leader takes over the
+        entry once the instance is ready and steerable); best effort."""
+        with contextlib.suppress(RedisError, OSError):
+            self._r.hset(MEMBERS, self.id, "joining")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._beat(), name="heartbeat")
+        """Start beating (call from inside the running event loop, which the stamper task proves alive)."""
+        self.loop_alive = time.monotonic()
+        self._stamper = asyncio.create_task(self._stamp(), name="heartbeat-stamp")
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.id}", daemon=True)
+        self._thread.start()
 
-    async def _beat(self) -> None:
-        key = HB_PREFIX + self.id.encode()
-        pid = os.getpid()
+    async def _stamp(self) -> None:
         while True:
-            try:
-                pipe = self._r.pipeline(transaction=False)
-                pipe.set(key, f"{pid}:{int(time.time() * 1000)}", px=self.ttl_ms)
-                pipe.sadd(INSTANCES, self.id)
-                await pipe.execute()
-                self.sent += 1
-            except (RedisError, OSError):
-                self.failed += 1
+            self.loop_alive = time.monotonic()
             await asyncio.sleep(self.interval)
 
+    def _beat(self) -> None:
+        key = HB_PREFIX + self.id.encode()
+        pid = os.getpid()
+        while not self._stop.is_set():
+            if time.monotonic() - self.loop_alive > self.stall:
+                self.skipped += 1
+            else:
+                try:
+                    pipe = self._r.pipeline(transaction=False)
+                    pipe.set(key, f"{pid}:{int(time.time() * 1000)}", px=self.ttl_ms)
+                    pipe.sadd(INSTANCES, self.id)
+                    pipe.execute()
+                    self.sent += 1
+                except (RedisError, OSError):
+                    self.failed += 1
+            self._stop.wait(self.interval)
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self._stop.set()
+        if self._stamper is not None:
+            self._stamper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await self._stamper
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 2.0)
+        await asyncio.to_thread(self._deregister)
+
+    def _deregister(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             # A clean stop deregisters at once (both in one transaction): masters stop watching it.
             pipe = self._r.pipeline(transaction=True)
             pipe.srem(INSTANCES, self.id)
             pipe.delete(HB_PREFIX + self.id.encode())
-            await pipe.execute()
+            pipe.execute()
         with contextlib.suppress(Exception):
-            await self._r.aclose()
+            self._r.close()
 
 
 def parse_beat(raw: bytes) -> tuple[int, float]:

@@ -102,6 +102,8 @@ class Instance:
             self.metrics.serve(self.metrics_addr)
         # Join first: load the shared table. Until the queue is bound the kernel drops what it
         # would queue here, so a joining instance fails closed.
+        if self.heartbeat is not None:
+            await asyncio.to_thread(self.heartbeat.announce_joining)
         await self.table.start()
         store = self.config.store
         self.datapath = NfqueueDatapath(

@@ -59,3 +59,12 @@ def load_standby(path: str | Path) -> list[str]:
     except (OSError, ValueError) as e:
         raise SteeringError(f"{path}: cannot read the steering description: {e}") from None
     return [str(i) for i in spec.get("standby", [])]
+
+
+def load_provisioner(path: str | Path) -> str:
+    """The socket of the agent that adds and removes instances ("" when the cluster has none)."""
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SteeringError(f"{path}: cannot read the steering description: {e}") from None
+    return str(spec.get("provisioner", ""))

@@ -22,7 +22,7 @@ from fwcluster.steering.netns import run_in
 from fwcluster.testbed import addressing as a
 from fwcluster.testbed import instances as inst_proc
 from fwcluster.testbed import masters as master_proc
-from fwcluster.testbed import store, topology
+from fwcluster.testbed import provision, store, topology
 from fwcluster.testbed.balancers import balancers, driver_for, target
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.filtering import FilterMode, current_mode, install_guard, parse_mode, set_filter_mode
@@ -192,6 +192,8 @@ def _build(
         save_state(state)
         inst_proc.wait_ready(records)
         if state.store_url and config.cluster.masters:
+            state.agent_pid = provision.spawn(state)
+            save_state(state)
             master_proc.write_steering_spec(state)
             state.masters = [master_proc.spawn(f"m{i}", state) for i in range(1, config.cluster.masters + 1)]
             save_state(state)
@@ -253,7 +255,7 @@ def _teardown(run: Path, keep_logs: bool) -> None:
     recorded: list[int] = []
     if state is not None:
         recorded = [i.pid for i in state.instances if i.pid]
-        recorded += [p for p in (state.nginx_pid, state.store_pid) if p]
+        recorded += [p for p in (state.nginx_pid, state.store_pid, state.agent_pid) if p]
     for pid in recorded:
         # A recorded pid outside our namespaces is ours only if it still names our run dir.
         if pid not in pids and str(run) in cmdline(pid):

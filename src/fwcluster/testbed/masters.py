@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -16,10 +17,28 @@ from fwcluster.testbed import addressing as a
 from fwcluster.testbed.balancers import balancers, target
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.processes import alive
+from fwcluster.testbed.provision import AGENT_SOCKET
 from fwcluster.testbed.state import MasterState, TestbedState
 
 READY_TIMEOUT = 10.0
 MASTER_METRICS_PORT = 9200  # master mK serves /metrics on the management bridge, port 9200 + K
+MASTER_API_PORT = 9300  # and its admin API (token required) on port 9300 + K
+TOKEN_FILE = "api.token"
+
+
+def api_token(run: Path) -> str:
+    """The admin API token of this testbed (made once, readable by root only)."""
+    path = run / TOKEN_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(24) + "\n")
+    return path.read_text().strip()
+
+
+def api_url(master_id: str) -> str:
+    """Where master ``master_id`` serves its admin API on the management network."""
+    return f"http://{a.mgmt_bridge_addr().ip4}:{MASTER_API_PORT + int(master_id.lstrip('m'))}"
 
 
 def write_steering_spec(state: TestbedState) -> Path:
@@ -29,6 +48,8 @@ def write_steering_spec(state: TestbedState) -> Path:
         state.steering_kind, balancers(), state.buckets, [target(i.index) for i in state.instances]
     )
     spec["standby"] = [i.id for i in state.instances if i.role == "standby"]
+    if state.agent_pid is not None:  # masters ask the testbed's agent for instances (testbed/provision.py)
+        spec["provisioner"] = str(Path(state.run_dir) / AGENT_SOCKET)
     path = Path(state.run_dir) / "steering.json"
     path.write_text(json.dumps(spec, indent=2))
     return path
@@ -41,7 +62,11 @@ def spawn(master_id: str, state: TestbedState) -> MasterState:
     status.unlink(missing_ok=True)
     command = [sys.executable, "-m", "fwcluster.control", "--id", master_id, "--config", state.config_path]
     command += ["--run-dir", str(run), "--store-url", state.store_url]
-    command += ["--metrics", f"{a.mgmt_bridge_addr().ip4}:{MASTER_METRICS_PORT + int(master_id.lstrip('m'))}"]
+    k = int(master_id.lstrip("m"))
+    command += ["--metrics", f"{a.mgmt_bridge_addr().ip4}:{MASTER_METRICS_PORT + k}"]
+    api_token(run)
+    command += ["--api", f"{a.mgmt_bridge_addr().ip4}:{MASTER_API_PORT + k}"]
+    command += ["--api-token-file", str(run / TOKEN_FILE)]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             netns_argv(a.MGMT_NETNS, command),

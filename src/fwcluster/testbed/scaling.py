@@ -5,10 +5,9 @@ stop)."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
-from fwcluster.steering import SteeringDriver
+from fwcluster.steering.balance import rebalance
 from fwcluster.testbed import addressing as a
 from fwcluster.testbed import instances as inst_proc
 from fwcluster.testbed import masters as master_proc
@@ -18,47 +17,6 @@ from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.filtering import FilterMode, install_guard, set_filter_mode
 from fwcluster.testbed.processes import alive, terminate
 from fwcluster.testbed.state import InstanceState, TestbedState
-
-
-def fair_share_moves(table: dict[int, str], members: Sequence[str]) -> dict[int, str]:
-    """The fewest bucket moves that leave every member with B // n or B // n + 1 buckets.
-
-    Buckets are taken only from members above their quota (or from owners that are not members)
-    and given only to members below it; every other bucket stays where it is."""
-    n = len(members)
-    if n == 0:
-        raise TestbedError("no instance left to carry traffic")
-    buckets = sorted(table)
-    base, extra = divmod(len(buckets), n)
-    count = {m: 0 for m in members}
-    for owner in table.values():
-        if owner in count:
-            count[owner] += 1
-    # Members that already hold more keep the "+1" quotas, so fewer buckets move.
-    by_load = sorted(members, key=lambda m: -count[m])
-    quota = {m: base + (1 if i < extra else 0) for i, m in enumerate(by_load)}
-    give = [b for b in buckets if table[b] not in quota]  # owners that are leaving
-    held = {m: [b for b in buckets if table[b] == m] for m in members}
-    for m in by_load:
-        surplus = count[m] - quota[m]
-        if surplus > 0:
-            give.extend(held[m][-surplus:])
-    moves: dict[int, str] = {}
-    for m in members:
-        for _ in range(max(0, quota[m] - count[m])):
-            moves[give.pop(0)] = m
-    return moves
-
-
-def rebalance(driver: SteeringDriver, members: Sequence[str]) -> dict[str, dict[int, str]]:
-    """Apply fair_share_moves in every direction; returns the moves made."""
-    moved: dict[str, dict[int, str]] = {}
-    for direction in driver.directions():
-        moves = fair_share_moves(driver.table(direction), members)
-        if moves:
-            driver.assign(moves, direction)
-        moved[direction] = moves
-    return moved
 
 
 def active(state: TestbedState) -> list[InstanceState]:
@@ -78,11 +36,9 @@ def active(state: TestbedState) -> list[InstanceState]:
     return out
 
 
-def scale_out(
-    state: TestbedState, count: int, config_path: Path, record: type[InstanceState] | None = None
-) -> dict[str, dict[int, str]]:
-    """Add ``count`` instances: namespace, links, fail-closed filter, steering target, process;
-    once each is ready (joined), move a fair share of buckets to the new ones."""
+def add_instances(state: TestbedState, count: int, config_path: Path) -> list[InstanceState]:
+    """Add ``count`` instances: namespace, links, fail-closed filter, steering target (no bucket),
+    process; returns once each is ready, that is, has loaded the table (snapshot + feed)."""
     from fwcluster.config import load_config
     from fwcluster.testbed.api import instance_record
 
@@ -92,7 +48,6 @@ def scale_out(
     if first + count - 1 > a.MAX_INSTANCES:
         raise TestbedError(f"at most {a.MAX_INSTANCES} instances in the testbed")
     new = [instance_record(k, run) for k in range(first, first + count)]
-    members = active(state)
     driver = driver_for(state)
     for rec in new:
         topology.add_instance(rec.index)
@@ -101,9 +56,45 @@ def scale_out(
         driver.add_target(target(rec.index))
         state.instances.append(rec)
         rec.pid = inst_proc.spawn(rec, config_path, run, state.store_url)
-    inst_proc.wait_ready(new)  # each has loaded the table (snapshot + feed) before it is ready
+    inst_proc.wait_ready(new)
     if state.masters:
         master_proc.write_steering_spec(state)
+    return new
+
+
+def remove_instances(state: TestbedState, ids: list[str]) -> list[str]:
+    """Stop and remove instances that carry no bucket any more (the caller moved them away first:
+    a bucket still mapped to a removed instance would drop its flows). Returns the ids removed."""
+    unknown = [i for i in ids if i not in {r.id for r in state.instances}]
+    if unknown:
+        raise TestbedError(f"unknown instance {', '.join(unknown)}")
+    driver = driver_for(state)
+    holding = [i for i in ids for d in driver.directions() if driver.buckets_of(i, d)]
+    if holding:
+        raise TestbedError(f"instance {holding[0]} still carries buckets: move them away first")
+    _forget(state, ids)
+    for rec in [r for r in state.instances if r.id in ids]:
+        if rec.pid is not None and alive(rec.pid):
+            terminate([rec.pid])
+        driver.remove_target(rec.id)
+        topology.remove_netns(rec.netns)
+        state.instances.remove(rec)
+    if state.masters:
+        master_proc.write_steering_spec(state)
+    return ids
+
+
+def _forget(state: TestbedState, ids: list[str]) -> None:
+    """Masters stop watching leaving instances first, so leaving is not mistaken for failing."""
+    if state.store_conf:
+        argv = store.cli_argv(store.password_of(Path(state.store_conf)))
+        subprocess.run([*argv, "SREM", "fwc:instances", *ids], capture_output=True, check=False, timeout=10)
+
+
+def scale_out(state: TestbedState, count: int, config_path: Path) -> dict[str, dict[int, str]]:
+    """Add ``count`` instances; once each is ready, move a fair share of buckets to the new ones."""
+    members = active(state)
+    new = add_instances(state, count, config_path)
     return rebalance(driver_for(state), [i.id for i in members + new])
 
 
@@ -114,28 +105,7 @@ def scale_in(state: TestbedState, count: int) -> dict[str, dict[int, str]]:
     staying = [i.id for i in members if i not in leaving]
     if not staying:
         raise TestbedError("scaling below one active instance is not possible")
-    driver = driver_for(state)
-    # Masters stop watching them first, so leaving is not mistaken for failing.
-    if state.store_conf:
-        argv = store.cli_argv(store.password_of(Path(state.store_conf)))
-        subprocess.run(
-            [*argv, "SREM", "fwc:instances", *[i.id for i in leaving]],
-            capture_output=True,
-            check=False,
-            timeout=10,
-        )
-    moved: dict[str, dict[int, str]] = {}
-    for direction in driver.directions():
-        moves = fair_share_moves(driver.table(direction), staying)
-        if moves:
-            driver.assign(moves, direction)
-        moved[direction] = moves
-    for rec in leaving:
-        if rec.pid is not None and alive(rec.pid):
-            terminate([rec.pid])
-        driver.remove_target(rec.id)
-        topology.remove_netns(rec.netns)
-        state.instances.remove(rec)
-    if state.masters:
-        master_proc.write_steering_spec(state)
+    _forget(state, [i.id for i in leaving])
+    moved = rebalance(driver_for(state), staying)
+    remove_instances(state, [i.id for i in leaving])
     return moved

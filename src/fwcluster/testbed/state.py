@@ -78,6 +78,7 @@ class TestbedState:
     store_pid: int | None = None  # the testbed's own redis-server (None: stopped or not ours)
     store_conf: str = ""  # its config file ("" when the store is not the testbed's own)
     masters: list[MasterState] = field(default_factory=list)
+    agent_pid: int | None = None  # the provisioning agent masters ask for instances (testbed/provision.py)
 
     def instance(self, instance_id: str) -> InstanceState:
         for inst in self.instances:

@@ -1,0 +1,220 @@
+"""What an operator can ask the leading master to do: status, scale, drain or stop an instance.
+
+The admin API (control/api.py) turns HTTP requests into these calls; they run on the master's own
+event loop, one at a time (a scale and a drain never interleave). Every refusal is an
+:class:`AdminError` with an HTTP status and a one-line message, raised before anything changed.
+
+Membership lives in the store (hash ``fwc:members``, instance id -> role), kept by the leader:
+- ``joining``  started, loading the table (the instance writes this itself at start);
+- ``ready``    up with the table loaded, carrying no bucket (a new instance before its share
+               moves, or a drained one);
+- ``active``   carrying buckets;
+- ``standby``  ready, carrying nothing, first in line on a failure;
+- ``draining`` its buckets are moving away (drain, stop, scale in);
+- ``failed``   failed over (dead, hung or cut off).
+
+Scaling asks the testbed's provisioning agent (testbed/provision.py) for instances; the buckets
+are moved here, by the leader, through the fenced steering driver: only a fair share moves to a
+new instance, and a leaving instance is emptied before the agent stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from fwcluster.control.lease import LeaderLease
+from fwcluster.steering.balance import rebalance
+from fwcluster.steering.base import Direction, SteeringError
+
+if TYPE_CHECKING:
+    from fwcluster.control.master import Master
+
+PROVISION_TIMEOUT = 120.0  # seconds for the agent to build and start instances (join included)
+MAX_INSTANCES = 32
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Admin:
+    def __init__(self, master: Master) -> None:
+        self.m = master
+        self._busy = asyncio.Lock()
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        m = self.m
+        driver = m.driver.driver
+        rows = []
+        for instance_id in driver.targets:
+            rows.append(
+                {
+                    "id": instance_id,
+                    "role": m.role_of(instance_id),
+                    "buckets": {d: len(driver.buckets_of(instance_id, d)) for d in driver.directions()},
+                    "pid": m.last_pid.get(instance_id),
+                }
+            )
+        return {
+            "master": m.id,
+            "leader": m.epoch is not None,
+            "epoch": m.epoch,
+            "failovers": m.failovers,
+            "instances": rows,
+        }
+
+    # --- changing --------------------------------------------------------------------------------
+
+    async def scale(self, wanted: Any) -> dict[str, Any]:
+        if not isinstance(wanted, int) or isinstance(wanted, bool):
+            raise AdminError(400, f"scale: 'active' must be an integer, not {wanted!r}")
+        if wanted < 1:
+            raise AdminError(400, f"cannot scale to {wanted}: at least one active instance is needed")
+        if wanted > MAX_INSTANCES:
+            raise AdminError(400, f"cannot scale to {wanted}: at most {MAX_INSTANCES} instances")
+        async with self._busy:
+            await self._must_lead()
+            current = self.m.active()
+            if wanted > len(current):
+                return await self._scale_out(current, wanted - len(current))
+            if wanted < len(current):
+                return await self._scale_in(current, len(current) - wanted)
+            return {"active": current, "moved": {}}
+
+    async def drain(self, instance_id: str) -> dict[str, Any]:
+        async with self._busy:
+            await self._must_lead()
+            return await self._drain(instance_id)
+
+    async def stop(self, instance_id: str) -> dict[str, Any]:
+        async with self._busy:
+            await self._must_lead()
+            self._known(instance_id)
+            self.m.leaving.add(instance_id)
+            try:
+                moved = await self._drain(instance_id) if instance_id in self.m.active() else {"moved": {}}
+                await self._provision({"op": "remove", "ids": [instance_id]})
+            finally:
+                self.m.leaving.discard(instance_id)
+                self.m.reload_spec(force=True)
+                await self.m.publish_members()
+            self.m.note("instance-stopped", instance=instance_id)
+            return {"stopped": instance_id, "moved": moved["moved"]}
+
+    # --- the steps ---------------------------------------------------------------------------------
+
+    async def _scale_out(self, current: list[str], count: int) -> dict[str, Any]:
+        reply = await self._provision({"op": "add", "count": count})
+        added = [str(i) for i in reply.get("added", [])]
+        self.m.reload_spec(force=True)  # the agent described the new targets
+        await self.m.publish_members()  # the new ones are "ready"
+        try:
+            moved = self._rebalance(current + added)
+        finally:
+            await self.m.publish_members()
+        self.m.note("scaled-out", added=added, buckets=_counts(moved))
+        return {"active": current + added, "added": added, "moved": _jsonable(moved)}
+
+    async def _scale_in(self, current: list[str], count: int) -> dict[str, Any]:
+        leaving = current[-count:]  # the newest go first
+        staying = current[:-count]
+        self.m.leaving.update(leaving)  # from now on, their end is not a failure
+        try:
+            await self.m.publish_members()  # "draining"
+            moved = self._rebalance(staying)
+            await self._provision({"op": "remove", "ids": leaving})
+        finally:
+            self.m.leaving.difference_update(leaving)
+            self.m.reload_spec(force=True)
+            await self.m.publish_members()
+        self.m.note("scaled-in", removed=leaving, buckets=_counts(moved))
+        return {"active": staying, "removed": leaving, "moved": _jsonable(moved)}
+
+    async def _drain(self, instance_id: str) -> dict[str, Any]:
+        """Move every bucket of the instance to the other active ones (a fair share each); it stays
+        up and "ready" (carrying nothing) unless the caller stops it."""
+        self._known(instance_id)
+        if instance_id in self.m.failed:
+            raise AdminError(409, f"instance {instance_id} has failed; nothing to drain")
+        others = [i for i in self.m.active() if i != instance_id]
+        if not others:
+            raise AdminError(400, f"draining {instance_id} would leave no active instance")
+        purpose = instance_id in self.m.leaving  # a stop: keep it leaving until it is gone
+        self.m.leaving.add(instance_id)
+        try:
+            await self.m.publish_members()  # "draining"
+            moved = self._rebalance(others)
+        finally:
+            if not purpose:
+                self.m.leaving.discard(instance_id)
+            await self.m.publish_members()
+        self.m.note("drained", instance=instance_id, buckets=_counts(moved))
+        return {"drained": instance_id, "moved": _jsonable(moved)}
+
+    def _rebalance(self, members: list[str]) -> dict[str, dict[int, str]]:
+        epoch = self.m.epoch
+        if epoch is None:
+            raise AdminError(409, f"master {self.m.id} lost the lead during the operation")
+
+        def fenced(mapping: Any, direction: Direction) -> None:
+            self.m.driver.assign(mapping, epoch, direction)
+
+        try:
+            return rebalance(self.m.driver.driver, members, fenced)
+        except SteeringError as e:
+            raise AdminError(409, f"steering refused the move: {e}") from None
+
+    def _known(self, instance_id: str) -> None:
+        if instance_id not in self.m.driver.driver.targets:
+            known = ", ".join(self.m.driver.driver.targets) or "none"
+            raise AdminError(404, f"unknown instance {instance_id!r} (known: {known})")
+
+    async def _must_lead(self) -> None:
+        if self.m.epoch is not None:
+            return
+        try:
+            holder = await LeaderLease.holder(self.m.redis)
+        except (RedisError, OSError):
+            holder = None
+        who = f"master {holder[0]} leads" if holder else "no master leads right now"
+        raise AdminError(409, f"master {self.m.id} does not lead ({who}); ask the leader")
+
+    async def _provision(self, request: dict[str, Any]) -> dict[str, Any]:
+        path = self.m.provisioner
+        if not path:
+            raise AdminError(501, "this cluster has no provisioner: instances cannot be added or removed")
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 5)
+            try:
+                writer.write(json.dumps(request).encode() + b"\n")
+                await writer.drain()
+                line = await asyncio.wait_for(reader.readline(), PROVISION_TIMEOUT)
+            finally:
+                writer.close()
+        except (OSError, TimeoutError) as e:
+            why = (e.strerror if isinstance(e, OSError) else None) or str(e) or "timed out"
+            raise AdminError(503, f"provisioner at {path}: {why}") from None
+        try:
+            reply: dict[str, Any] = json.loads(line)
+        except ValueError:
+            raise AdminError(502, f"provisioner at {path} sent no valid reply") from None
+        if "error" in reply:
+            raise AdminError(502, f"provisioner: {reply['error']}")
+        return reply
+
+
+def _counts(moved: dict[str, dict[int, str]]) -> dict[str, int]:
+    return {d: len(m) for d, m in moved.items()}
+
+
+def _jsonable(moved: dict[str, dict[int, str]]) -> dict[str, dict[str, str]]:
+    return {d: {str(b): i for b, i in m.items()} for d, m in moved.items()}
