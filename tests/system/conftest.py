@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netns_helpers import Builder
@@ -74,3 +75,16 @@ def bed(shared_testbed: TestbedState) -> Iterator[TestbedState]:
     yield shared_testbed
     set_mode(FilterMode.DIRECT)
     steering_driver(shared_testbed).spread([i.id for i in shared_testbed.instances])
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Figures the system tests measured (``record_property``), one line per test, at the end."""
+    lines = [
+        f"{r.nodeid}: " + ", ".join(f"{k}={v}" for k, v in r.user_properties)
+        for r in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+        if getattr(r, "when", "") == "call" and r.user_properties
+    ]
+    if lines:
+        terminalreporter.section("figures measured by the system tests")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -18,16 +18,24 @@ class Download:
 
 
 def start_downloads(
-    state: TestbedState, count: int, out: Path, url_path: str = "/slow/1M.bin", stall_abort: int = 10
+    state: TestbedState,
+    count: int,
+    out: Path,
+    url_path: str = "/slow/1M.bin",
+    stall_abort: int = 10,
+    rate: str | None = None,
 ) -> list[Download]:
-    """``count`` curl processes in the client namespace, each fetching ``url_path`` to a file;
-    a download that moves no data for ``stall_abort`` seconds gives up."""
+    """``count`` curl processes in the client namespace, each fetching ``url_path`` to a file
+    (reading at most ``rate`` bytes/s, e.g. "200K": a steady stream); a download that moves no
+    data for ``stall_abort`` seconds gives up."""
     out.mkdir(parents=True, exist_ok=True)
     downloads = []
     for i in range(count):
         target = out / f"d{i}.bin"
         argv = ["ip", "netns", "exec", state.client_netns, "curl", "-sS", "--max-time", "60"]
         argv += ["--speed-limit", "1", "--speed-time", str(stall_abort)]
+        if rate:
+            argv += ["--limit-rate", rate]
         argv += ["-o", str(target), f"http://{state.server_addr}{url_path}"]
         downloads.append(Download(target, subprocess.Popen(argv, stderr=subprocess.PIPE)))
     return downloads

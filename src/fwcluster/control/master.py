@@ -35,7 +35,7 @@ from fwcluster.control.metrics import MasterMetrics
 from fwcluster.instance.heartbeat import HB_PREFIX, INSTANCES, MEMBERS, parse_beat
 from fwcluster.procutil import running
 from fwcluster.steering.base import SteeringError
-from fwcluster.steering.fencing import EpochGate, FencedDriver
+from fwcluster.steering.fencing import EpochGate, FencedDriver, StaleEpochError
 from fwcluster.steering.spec import load_driver, load_provisioner, load_standby
 
 log = logging.getLogger("fwcluster.master")
@@ -188,6 +188,13 @@ class Master:
             epoch = None  # cannot reach the store: we cannot know that we still lead
         if epoch != self.epoch:
             if epoch is not None:
+                try:
+                    # Tell the gate at once: from now on a deposed leader's writes are refused,
+                    # even before this one has moved a bucket.
+                    self.driver.gate.admit(epoch)
+                except StaleEpochError as e:
+                    event("lead-refused", master=self.id, epoch=epoch, error=str(e))
+                    return
                 event("leader", master=self.id, epoch=epoch)
                 await self._load_members()
                 self.epoch = epoch
