@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import threading
@@ -16,7 +15,7 @@ from downloads import finish, start_downloads, wait_established
 from netns_helpers import Builder, curl, url
 from test_shared_state import all_on, config
 
-from fwcluster.bench.capture import LiveCapture, Seen, first_of, flows
+from fwcluster.bench.capture import LiveCapture, first_of, flows, longest_silence
 from fwcluster.bench.datapath import loadgen
 from fwcluster.steering.fencing import EpochGate, FencedDriver, StaleEpochError
 from fwcluster.steering.spec import load_driver
@@ -77,17 +76,6 @@ class SteadyLoad:
         """Failed requests that started after ``t`` (unix time). The loader started a little after
         ``t0``, so this errs towards fewer."""
         return [f for f in self.result["failed_s"] if self.t0 + f - STEADY_TIMEOUT > t]
-
-
-def longest_silence(seen: list[Seen], start: float, end: float) -> float:
-    """The longest time without a data packet on any one connection, within [start, end]."""
-    by_flow: dict[frozenset[str], list[float]] = {}
-    for s in seen:
-        if start <= s.t <= end:
-            by_flow.setdefault(frozenset((s.src, s.dst)), []).append(s.t)
-    return max(
-        (b - a for times in by_flow.values() for a, b in itertools.pairwise(sorted(times))), default=0.0
-    )
 
 
 @pytest.mark.parametrize("level", ["established", "full"])

@@ -10,6 +10,7 @@ millisecond, more on a loaded machine), so every time measured from these stamps
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import threading
 import time
@@ -76,3 +77,13 @@ def first_of(seen: list[Seen], wanted: set[frozenset[str]], after: float) -> flo
     """When the first packet of one of ``wanted``'s connections was seen after ``after``."""
     times = [s.t for s in seen if s.t >= after and frozenset((s.src, s.dst)) in wanted]
     return min(times) if times else None
+
+
+def longest_silence(seen: list[Seen], start: float, end: float) -> float:
+    """The longest time without a packet on any one connection, within [start, end] (seconds)."""
+    by_flow: dict[frozenset[str], list[float]] = {}
+    for s in seen:
+        if start <= s.t <= end:
+            by_flow.setdefault(frozenset((s.src, s.dst)), []).append(s.t)
+    gaps = [b - a for times in by_flow.values() for a, b in itertools.pairwise(sorted(times))]
+    return max(gaps, default=0.0)

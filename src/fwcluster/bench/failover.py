@@ -17,7 +17,6 @@ Bounded: every trial has timeouts; the testbed is torn down at the end, whatever
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import signal
@@ -31,6 +30,7 @@ from typing import Any
 
 from rich.progress import Progress
 
+from fwcluster.bench.capture import LiveCapture, first_of, flows, longest_silence
 from fwcluster.testbed.masters import master_events
 
 DOWNLOADS = 20
@@ -41,45 +41,16 @@ STREAM = "/files/10M.bin"
 STREAM_RATE = "2M"  # bytes per second per download: 5 s each
 
 
-def _config(tmp: Path) -> Path:
-    f = tmp / "failover.toml"
+LEVELS = ("none", "established", "full")
+
+
+def _config(tmp: Path, level: str = "full") -> Path:
+    f = tmp / f"failover-{level}.toml"
     f.write_text(
-        '[sync]\nlevel = "full"\naccess = "clean"\nconfirm = "async"\n'
+        f'[sync]\nlevel = "{level}"\naccess = "clean"\nconfirm = "async"\n'
         '[policy]\ndefault = "drop"\n[[rules]]\naction = "accept"\nproto = "tcp"\ndport = 80\n'
     )
     return f
-
-
-class _Capture:
-    def __init__(self, netns: str, bpf: str, pcap: Path) -> None:
-        self.pcap = pcap
-        argv = ["ip", "netns", "exec", netns, "tcpdump", "-Z", "root", "-i", "any", "-n", "-U"]
-        argv += ["--immediate-mode", "-w", str(pcap), bpf]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert self.proc.stderr is not None
-        for _ in range(5):
-            if "listening" in self.proc.stderr.readline().decode():
-                return
-        self.proc.kill()
-        raise RuntimeError(f"tcpdump did not start in {netns}")
-
-    def stop(self) -> list[tuple[float, int]]:
-        """(time, client port) of every captured packet."""
-        self.proc.terminate()
-        self.proc.wait(timeout=5)
-        out = subprocess.run(
-            ["tcpdump", "-tt", "-n", "-r", str(self.pcap)], capture_output=True, text=True, check=False
-        )
-        packets = []
-        for line in out.stdout.splitlines():
-            parts = line.split()
-            try:
-                t = float(parts[0])
-                dst = parts[parts.index(">") + 1].rstrip(":")
-                packets.append((t, int(dst.rsplit(".", 1)[1])))
-            except (ValueError, IndexError):
-                continue
-        return packets
 
 
 def _downloads(client_netns: str, server: str, tmp: Path) -> list[subprocess.Popen[bytes]]:
@@ -100,6 +71,26 @@ def _downloads(client_netns: str, server: str, tmp: Path) -> list[subprocess.Pop
         argv += ["--limit-rate", STREAM_RATE]
         procs.append(subprocess.Popen([*argv, f"http://{server}{STREAM}"]))
     return procs
+
+
+class _Steady:
+    """Short downloads, 5 at a time, in a thread, for ``seconds``: how many failed."""
+
+    def __init__(self, state: Any, seconds: float) -> None:
+        from fwcluster.bench.datapath import loadgen
+
+        self.failed = 0
+
+        def work() -> None:
+            r = loadgen(state.client_netns, state.server_addr, 5, 1_000_000, timeout=3.0, duration=seconds)
+            self.failed = int(r["failed"])
+
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def join(self) -> int:
+        self._thread.join(timeout=60)
+        return self.failed
 
 
 def _wait_event(state: Any, kind: str, after: float, timeout: float = 5.0) -> dict[str, Any] | None:
@@ -131,31 +122,29 @@ def _reset(state: Any) -> Any:
 def trial_sigkill(state: Any, tmp: Path) -> dict[str, float]:
     state = _reset(state)
     procs = _downloads(state.client_netns, state.server_addr, tmp)
+    steady = _Steady(state, 5.0)
     time.sleep(1.0)
-    client = _Capture(state.client_netns, "tcp src port 80 and greater 200", tmp / "client.pcap")
-    time.sleep(0.2)
+    out = {i.id: LiveCapture(i.netns, "tcp port 80", "out") for i in state.instances}
+    client = LiveCapture(state.client_netns, "tcp src port 80 and greater 200")
+    time.sleep(0.3)
     t_kill = time.time()
-    pid = state.instance("fw1").pid
-    os.kill(pid, signal.SIGKILL)
+    os.kill(state.instance("fw1").pid, signal.SIGKILL)
     fo = _wait_event(state, "failover", t_kill)
     time.sleep(2.0)
-    arrivals = client.stop()
-    for p in procs:
-        p.wait(timeout=40)
-    by_port: dict[int, list[float]] = {}
-    for t, port in arrivals:
-        by_port.setdefault(port, []).append(t)
-    stall = 0.0
-    for times in by_port.values():
-        times.sort()
-        around = [t for t in times if t >= t_kill - 0.5]
-        gaps = [b - a for a, b in itertools.pairwise(around)]
-        stall = max([stall, *gaps])
+    seen = {k: c.stop() for k, c in out.items()}
+    data = client.stop()
+    lost = sum(1 for p in procs if p.wait(timeout=40) != 0)
+    steady_failed = steady.join()
+    dead = flows(seen["fw1"], t_kill)
+    firsts = [t for k, s in seen.items() if k != "fw1" and (t := first_of(s, dead, t_kill)) is not None]
     return {
+        "reroute_gap_ms": (min(firsts) - t_kill) * 1000 if firsts else float("nan"),
         "reroute_done_ms": (fo["time"] - t_kill) * 1000 if fo else float("nan"),
-        "tcp_stall_ms": stall * 1000,
+        "tcp_stall_ms": longest_silence(data, t_kill - 0.5, t_kill + 2.0) * 1000,
         "master_detect_ms": float(fo["detect_ms"]) if fo else float("nan"),
         "master_reroute_ms": float(fo["reroute_ms"]) if fo else float("nan"),
+        "long_downloads_lost": float(lost),
+        "steady_requests_failed": float(steady_failed),
     }
 
 
@@ -238,8 +227,10 @@ def _fill_store(state: Any, flows: int) -> None:
 
 def trial_scale(state: Any, flows: int) -> dict[str, float]:
     from fwcluster.bench.datapath import loadgen
+    from fwcluster.control.client import Endpoint, call
     from fwcluster.instance.control import query
-    from fwcluster.testbed import require_state, scale
+    from fwcluster.testbed import require_state
+    from fwcluster.testbed.masters import api_sockets
 
     stop = threading.Event()
 
@@ -249,10 +240,12 @@ def trial_scale(state: Any, flows: int) -> dict[str, float]:
 
     worker = threading.Thread(target=load, daemon=True)
     worker.start()
+    active = len([i for i in state.instances if i.role == "active"])
     t0 = time.monotonic()
-    state, _ = scale(len([i for i in state.instances if i.role == "active"]) + 1)
+    answer = call([Endpoint(p) for p in api_sockets(state)], "POST", "/v1/scale", {"active": active + 1})
     ready = time.monotonic()
-    new = state.instances[-1]
+    state = require_state()
+    new = state.instance(answer["added"][0])
     carrying = float("nan")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -266,7 +259,7 @@ def trial_scale(state: Any, flows: int) -> dict[str, float]:
     stop.set()
     worker.join(timeout=10)
     snap = query(new.control_socket, {"cmd": "stats"}).get("store") or {}
-    scale(len([i for i in require_state().instances if i.role == "active"]) - 1)
+    call([Endpoint(p) for p in api_sockets(state)], "POST", "/v1/scale", {"active": active})
     return {
         "scale_to_traffic_ms": carrying,
         "scale_ready_ms": (ready - t0) * 1000,
@@ -277,52 +270,54 @@ def trial_scale(state: Any, flows: int) -> dict[str, float]:
 def _summary(values: list[float]) -> dict[str, float]:
     vals = sorted(v for v in values if not math.isnan(v))  # a trial that saw nothing is NaN
     if not vals:
-        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+        return {"median": float("nan"), "p90": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
     return {
         "median": round(statistics.median(vals), 1),
+        "p90": round(vals[min(len(vals) - 1, math.ceil(0.9 * len(vals)) - 1)], 1),
         "min": round(vals[0], 1),
         "max": round(vals[-1], 1),
         "n": len(vals),
     }
 
 
-def run(trials: int, flows: int) -> dict[str, Any]:
+def run(trials: int, flows: int, levels: tuple[str, ...] = ("full",)) -> dict[str, Any]:
+    """``trials`` of each failure for each sync level (a fresh testbed per level), then with
+    ``flows`` flows in the table the time from a scale request to the new instance's first packet."""
     from fwcluster.testbed import down, require_state, up
 
-    results: dict[str, list[float]] = {}
-
-    def add(doc: dict[str, float]) -> None:
-        for k, v in doc.items():
-            results.setdefault(k, []).append(v)
-
+    per_level: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="fwcluster-failover-") as tmp_name:
         tmp = Path(tmp_name)
-        down()
-        state = up(3, str(_config(tmp)))
-        try:
-            with Progress(transient=True) as progress:
-                task = progress.add_task("bench failover", total=trials * 3 + 1)
-                for i in range(trials):
-                    for kind in ("sigkill", "sigstop", "takeover"):
-                        progress.update(task, description=f"trial {i + 1}/{trials}: {kind}")
-                        state = require_state()  # restarts change pids: always work from the file
-                        if kind == "sigkill":
-                            add(trial_sigkill(state, tmp))
-                        elif kind == "sigstop":
-                            add(trial_sigstop(state))
-                        else:
-                            add(trial_takeover(state))
+        with Progress(transient=True) as progress:
+            task = progress.add_task("bench failover", total=len(levels) * (trials * 3 + (1 if flows else 0)))
+            for level in levels:
+                results: dict[str, list[float]] = {}
+
+                def add(doc: dict[str, float], into: dict[str, list[float]] = results) -> None:
+                    for k, v in doc.items():
+                        into.setdefault(k, []).append(v)
+
+                down()
+                state = up(3, str(_config(tmp, level)))
+                try:
+                    for i in range(trials):
+                        for kind in ("sigkill", "sigstop", "takeover"):
+                            progress.update(task, description=f"{level}: trial {i + 1}/{trials}: {kind}")
+                            state = require_state()  # restarts change pids: always work from the file
+                            if kind == "sigkill":
+                                add(trial_sigkill(state, tmp))
+                            elif kind == "sigstop":
+                                add(trial_sigstop(state))
+                            else:
+                                add(trial_takeover(state))
+                            progress.advance(task)
+                    if flows:
+                        progress.update(task, description=f"{level}: scale with {flows:,} flows")
+                        state = _reset(state)
+                        _fill_store(state, flows)
+                        add(trial_scale(state, flows))
                         progress.advance(task)
-                progress.update(task, description=f"scale with {flows:,} flows")
-                state = _reset(state)
-                _fill_store(state, flows)
-                add(trial_scale(state, flows))
-                progress.advance(task)
-        finally:
-            down()
-    return {
-        "trials": trials,
-        "flows": flows,
-        "figures": {k: _summary(v) for k, v in results.items()},
-        "raw": results,
-    }
+                finally:
+                    down()
+                per_level[level] = {"figures": {k: _summary(v) for k, v in results.items()}, "raw": results}
+    return {"trials": trials, "flows": flows, "levels": per_level}

@@ -103,8 +103,45 @@ def add_parsers(
         default=100_000,
         help="flows in the table when scaling (default 100000)",
     )
+    fo.add_argument(
+        "--level",
+        action="append",
+        choices=("none", "established", "full"),
+        help="sync level to test (repeat for several; default: full)",
+    )
+    fo.add_argument("--no-scale", action="store_true", help="skip the scale-with-many-flows trial (faster)")
     fo.add_argument("--json", action="store_true", help="print one JSON object")
     fo.set_defaults(func=bench_failover)
+    _add_study(sub, positive)
+
+
+def _add_study(sub: Any, positive: Callable[[int, int], Callable[[str], int]]) -> None:
+    st = sub.add_parser(
+        "study",
+        help="the study's evaluation: connect time for every sync setting, cluster sizes 3/6/9 and the "
+        "direct and kernel baselines, interleaved; writes results.json, samples.csv, report.md, plots",
+    )
+    st.add_argument(
+        "--quick", action="store_true", help="1 run of 300 downloads per configuration (a first look)"
+    )
+    st.add_argument("--out", default="out/study", metavar="DIR", help="output directory (default out/study)")
+    st.add_argument("--runs", type=positive(1, 100), help="interleaved runs per configuration (default 10)")
+    st.add_argument("--count", type=positive(50, 1_000_000), help="downloads per run (default 10000)")
+    st.add_argument("--loads", type=_loads, default=(25, 100), help="concurrent connections (default 25,100)")
+    st.add_argument(
+        "--sizes", type=_sizes, default=(3, 6, 9), help="cluster sizes (default 3,6,9; must hold 3)"
+    )
+    st.set_defaults(func=bench_study)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(sorted({int(x) for x in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if 3 not in sizes or not all(1 <= x <= 26 for x in sizes):
+        raise argparse.ArgumentTypeError("sizes must include 3 (the baselines' size) and be 1..26")
+    return sizes
 
 
 def _loads(text: str) -> tuple[int, ...]:
@@ -264,16 +301,45 @@ def bench_failover(args: argparse.Namespace) -> int:
     from fwcluster.cli.status_cmd import require_root
 
     require_root("bench failover")
-    doc = failover.run(args.trials, args.flows)
+    levels = tuple(dict.fromkeys(args.level or ["full"]))
+    doc = failover.run(args.trials, 0 if args.no_scale else args.flows, levels)
     if args.json:
         print(json.dumps(doc))
         return 0
-    t = Table(
-        title=f"fwcluster bench failover ({args.trials} trials; 3 instances, 2 masters, full/clean/async)"
-    )
-    for col in ("figure", "median", "min", "max", "trials"):
-        t.add_column(col, justify="left" if col == "figure" else "right")
-    for name, f in doc["figures"].items():
-        t.add_row(name, str(f["median"]), str(f["min"]), str(f["max"]), str(f["n"]))
-    Console().print(t)
+    for level, res in doc["levels"].items():
+        setup = f"3 instances, 2 masters, {level}/clean/async"
+        t = Table(title=f"fwcluster bench failover ({args.trials} trials; {setup})")
+        for col in ("figure", "median", "p90", "min", "max", "trials"):
+            t.add_column(col, justify="left" if col == "figure" else "right")
+        for name, f in res["figures"].items():
+            t.add_row(name, str(f["median"]), str(f["p90"]), str(f["min"]), str(f["max"]), str(f["n"]))
+        Console().print(t)
+    return 0
+
+
+def bench_study(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from fwcluster.bench import study
+    from fwcluster.cli.status_cmd import require_root
+
+    require_root("bench study")
+    out = Path(args.out)
+    command = "fwcluster " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    doc, files = study.run(
+        out, quick=args.quick, runs=args.runs, count=args.count, loads=args.loads, sizes=args.sizes,
+        command=command,
+    )  # fmt: skip
+    t = Table(title=f"fwcluster bench study: goals ({doc['meta']['runs']} runs x {doc['meta']['count']:,})")
+    for col in ("goal", "load", "value", "target", "met"):
+        t.add_column(col, justify="left" if col == "goal" else "right")
+    for g in doc["goals"]:
+        value = "-" if g["value"] is None else f"{g['value']:.2f}"
+        met = "-" if g["met"] is None else ("yes" if g["met"] else f"no (+{g['missed_by']:.0f}%)")
+        t.add_row(g["goal"], str(g["load"] or ""), value, f"{g['target']:.2f}", met)
+    console = Console()
+    console.print(t)
+    console.print(f"wrote {len(files)} files to {out}/ (report: {out / 'report.md'})")
     return 0

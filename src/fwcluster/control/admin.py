@@ -54,12 +54,13 @@ class Admin:
     def status(self) -> dict[str, Any]:
         m = self.m
         driver = m.driver.driver
+        owners = m.owners()
         rows = []
         for instance_id in driver.targets:
             rows.append(
                 {
                     "id": instance_id,
-                    "role": m.role_of(instance_id),
+                    "role": m.role_of(instance_id, owners),
                     "buckets": {d: len(driver.buckets_of(instance_id, d)) for d in driver.directions()},
                     "pid": m.last_pid.get(instance_id),
                 }

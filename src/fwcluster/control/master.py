@@ -139,16 +139,20 @@ class Master:
             return
         self._spec_mtime = mtime
 
-    def role_of(self, instance_id: str) -> str:
-        """An instance's role as this master sees it (the roles: control/admin.py)."""
+    def role_of(self, instance_id: str, owners: set[str] | None = None) -> str:
+        """An instance's role as this master sees it (the roles: control/admin.py); ``owners``,
+        the instances holding buckets, saves a read of the kernel's tables per call."""
         if instance_id in self.failed:
             return "failed"
         if instance_id in self.leaving:
             return "draining"
-        driver = self.driver.driver
-        if instance_id in driver.targets and driver.buckets_of(instance_id, "both"):
+        if instance_id in (self.owners() if owners is None else owners):
             return "active"
         return "standby" if instance_id in self.standby else "ready"
+
+    def owners(self) -> set[str]:
+        """The instances that hold a bucket in either direction, from the kernel."""
+        return {i for t in self.driver.driver.direction_tables().values() for i in t.values()}
 
     def active(self) -> list[str]:
         """The instances that carry traffic and are neither failed nor leaving, oldest first."""
@@ -163,7 +167,8 @@ class Master:
         """Write the membership (instance id -> role) to the store; the leader keeps it."""
         if self.epoch is None:
             return
-        members = {i: self.role_of(i) for i in self.driver.driver.targets}
+        owners = self.owners()
+        members = {i: self.role_of(i, owners) for i in self.driver.driver.targets}
         gone = [i for i in self._members if i not in members]
         try:
             pipe = self.redis.pipeline(transaction=True)
@@ -291,7 +296,6 @@ class Master:
         for i in targets:
             if i in self.standby:
                 self.standby.remove(i)  # it carries traffic now: active
-        await self.publish_members()
         event(
             "failover",
             instance=instance_id,
@@ -304,3 +308,4 @@ class Master:
             epoch=self.epoch,
             master=self.id,
         )
+        await self.publish_members()  # after the event line: its time is the reroute's

@@ -26,7 +26,7 @@ from fwcluster.testbed import provision, store, topology
 from fwcluster.testbed.balancers import balancers, driver_for, target
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.filtering import FilterMode, current_mode, install_guard, parse_mode, set_filter_mode
-from fwcluster.testbed.processes import alive, cmdline, pids_in_netns, terminate
+from fwcluster.testbed.processes import alive, all_pids, cmdline, pids_in_netns, terminate
 from fwcluster.testbed.server import start_nginx
 from fwcluster.testbed.state import (
     DEFAULT_RUN_DIR,
@@ -260,6 +260,8 @@ def _teardown(run: Path, keep_logs: bool) -> None:
         # A recorded pid outside our namespaces is ours only if it still names our run dir.
         if pid not in pids and str(run) in cmdline(pid):
             pids.add(pid)
+    # The provisioning agent and its workers, also those of a run whose state file is gone.
+    pids.update(p for p in all_pids() if f"fwcluster.testbed.agent --run-dir {run}" in cmdline(p))
     terminate(pids)
     for name in names:
         topology.remove_netns(name)

@@ -36,6 +36,12 @@ def api_token(run: Path) -> str:
     return path.read_text().strip()
 
 
+def api_sockets(state: TestbedState) -> list[str]:
+    """The masters' admin API sockets, the one that says it leads first."""
+    ordered = sorted(state.masters, key=lambda m: not (read_status(m) or {}).get("leader"))
+    return [str(Path(state.run_dir) / f"{m.id}.api.sock") for m in ordered]
+
+
 def api_url(master_id: str) -> str:
     """Where master ``master_id`` serves its admin API on the management network."""
     return f"http://{a.mgmt_bridge_addr().ip4}:{MASTER_API_PORT + int(master_id.lstrip('m'))}"

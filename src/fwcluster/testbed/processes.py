@@ -44,6 +44,11 @@ def alive(pid: int) -> bool:
     return running(pid)
 
 
+def all_pids() -> list[int]:
+    """Every process id on the host (from /proc)."""
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
