@@ -98,3 +98,30 @@ def test_bad_calls_get_one_line_errors_and_change_nothing(testbed: Builder, tmp_
     # With the token it works over the network too.
     p = cli("--api", url, "status", netns=state.mgmt_netns, token=token)
     assert p.returncode == 0 and json.loads(p.stdout)["leader"] is True
+
+
+def test_scale_out_promotes_a_ready_standby_then_refills_the_pool(testbed: Builder, tmp_path: Path) -> None:
+    cfg = config(tmp_path, "full", "clean", "async")
+    cfg.write_text(cfg.read_text() + "[cluster]\nstandby = 1\n")
+    state = testbed(3, cfg, start_instances=True)
+    assert members(state).get("fw4") == "standby"
+    p = cli("scale", "4", "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["promoted"] == ["fw4"] and doc["added"] == ["fw4"]
+    assert "fw4" in steer_table()["forward"].values()
+    (refilled,) = wait_for(state, "standby-refilled", timeout=30.0)
+    assert refilled["added"] == ["fw5"]
+    deadline = time.monotonic() + 5
+    while members(state).get("fw5") != "standby" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert members(state) == {
+        "fw1": "active",
+        "fw2": "active",
+        "fw3": "active",
+        "fw4": "active",
+        "fw5": "standby",
+    }
+    assert "fw5" not in steer_table()["forward"].values()
+    p = cli("scale", "3", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["removed"] == ["fw4"], p.stderr

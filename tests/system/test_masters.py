@@ -163,8 +163,8 @@ def test_when_the_leading_master_dies_the_other_leads_and_traffic_goes_on(
     state = testbed(3, config(tmp_path, "established", "clean", "async"), start_instances=True)
     first = leader(state)
     assert first is not None
-    downloads = start_downloads(state, 10, tmp_path / "dl")
-    wait_established(state, 10)
+    downloads = start_downloads(state, 20, tmp_path / "dl")
+    wait_established(state, 20)
     killed = next(m for m in state.masters if m.id == first)
     t0 = time.monotonic()
     os.kill(killed.pid, signal.SIGKILL)
@@ -174,7 +174,7 @@ def test_when_the_leading_master_dies_the_other_leads_and_traffic_goes_on(
     assert leader(state) not in (None, first)
     assert took < 2.0, f"takeover took {took:.2f} s"
     intact, problems = finish(downloads, state.files[SLOW])
-    assert intact == 10, problems  # the data plane did not notice
+    assert intact == 20, problems  # the data plane did not notice
     (new_leader,) = [e for e in events(state, "leader") if e["master"] != first]
     (old,) = [e for e in events(state, "leader") if e["master"] == first]
     assert int(new_leader["epoch"]) > int(old["epoch"])  # type: ignore[call-overload]
@@ -231,8 +231,8 @@ def test_a_standby_instance_takes_the_failed_instances_buckets(testbed: Builder,
     table = steer_table()["forward"]
     assert "fw4" not in table.values()  # ready, but no traffic
     fw2_buckets = sorted(b for b, owner in table.items() if owner == "fw2")
-    downloads = start_downloads(state, 10, tmp_path / "dl")
-    wait_established(state, 10)
+    downloads = start_downloads(state, 20, tmp_path / "dl")
+    wait_established(state, 20)
     pid = state.instance("fw2").pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -242,7 +242,7 @@ def test_a_standby_instance_takes_the_failed_instances_buckets(testbed: Builder,
     assert sorted(b for b, owner in after.items() if owner == "fw4") == fw2_buckets
     assert all(after[b] == owner for b, owner in table.items() if owner != "fw2")
     intact, problems = finish(downloads, state.files[SLOW])
-    assert intact == 10, problems
+    assert intact == 20, problems
 
 
 def test_metrics_are_served_on_the_management_network_only(testbed: Builder, tmp_path: Path) -> None:

@@ -60,8 +60,8 @@ def test_scale_3_6_3_under_load(testbed: Builder, tmp_path: Path, via: str) -> N
     def load() -> None:
         result.update(loadgen(state.client_netns, state.server_addr, 10, 100_000, timeout=5.0, duration=9.0))
 
-    downloads = start_downloads(state, 10, tmp_path / "dl")
-    wait_established(state, 10)
+    downloads = start_downloads(state, 20, tmp_path / "dl")
+    wait_established(state, 20)
     worker = threading.Thread(target=load)
     worker.start()
     time.sleep(1.0)
@@ -87,7 +87,7 @@ def test_scale_3_6_3_under_load(testbed: Builder, tmp_path: Path, via: str) -> N
     assert result["failed"] == 0, result["errors"]
     assert result["completed"] > 1000
     intact, problems = finish(downloads, state.files["/slow/1M.bin"])
-    assert intact == 10, problems
+    assert intact == 20, problems
     # Leaving on purpose is not failing: no failover.
     assert master_events(state, "failover") == []
 

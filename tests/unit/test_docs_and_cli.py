@@ -81,6 +81,11 @@ def test_broken_config_is_one_line_exit_2(tmp_path: Path, text: str, needle: str
         ["testbed", "up", "--instances", "many"],
         ["bench", "core", "--flows", "5"],
         ["status", "--colour"],
+        ["instance", "pause", "fw1"],
+        ["instance", "drain"],
+        ["bench", "study", "--sizes", "6,9"],
+        ["bench", "study", "--loads", "25,x"],
+        ["bench", "failover", "--level", "most"],
     ],
 )
 def test_bad_arguments_are_one_line_exit_2(args: list[str]) -> None:
@@ -101,7 +106,7 @@ def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
 def test_help_lists_every_command() -> None:
     p = _fwcluster("--help")
     assert p.returncode == 0
-    for cmd in ("testbed", "status", "check-config", "bench", "demo"):
+    for cmd in ("testbed", "status", "scale", "instance", "check-config", "bench", "demo"):
         assert cmd in p.stdout
 
 
@@ -110,3 +115,15 @@ def test_bench_core_json_has_the_figures() -> None:
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert doc["packets_per_second"] > 0 and doc["bytes_per_flow"] >= 0  # RSS moves in pages
+
+
+def test_a_bad_api_url_is_one_line_exit_2() -> None:
+    p = _fwcluster("--api", "ftp://198.18.255.1:9301", "instance", "drain", "fw1")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "http://ADDR:PORT" in p.stderr
+
+
+def test_an_unreachable_api_is_one_line_exit_1() -> None:
+    p = _fwcluster("--api", "/nonexistent/m1.api.sock", "scale", "2")
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "cannot reach the admin API" in p.stderr

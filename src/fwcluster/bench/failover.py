@@ -10,8 +10,11 @@ Per trial (three instances, two masters, 20 rate-limited long downloads all stee
 - ``sigstop``: SIGSTOP fw1; detection is the time from the stop to the master's failover line
   (missed heartbeats), minus the reroute it reports.
 - ``takeover``: SIGKILL the leading master; the time until the other logs that it leads.
-- ``scale``: with ``--flows`` flows in the shared table, the time from ``scale`` to the first
-  packet through the new instance.
+- ``scale``: with ``--flows`` flows in the shared table, the time from a scale request to the
+  leading master (3 -> 4) until the new instance forwards: cold (the master asks the testbed's
+  agent for a new instance) and warm (a ready standby is promoted).
+- ``sigkill`` also counts the long downloads lost and the short requests that failed, and gives
+  the reroute gap to the first packet another instance forwards (``reroute_gap_ms``).
 Bounded: every trial has timeouts; the testbed is torn down at the end, whatever happened.
 """
 
@@ -225,7 +228,33 @@ def _fill_store(state: Any, flows: int) -> None:
         asyncio.run(fill())
 
 
-def trial_scale(state: Any, flows: int) -> dict[str, float]:
+def _add_standby(state: Any) -> None:
+    """Ask the testbed's provisioning agent for one more standby instance and wait until the
+    leading master lists it (it then holds the table and follows the feed)."""
+    import json
+    import socket
+
+    from fwcluster.control.client import Endpoint, call
+    from fwcluster.testbed.masters import api_sockets
+    from fwcluster.testbed.provision import AGENT_SOCKET
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(120)
+        s.connect(str(Path(state.run_dir) / AGENT_SOCKET))
+        s.sendall(json.dumps({"op": "add", "count": 1, "role": "standby"}).encode() + b"\n")
+        reply = json.loads(s.makefile().readline())
+    added = reply["added"][0]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        doc = call([Endpoint(p) for p in api_sockets(state)], "GET", "/v1/status")
+        if any(i["id"] == added and i["role"] == "standby" for i in doc["instances"]):
+            return
+        time.sleep(0.1)
+
+
+def trial_scale(state: Any, flows: int, warm: bool = False) -> dict[str, float]:
+    """Scale out by one under load and time it until the new instance forwards; ``warm``: with a
+    ready standby instance, which the master promotes instead of provisioning one."""
     from fwcluster.bench.datapath import loadgen
     from fwcluster.control.client import Endpoint, call
     from fwcluster.instance.control import query
@@ -238,9 +267,17 @@ def trial_scale(state: Any, flows: int) -> dict[str, float]:
         while not stop.is_set():
             loadgen(state.client_netns, state.server_addr, 5, 200, timeout=3.0, duration=2.0)
 
+    from fwcluster.testbed import steer_spread
+
+    # Every active instance carries its share again (the failure trials put every bucket on fw1,
+    # and the master counts as active what carries buckets): the scale is 3 -> 4.
+    active_ids = [i.id for i in state.instances if i.role == "active"]
+    steer_spread(active_ids)
+    active = len(active_ids)
+    if warm:
+        _add_standby(state)
     worker = threading.Thread(target=load, daemon=True)
     worker.start()
-    active = len([i for i in state.instances if i.role == "active"])
     t0 = time.monotonic()
     answer = call([Endpoint(p) for p in api_sockets(state)], "POST", "/v1/scale", {"active": active + 1})
     ready = time.monotonic()
@@ -260,10 +297,15 @@ def trial_scale(state: Any, flows: int) -> dict[str, float]:
     worker.join(timeout=10)
     snap = query(new.control_socket, {"cmd": "stats"}).get("store") or {}
     call([Endpoint(p) for p in api_sockets(state)], "POST", "/v1/scale", {"active": active})
+    prefix = "scale_warm_" if warm else "scale_"
     return {
-        "scale_to_traffic_ms": carrying,
-        "scale_ready_ms": (ready - t0) * 1000,
-        "snapshot_flows": float(snap.get("snapshot_flows", 0)),
+        prefix + "to_traffic_ms": carrying,
+        prefix + "ready_ms": (ready - t0) * 1000,
+        prefix + "provision_ms": float(answer.get("provision_ms", "nan")),
+        prefix + "steer_ms": float(answer.get("steer_ms", "nan")),
+        prefix + "build_ms": float(answer.get("build_ms", "nan")),
+        prefix + "join_ms": float(answer.get("join_ms", "nan")),
+        prefix + "snapshot_flows": float(snap.get("snapshot_flows", 0)),
     }
 
 
@@ -316,6 +358,7 @@ def run(trials: int, flows: int, levels: tuple[str, ...] = ("full",)) -> dict[st
                         state = _reset(state)
                         _fill_store(state, flows)
                         add(trial_scale(state, flows))
+                        add(trial_scale(require_state(), flows, warm=True))
                         progress.advance(task)
                 finally:
                     down()

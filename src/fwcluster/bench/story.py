@@ -105,7 +105,7 @@ def _wait(what: Any, timeout: float) -> Any:
 
 def run(state: Any, out_dir: Path) -> dict[str, Any]:
     """Run the story on a testbed with masters; returns the summary and writes the plot."""
-    from fwcluster.testbed import require_state, scale
+    from fwcluster.testbed import require_state
     from fwcluster.testbed.masters import read_status
     from fwcluster.testbed.scaling import active as carrying_instances
 
@@ -158,14 +158,14 @@ def run(state: Any, out_dir: Path) -> dict[str, Any]:
     tl.phase("scaled out")
     active = len(carrying_instances(require_state()))  # after the failover: the standby carries
     t = time.monotonic()
-    scale(active + 3)
+    _scale(state, active + 3)
     summary["scale_out_s"] = round(time.monotonic() - t, 2)
     tl.mark(f"scale {active} -> {active + 3}")
     time.sleep(3)
 
     tl.phase("scaled in")
     t = time.monotonic()
-    scale(active)
+    _scale(state, active)
     summary["scale_in_s"] = round(time.monotonic() - t, 2)
     tl.mark(f"scale {active + 3} -> {active}")
     time.sleep(2)
@@ -200,6 +200,14 @@ def run(state: Any, out_dir: Path) -> dict[str, Any]:
     summary["errors"] = tl.load.get("errors", {})
     summary["plot"] = str(plot(tl, out_dir / "fwcluster-demo-timeline.png"))
     return summary
+
+
+def _scale(state: Any, active: int) -> dict[str, Any]:
+    """Scale as an operator does: ask the leading master (admin API over its Unix socket)."""
+    from fwcluster.control.client import Endpoint, call
+    from fwcluster.testbed.masters import api_sockets
+
+    return call([Endpoint(p) for p in api_sockets(state)], "POST", "/v1/scale", {"active": active})
 
 
 def _per_phase(tl: Timeline) -> list[dict[str, Any]]:

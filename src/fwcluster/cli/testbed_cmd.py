@@ -132,6 +132,7 @@ def scale(args: argparse.Namespace) -> int:
     if args.api or (state is not None and state.masters):
         doc = call("POST", "/v1/scale", {"active": args.instances}, api=args.api, token=args.token)
         active, moved = list(doc.get("active", [])), dict(doc.get("moved", {}))
+        extra = {k: v for k, v in doc.items() if k not in ("active", "moved")}  # added, promoted, times
     else:
         require_root("scale")
         try:
@@ -140,8 +141,9 @@ def scale(args: argparse.Namespace) -> int:
             raise UserError(str(e), code=1) from None
         active = [i.id for i in state.instances if i.role == "active"]
         moved = {d: {str(b): i for b, i in m.items()} for d, m in moves.items()}
+        extra = {}
     took = time.monotonic() - t0
-    out = {"active": active, "seconds": round(took, 3), "moved": moved}
+    out = {"active": active, "seconds": round(took, 3), "moved": moved, **extra}
     if args.json:
         print(json.dumps(out))
         return 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -48,6 +49,7 @@ class Admin:
     def __init__(self, master: Master) -> None:
         self.m = master
         self._busy = asyncio.Lock()
+        self._refill: asyncio.Task[None] | None = None  # the standby pool being refilled
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -84,6 +86,7 @@ class Admin:
             raise AdminError(400, f"cannot scale to {wanted}: at most {MAX_INSTANCES} instances")
         async with self._busy:
             await self._must_lead()
+            self.m.reload_spec()  # the latest description (instances, standby) before deciding
             current = self.m.active()
             if wanted > len(current):
                 return await self._scale_out(current, wanted - len(current))
@@ -114,16 +117,49 @@ class Admin:
     # --- the steps ---------------------------------------------------------------------------------
 
     async def _scale_out(self, current: list[str], count: int) -> dict[str, Any]:
-        reply = await self._provision({"op": "add", "count": count})
-        added = [str(i) for i in reply.get("added", [])]
+        """Ready standby instances are promoted first: they hold the table already (snapshot at
+        start, the feed since), so they carry traffic as soon as the buckets move. What they cannot
+        cover is provisioned; then the standby pool is refilled in the background."""
+        t0 = time.monotonic()
+        owners = self.m.owners()
+        promoted = [i for i in self.m.standby if i not in self.m.failed and i not in owners][:count]
+        for i in promoted:
+            self.m.standby.remove(i)
+        reply: dict[str, Any] = {}
+        if count > len(promoted):
+            reply = await self._provision({"op": "add", "count": count - len(promoted)})
+        added = promoted + [str(i) for i in reply.get("added", [])]
+        t1 = time.monotonic()
         self.m.reload_spec(force=True)  # the agent described the new targets
-        await self.m.publish_members()  # the new ones are "ready"
-        try:
-            moved = self._rebalance(current + added)
-        finally:
+        moved = self._rebalance(current + added)
+        t2 = time.monotonic()
+        await self.m.publish_members()  # the new ones are "active"
+        # where the time went: the agent building and starting them (until each is ready), the moves
+        took = {"provision_ms": round((t1 - t0) * 1000, 1), "steer_ms": round((t2 - t1) * 1000, 1)}
+        took |= {k: float(reply[k]) for k in ("build_ms", "join_ms") if isinstance(reply.get(k), int | float)}
+        self.m.note("scaled-out", added=added, promoted=promoted, buckets=_counts(moved), **took)
+        if promoted:
+            self._refill = asyncio.create_task(self._refill_standby(len(promoted)))
+        return {
+            "active": current + added,
+            "added": added,
+            "promoted": promoted,
+            "moved": _jsonable(moved),
+            **took,
+        }
+
+    async def _refill_standby(self, count: int) -> None:
+        """Provision replacements for promoted standby instances (one operation at a time: a
+        scale or drain asked meanwhile waits for this)."""
+        async with self._busy:
+            try:
+                reply = await self._provision({"op": "add", "count": count, "role": "standby"})
+            except AdminError as e:
+                self.m.note("standby-refill-failed", error=e.message)
+                return
+            self.m.reload_spec(force=True)
             await self.m.publish_members()
-        self.m.note("scaled-out", added=added, buckets=_counts(moved))
-        return {"active": current + added, "added": added, "moved": _jsonable(moved)}
+            self.m.note("standby-refilled", added=reply.get("added", []))
 
     async def _scale_in(self, current: list[str], count: int) -> dict[str, Any]:
         leaving = current[-count:]  # the newest go first

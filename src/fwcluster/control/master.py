@@ -133,7 +133,11 @@ class Master:
             return
         try:
             self.driver.driver = load_driver(self._spec)
-            self.standby, self.provisioner = load_standby(self._spec), load_provisioner(self._spec)
+            # A standby that holds buckets (promoted, or failed over to) is active, whatever the
+            # description still says.
+            owners = self.owners()
+            self.standby = [i for i in load_standby(self._spec) if i not in owners]
+            self.provisioner = load_provisioner(self._spec)
         except SteeringError as e:
             event("spec-unreadable", master=self.id, error=str(e))
             return

@@ -8,6 +8,7 @@ built from) and writes its socket's path into the steering description. A master
 line and reads one back:
 
     {"op": "add", "count": 2}          -> {"ok": true, "added": ["fw4", "fw5"]}   (each ready)
+    {"op": "add", "count": 1, "role": "standby"}   the same, listed as standby for the masters
     {"op": "remove", "ids": ["fw5"]}   -> {"ok": true, "removed": ["fw5"]}        (no bucket left)
     anything wrong                     -> {"error": "<one line>"}
 
@@ -45,11 +46,16 @@ def handle(run: Path, request: dict[str, Any]) -> dict[str, Any]:
                 count = request.get("count")
                 if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                     return {"error": f"add: count must be a positive integer, not {count!r}"}
+                role = request.get("role", "active")
+                if role not in ("active", "standby"):
+                    return {"error": f"add: role must be active or standby, not {role!r}"}
+                scaling.active(state)  # roles up to date first (a standby a master promoted is active)
+                timings: dict[str, float] = {}
                 try:
-                    added = scaling.add_instances(state, count, Path(state.config_path))
+                    added = scaling.add_instances(state, count, Path(state.config_path), timings, role)
                 finally:
                     save_state(state)  # what was built is recorded, so `down` finds it even after a failure
-                return {"ok": True, "added": [i.id for i in added]}
+                return {"ok": True, "added": [i.id for i in added], **timings}
             if op == "remove":
                 ids = request.get("ids")
                 if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not ids:

@@ -5,6 +5,7 @@ stop)."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from fwcluster.steering.balance import rebalance
@@ -36,7 +37,13 @@ def active(state: TestbedState) -> list[InstanceState]:
     return out
 
 
-def add_instances(state: TestbedState, count: int, config_path: Path) -> list[InstanceState]:
+def add_instances(
+    state: TestbedState,
+    count: int,
+    config_path: Path,
+    timings: dict[str, float] | None = None,
+    role: str = "active",
+) -> list[InstanceState]:
     """Add ``count`` instances: namespace, links, fail-closed filter, steering target (no bucket),
     process; returns once each is ready, that is, has loaded the table (snapshot + feed)."""
     from fwcluster.config import load_config
@@ -48,7 +55,10 @@ def add_instances(state: TestbedState, count: int, config_path: Path) -> list[In
     if first + count - 1 > a.MAX_INSTANCES:
         raise TestbedError(f"at most {a.MAX_INSTANCES} instances in the testbed")
     new = [instance_record(k, run) for k in range(first, first + count)]
+    for rec in new:
+        rec.role = role  # "standby": ready, no bucket, first in line (the spec says so to masters)
     driver = driver_for(state)
+    t0 = time.monotonic()
     for rec in new:
         topology.add_instance(rec.index)
         install_guard(rec.netns, a.IF_MGMT)
@@ -56,7 +66,10 @@ def add_instances(state: TestbedState, count: int, config_path: Path) -> list[In
         driver.add_target(target(rec.index))
         state.instances.append(rec)
         rec.pid = inst_proc.spawn(rec, config_path, run, state.store_url)
+    t1 = time.monotonic()
     inst_proc.wait_ready(new)
+    if timings is not None:  # building (namespaces, links, filters, targets) vs starting + joining
+        timings.update(build_ms=round((t1 - t0) * 1000, 1), join_ms=round((time.monotonic() - t1) * 1000, 1))
     if state.masters:
         master_proc.write_steering_spec(state)
     return new
