@@ -107,12 +107,26 @@ def add_parsers(
         "--level",
         action="append",
         choices=("none", "established", "full"),
-        help="sync level to test (repeat for several; default: full)",
+        help="sync level to test (repeat for several; default: all three)",
     )
     fo.add_argument("--no-scale", action="store_true", help="skip the scale-with-many-flows trial (faster)")
     fo.add_argument("--json", action="store_true", help="print one JSON object")
     fo.set_defaults(func=bench_failover)
     _add_study(sub, positive)
+    sc = sub.add_parser(
+        "scale",
+        help="scale 3 -> 6 -> 3 under load through the leading master, per sync level: times, "
+        "buckets moved, connections lost",
+    )
+    sc.add_argument("--trials", type=positive(1, 100), default=10, help="trials per level (default 10)")
+    sc.add_argument(
+        "--level",
+        action="append",
+        choices=("none", "established", "full"),
+        help="sync level to test (repeat for several; default: all three)",
+    )
+    sc.add_argument("--json", action="store_true", help="print one JSON object")
+    sc.set_defaults(func=bench_scale)
 
 
 def _add_study(sub: Any, positive: Callable[[int, int], Callable[[str], int]]) -> None:
@@ -301,7 +315,7 @@ def bench_failover(args: argparse.Namespace) -> int:
     from fwcluster.cli.status_cmd import require_root
 
     require_root("bench failover")
-    levels = tuple(dict.fromkeys(args.level or ["full"]))
+    levels = tuple(dict.fromkeys(args.level or failover.LEVELS))
     doc = failover.run(args.trials, 0 if args.no_scale else args.flows, levels)
     if args.json:
         print(json.dumps(doc))
@@ -342,4 +356,23 @@ def bench_study(args: argparse.Namespace) -> int:
     console = Console()
     console.print(t)
     console.print(f"wrote {len(files)} files to {out}/ (report: {out / 'report.md'})")
+    return 0
+
+
+def bench_scale(args: argparse.Namespace) -> int:
+    from fwcluster.bench import scale
+    from fwcluster.cli.status_cmd import require_root
+
+    require_root("bench scale")
+    doc = scale.run(args.trials, tuple(dict.fromkeys(args.level or scale.LEVELS)))
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    for level, res in doc["levels"].items():
+        t = Table(title=f"fwcluster bench scale 3 -> 6 -> 3 ({args.trials} trials; {level}/clean/async)")
+        for col in ("figure", "median", "p90", "min", "max", "trials"):
+            t.add_column(col, justify="left" if col == "figure" else "right")
+        for name, f in res["figures"].items():
+            t.add_row(name, str(f["median"]), str(f["p90"]), str(f["min"]), str(f["max"]), str(f["n"]))
+        Console().print(t)
     return 0

@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=status_cmd.check_config)
 
     bench_cmd.add_parsers(
-        sub.add_parser("bench", help="benchmarks (core, datapath, store, sync)"), _Parser, _positive
+        sub.add_parser("bench", help="benchmarks (core, datapath, store, sync, failover, scale, study)"),
+        _Parser,
+        _positive,
     )
 
     demo = sub.add_parser(
