@@ -103,12 +103,7 @@ def add_parsers(
         default=100_000,
         help="flows in the table when scaling (default 100000)",
     )
-    fo.add_argument(
-        "--level",
-        action="append",
-        choices=("none", "established", "full"),
-        help="sync level to test (repeat for several; default: all three)",
-    )
+    _add_level(fo)
     fo.add_argument("--no-scale", action="store_true", help="skip the scale-with-many-flows trial (faster)")
     fo.add_argument("--json", action="store_true", help="print one JSON object")
     fo.set_defaults(func=bench_failover)
@@ -119,14 +114,29 @@ def add_parsers(
         "buckets moved, connections lost",
     )
     sc.add_argument("--trials", type=positive(1, 100), default=10, help="trials per level (default 10)")
-    sc.add_argument(
+    _add_level(sc)
+    sc.add_argument("--json", action="store_true", help="print one JSON object")
+    sc.set_defaults(func=bench_scale)
+
+
+def _add_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--level",
         action="append",
         choices=("none", "established", "full"),
         help="sync level to test (repeat for several; default: all three)",
     )
-    sc.add_argument("--json", action="store_true", help="print one JSON object")
-    sc.set_defaults(func=bench_scale)
+
+
+def _level_tables(doc: dict[str, Any], title: Callable[[str], str]) -> None:
+    """One table per sync level of the figures' distributions over the trials."""
+    for level, res in doc["levels"].items():
+        t = Table(title=title(level))
+        for col in ("figure", "median", "p90", "min", "max", "trials"):
+            t.add_column(col, justify="left" if col == "figure" else "right")
+        for name, f in res["figures"].items():
+            t.add_row(name, str(f["median"]), str(f["p90"]), str(f["min"]), str(f["max"]), str(f["n"]))
+        Console().print(t)
 
 
 def _add_study(sub: Any, positive: Callable[[int, int], Callable[[str], int]]) -> None:
@@ -320,14 +330,8 @@ def bench_failover(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc))
         return 0
-    for level, res in doc["levels"].items():
-        setup = f"3 instances, 2 masters, {level}/clean/async"
-        t = Table(title=f"fwcluster bench failover ({args.trials} trials; {setup})")
-        for col in ("figure", "median", "p90", "min", "max", "trials"):
-            t.add_column(col, justify="left" if col == "figure" else "right")
-        for name, f in res["figures"].items():
-            t.add_row(name, str(f["median"]), str(f["p90"]), str(f["min"]), str(f["max"]), str(f["n"]))
-        Console().print(t)
+    setup = "3 instances, 2 masters, {}/clean/async"
+    _level_tables(doc, lambda lv: f"fwcluster bench failover ({args.trials} trials; {setup.format(lv)})")
     return 0
 
 
@@ -368,11 +372,5 @@ def bench_scale(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc))
         return 0
-    for level, res in doc["levels"].items():
-        t = Table(title=f"fwcluster bench scale 3 -> 6 -> 3 ({args.trials} trials; {level}/clean/async)")
-        for col in ("figure", "median", "p90", "min", "max", "trials"):
-            t.add_column(col, justify="left" if col == "figure" else "right")
-        for name, f in res["figures"].items():
-            t.add_row(name, str(f["median"]), str(f["p90"]), str(f["min"]), str(f["max"]), str(f["n"]))
-        Console().print(t)
+    _level_tables(doc, lambda lv: f"bench scale 3 -> 6 -> 3 ({args.trials} trials; {lv}/clean/async)")
     return 0
