@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from downloads import finish, start_downloads, wait_established
@@ -16,7 +14,7 @@ from netns_helpers import Builder, curl, url
 from test_shared_state import all_on, config
 
 from fwcluster.bench.capture import LiveCapture, first_of, flows, longest_silence
-from fwcluster.bench.datapath import loadgen
+from fwcluster.bench.datapath import SteadyLoad
 from fwcluster.steering.fencing import EpochGate, FencedDriver, StaleEpochError
 from fwcluster.steering.spec import load_driver
 from fwcluster.testbed import TestbedState, steer_table
@@ -54,30 +52,6 @@ STREAM, STREAM_RATE = "/files/1M.bin", "200K"  # steady streams of about 5 s eac
 STEADY_TIMEOUT = 3.0
 
 
-class SteadyLoad:
-    """Short downloads, 8 at a time, in a thread; remembers when each failure happened."""
-
-    def __init__(self, state: TestbedState, seconds: float) -> None:
-        self.result: dict[str, Any] = {}
-        self.t0 = time.time()
-        self._thread = threading.Thread(
-            target=lambda: self.result.update(
-                loadgen(state.client_netns, state.server_addr, 8, 1_000_000, timeout=STEADY_TIMEOUT,
-                        duration=seconds, timeline=True)
-            )
-        )  # fmt: skip
-        self._thread.start()
-
-    def join(self) -> dict[str, Any]:
-        self._thread.join(timeout=60)
-        return self.result
-
-    def started_after(self, t: float) -> list[float]:
-        """Failed requests that started after ``t`` (unix time). The loader started a little after
-        ``t0``, so this errs towards fewer."""
-        return [f for f in self.result["failed_s"] if self.t0 + f - STEADY_TIMEOUT > t]
-
-
 @pytest.mark.parametrize("level", ["established", "full"])
 def test_sigkill_of_an_instance_is_failed_over_by_the_master(
     testbed: Builder, tmp_path: Path, level: str, record_property: Callable[[str, object], None]
@@ -88,7 +62,7 @@ def test_sigkill_of_an_instance_is_failed_over_by_the_master(
     before = steer_table()
     downloads = start_downloads(state, 20, tmp_path / "dl", STREAM, rate=STREAM_RATE)
     wait_established(state, 20)
-    steady = SteadyLoad(state, 6.0)
+    steady = SteadyLoad(state, 8, 6.0, STEADY_TIMEOUT)
     # What each instance forwards, and the data the client receives, as it happens.
     out = {i.id: LiveCapture(i.netns, "tcp port 80", "out") for i in state.instances}
     client = LiveCapture(state.client_netns, "tcp src port 80 and greater 200")
@@ -135,7 +109,7 @@ def test_a_hung_instance_is_detected_by_missed_heartbeats(
     all_on(state, "fw2")
     downloads = start_downloads(state, 20, tmp_path / "dl", STREAM, rate=STREAM_RATE)
     wait_established(state, 20)
-    steady = SteadyLoad(state, 6.0)
+    steady = SteadyLoad(state, 8, 6.0, STEADY_TIMEOUT)
     time.sleep(1.0)
     pid = state.instance("fw2").pid
     assert pid is not None

@@ -9,6 +9,8 @@ import json
 import statistics
 import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
 from rich.progress import Progress
@@ -42,6 +44,33 @@ def loadgen(
         raise RuntimeError(f"load generator failed: {p.stderr.strip().splitlines()[-1:]}")
     result: dict[str, Any] = json.loads(p.stdout)
     return result
+
+
+class SteadyLoad:
+    """Short downloads, ``concurrency`` at a time, in a thread for ``seconds`` (the background
+    load of the failure and scaling trials); remembers when each failure happened."""
+
+    def __init__(self, state: Any, concurrency: int, seconds: float, timeout: float = 3.0) -> None:
+        self.result: dict[str, Any] = {}
+        self.t0 = time.time()
+        self.timeout = timeout
+        self._thread = threading.Thread(
+            target=lambda: self.result.update(
+                loadgen(state.client_netns, state.server_addr, concurrency, 1_000_000, timeout=timeout,
+                        duration=seconds, timeline=True)
+            ),
+            daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+
+    def join(self) -> dict[str, Any]:
+        self._thread.join(timeout=60)
+        return self.result
+
+    def started_after(self, t: float) -> list[float]:
+        """Failed requests that started after ``t`` (unix time). The loader started a little after
+        ``t0``, so this errs towards fewer."""
+        return [f for f in self.result["failed_s"] if self.t0 + f - self.timeout > t]
 
 
 def run(config_path: str | None, concurrency: int, count: int, rounds: int) -> dict[str, Any]:

@@ -34,7 +34,8 @@ from typing import Any
 from rich.progress import Progress
 
 from fwcluster.bench.capture import LiveCapture, first_of, flows, longest_silence
-from fwcluster.testbed.masters import master_events
+from fwcluster.bench.datapath import SteadyLoad
+from fwcluster.testbed.masters import admin_call, master_events
 
 DOWNLOADS = 20
 # A steady stream: the client reads at a fixed rate, so each download keeps sending small
@@ -76,26 +77,6 @@ def _downloads(client_netns: str, server: str, tmp: Path) -> list[subprocess.Pop
     return procs
 
 
-class _Steady:
-    """Short downloads, 5 at a time, in a thread, for ``seconds``: how many failed."""
-
-    def __init__(self, state: Any, seconds: float) -> None:
-        from fwcluster.bench.datapath import loadgen
-
-        self.failed = 0
-
-        def work() -> None:
-            r = loadgen(state.client_netns, state.server_addr, 5, 1_000_000, timeout=3.0, duration=seconds)
-            self.failed = int(r["failed"])
-
-        self._thread = threading.Thread(target=work, daemon=True)
-        self._thread.start()
-
-    def join(self) -> int:
-        self._thread.join(timeout=60)
-        return self.failed
-
-
 def _wait_event(state: Any, kind: str, after: float, timeout: float = 5.0) -> dict[str, Any] | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -125,7 +106,7 @@ def _reset(state: Any) -> Any:
 def trial_sigkill(state: Any, tmp: Path) -> dict[str, float]:
     state = _reset(state)
     procs = _downloads(state.client_netns, state.server_addr, tmp)
-    steady = _Steady(state, 5.0)
+    steady = SteadyLoad(state, 5, 5.0)
     time.sleep(1.0)
     out = {i.id: LiveCapture(i.netns, "tcp port 80", "out") for i in state.instances}
     client = LiveCapture(state.client_netns, "tcp src port 80 and greater 200")
@@ -137,7 +118,7 @@ def trial_sigkill(state: Any, tmp: Path) -> dict[str, float]:
     seen = {k: c.stop() for k, c in out.items()}
     data = client.stop()
     lost = sum(1 for p in procs if p.wait(timeout=40) != 0)
-    steady_failed = steady.join()
+    steady_failed = int(steady.join()["failed"])
     dead = flows(seen["fw1"], t_kill)
     firsts = [t for k, s in seen.items() if k != "fw1" and (t := first_of(s, dead, t_kill)) is not None]
     return {
@@ -231,22 +212,12 @@ def _fill_store(state: Any, flows: int) -> None:
 def _add_standby(state: Any) -> None:
     """Ask the testbed's provisioning agent for one more standby instance and wait until the
     leading master lists it (it then holds the table and follows the feed)."""
-    import json
-    import socket
+    from fwcluster.testbed.provision import ask
 
-    from fwcluster.control.client import Endpoint, call
-    from fwcluster.testbed.masters import api_sockets
-    from fwcluster.testbed.provision import AGENT_SOCKET
-
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(120)
-        s.connect(str(Path(state.run_dir) / AGENT_SOCKET))
-        s.sendall(json.dumps({"op": "add", "count": 1, "role": "standby"}).encode() + b"\n")
-        reply = json.loads(s.makefile().readline())
-    added = reply["added"][0]
+    added = ask(Path(state.run_dir), {"op": "add", "count": 1, "role": "standby"})["added"][0]
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        doc = call([Endpoint(p) for p in api_sockets(state)], "GET", "/v1/status")
+        doc = admin_call(state, "GET", "/v1/status")
         if any(i["id"] == added and i["role"] == "standby" for i in doc["instances"]):
             return
         time.sleep(0.1)
@@ -256,10 +227,8 @@ def trial_scale(state: Any, flows: int, warm: bool = False) -> dict[str, float]:
     """Scale out by one under load and time it until the new instance forwards; ``warm``: with a
     ready standby instance, which the master promotes instead of provisioning one."""
     from fwcluster.bench.datapath import loadgen
-    from fwcluster.control.client import Endpoint, call
     from fwcluster.instance.control import query
     from fwcluster.testbed import require_state
-    from fwcluster.testbed.masters import api_sockets
 
     stop = threading.Event()
 
@@ -279,7 +248,7 @@ def trial_scale(state: Any, flows: int, warm: bool = False) -> dict[str, float]:
     worker = threading.Thread(target=load, daemon=True)
     worker.start()
     t0 = time.monotonic()
-    answer = call([Endpoint(p) for p in api_sockets(state)], "POST", "/v1/scale", {"active": active + 1})
+    answer = admin_call(state, "POST", "/v1/scale", {"active": active + 1})
     ready = time.monotonic()
     state = require_state()
     new = state.instance(answer["added"][0])
@@ -296,7 +265,7 @@ def trial_scale(state: Any, flows: int, warm: bool = False) -> dict[str, float]:
     stop.set()
     worker.join(timeout=10)
     snap = query(new.control_socket, {"cmd": "stats"}).get("store") or {}
-    call([Endpoint(p) for p in api_sockets(state)], "POST", "/v1/scale", {"active": active})
+    admin_call(state, "POST", "/v1/scale", {"active": active})
     prefix = "scale_warm_" if warm else "scale_"
     return {
         prefix + "to_traffic_ms": carrying,

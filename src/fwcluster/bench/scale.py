@@ -18,32 +18,27 @@ from typing import Any
 
 from rich.progress import Progress
 
-from fwcluster.bench.failover import _config, _downloads, _Steady, _summary
+from fwcluster.bench.datapath import SteadyLoad
+from fwcluster.bench.failover import _config, _downloads, _summary
+from fwcluster.testbed.masters import admin_call
 
 TRIALS = 10
 LEVELS = ("none", "established", "full")
 
 
-def _scale(state: Any, active: int) -> dict[str, Any]:
-    from fwcluster.control.client import Endpoint, call
-    from fwcluster.testbed.masters import api_sockets
-
-    return call([Endpoint(p) for p in api_sockets(state)], "POST", "/v1/scale", {"active": active})
-
-
 def trial(state: Any, tmp: Path) -> dict[str, float]:
     procs = _downloads(state.client_netns, state.server_addr, tmp)
-    steady = _Steady(state, 6.0)
+    steady = SteadyLoad(state, 5, 6.0)
     time.sleep(1.0)
     t0 = time.monotonic()
-    out = _scale(state, 6)
+    out = admin_call(state, "POST", "/v1/scale", {"active": 6})
     t1 = time.monotonic()
     time.sleep(1.0)
     t2 = time.monotonic()
-    back = _scale(state, 3)
+    back = admin_call(state, "POST", "/v1/scale", {"active": 3})
     t3 = time.monotonic()
     lost = sum(1 for p in procs if p.wait(timeout=60) != 0)
-    failed = steady.join()
+    failed = int(steady.join()["failed"])
     return {
         "scale_out_ms": (t1 - t0) * 1000,
         "scale_in_ms": (t3 - t2) * 1000,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fwcluster.bench.datapath import loadgen
-from fwcluster.testbed.masters import master_events
+from fwcluster.testbed.masters import admin_call, master_events
 
 SLICE = 0.5  # seconds per point of the timeline
 STORY_SECONDS = 22.0  # how long the steady load runs (the phases fit inside)
@@ -158,14 +158,14 @@ def run(state: Any, out_dir: Path) -> dict[str, Any]:
     tl.phase("scaled out")
     active = len(carrying_instances(require_state()))  # after the failover: the standby carries
     t = time.monotonic()
-    _scale(state, active + 3)
+    admin_call(state, "POST", "/v1/scale", {"active": active + 3})  # as an operator: via the leader
     summary["scale_out_s"] = round(time.monotonic() - t, 2)
     tl.mark(f"scale {active} -> {active + 3}")
     time.sleep(3)
 
     tl.phase("scaled in")
     t = time.monotonic()
-    _scale(state, active)
+    admin_call(state, "POST", "/v1/scale", {"active": active})
     summary["scale_in_s"] = round(time.monotonic() - t, 2)
     tl.mark(f"scale {active + 3} -> {active}")
     time.sleep(2)
@@ -200,14 +200,6 @@ def run(state: Any, out_dir: Path) -> dict[str, Any]:
     summary["errors"] = tl.load.get("errors", {})
     summary["plot"] = str(plot(tl, out_dir / "fwcluster-demo-timeline.png"))
     return summary
-
-
-def _scale(state: Any, active: int) -> dict[str, Any]:
-    """Scale as an operator does: ask the leading master (admin API over its Unix socket)."""
-    from fwcluster.control.client import Endpoint, call
-    from fwcluster.testbed.masters import api_sockets
-
-    return call([Endpoint(p) for p in api_sockets(state)], "POST", "/v1/scale", {"active": active})
 
 
 def _per_phase(tl: Timeline) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ from fwcluster.bench.study_report import (
     summarize_study,
     write_outputs,
 )
-from fwcluster.bench.sync import SETTINGS, _flush_store, config_text
+from fwcluster.bench.sync import SETTINGS, config_text, flush_store
 
 SIZE_SETTINGS = (("none", "dirty", "async"), ("established", "dirty", "async"), ("full", "clean", "sync"))
 LOADS = (25, 100)
@@ -197,5 +197,5 @@ def _apply(state: Any, setup: Setup, configs: dict[str, Path], set_mode: Any, re
     if setup.name in (DIRECT, KERNEL):
         return set_mode(setup.name)
     set_mode("fwcluster")
-    _flush_store(state)
+    flush_store(state)
     return reconfigure(configs[setup.name])

@@ -42,7 +42,7 @@ def config_text(level: str, access: str, confirm: str) -> str:
     )
 
 
-def _flush_store(state: Any) -> None:
+def flush_store(state: Any) -> None:
     """Empty the testbed's store between setups, so every setup starts from the same table."""
     from fwcluster.testbed import store_client_argv
 
@@ -82,7 +82,7 @@ def run(
                             set_mode("kernel")
                         else:
                             set_mode("fwcluster")
-                            _flush_store(state)
+                            flush_store(state)
                             state = reconfigure(configs[setup])
                         for load in loads:
                             loadgen(state.client_netns, state.server_addr, load, WARMUP)

@@ -10,18 +10,15 @@ from pathlib import Path
 
 from fwcluster.config import ConfigError, load_config
 from fwcluster.control.master import Master
-from fwcluster.instance.metrics import ListenAddr, MetricsServer, parse_listen
+from fwcluster.instance.metrics import ListenAddr, MetricsServer, listen_option
 from fwcluster.steering.base import SteeringError
 
 
 def _api_options(api: str | None, token_file: Path | None) -> tuple[ListenAddr | None, str | None]:
     """The admin API's network address and token; ValueError with a one-line message when wrong."""
-    if api is None:
+    addr = listen_option("--api", api)
+    if addr is None:
         return None, None
-    try:
-        addr = parse_listen(api)
-    except ValueError as e:
-        raise ValueError(f"--api: {e}") from None
     if token_file is None:
         raise ValueError("--api needs --api-token-file (no network API without a token)")
     try:
@@ -54,16 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         api_addr, token = _api_options(args.api, args.api_token_file)
+        metrics_addr = listen_option("--metrics", args.metrics)
     except ValueError as e:
         print(f"fwcluster master: {e}", file=sys.stderr)
         return 2
-    metrics_addr: ListenAddr | None = None
-    if args.metrics is not None:
-        try:
-            metrics_addr = parse_listen(args.metrics)
-        except ValueError as e:
-            print(f"fwcluster master: --metrics: {e}", file=sys.stderr)
-            return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = load_config(args.config)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from fwcluster.config import ConfigError, load_config
-from fwcluster.instance.metrics import ListenAddr, parse_listen
+from fwcluster.instance.metrics import listen_option
 from fwcluster.instance.process import Instance
 from fwcluster.statetable.factory import StoreConfigError
 
@@ -33,13 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         help="serve Prometheus /metrics on ADDR:PORT ([ADDR6]:PORT for IPv6; default: off)",
     )
     args = ap.parse_args(argv)
-    metrics_addr: ListenAddr | None = None
-    if args.metrics is not None:
-        try:
-            metrics_addr = parse_listen(args.metrics)
-        except ValueError as e:
-            print(f"fwcluster instance: --metrics: {e}", file=sys.stderr)
-            return 2
+    try:
+        metrics_addr = listen_option("--metrics", args.metrics)
+    except ValueError as e:
+        print(f"fwcluster instance: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = load_config(args.config)

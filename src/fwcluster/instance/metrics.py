@@ -91,6 +91,17 @@ def parse_listen(text: str) -> ListenAddr:
     return ListenAddr(str(ip), int(port_text))
 
 
+def listen_option(flag: str, text: str | None) -> ListenAddr | None:
+    """The address an ``ADDR:PORT`` command-line option gives (None when it is not given);
+    ValueError with a one-line message that names the option."""
+    if text is None:
+        return None
+    try:
+        return parse_listen(text)
+    except ValueError as e:
+        raise ValueError(f"{flag}: {e}") from None
+
+
 class MetricsServer:
     """``/metrics`` of ``registry`` over HTTP, served by a daemon thread.
 

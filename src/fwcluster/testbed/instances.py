@@ -8,16 +8,14 @@ answers. ``--store-url`` is given when the testbed has a store URL (its own redi
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from fwcluster.steering.netns import netns_argv
 from fwcluster.testbed.errors import TestbedError
-from fwcluster.testbed.processes import alive
+from fwcluster.testbed.processes import alive, spawn_detached
 from fwcluster.testbed.state import InstanceState
 
 READY_TIMEOUT = 10.0
@@ -51,18 +49,8 @@ def spawn(inst: InstanceState, config_path: Path, run_dir: Path, store_url: str 
     if store_url:
         command = [*command, "--store-url", store_url]
     argv = netns_argv(inst.netns, command)
-    with open(inst.log, "ab") as log:
-        # `ip netns exec` execs the command, so the pid is the instance's own.
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=os.environ.copy(),
-        )
-    return proc.pid
+    # `ip netns exec` execs the command, so the pid is the instance's own.
+    return spawn_detached(argv, inst.log).pid
 
 
 def _ready(path: Path) -> bool:

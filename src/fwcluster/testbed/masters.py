@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from fwcluster.steering.spec import dump_spec
 from fwcluster.testbed import addressing as a
 from fwcluster.testbed.balancers import balancers, target
 from fwcluster.testbed.errors import TestbedError
-from fwcluster.testbed.processes import alive
+from fwcluster.testbed.processes import alive, spawn_detached
 from fwcluster.testbed.provision import AGENT_SOCKET
 from fwcluster.testbed.state import MasterState, TestbedState
 
@@ -40,6 +39,15 @@ def api_sockets(state: TestbedState) -> list[str]:
     """The masters' admin API sockets, the one that says it leads first."""
     ordered = sorted(state.masters, key=lambda m: not (read_status(m) or {}).get("leader"))
     return [str(Path(state.run_dir) / f"{m.id}.api.sock") for m in ordered]
+
+
+def admin_call(
+    state: TestbedState, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Ask the testbed's leading master (admin API over the Unix sockets, leader first)."""
+    from fwcluster.control.client import Endpoint, call
+
+    return call([Endpoint(p) for p in api_sockets(state)], method, path, body)
 
 
 def api_url(master_id: str) -> str:
@@ -73,16 +81,7 @@ def spawn(master_id: str, state: TestbedState) -> MasterState:
     api_token(run)
     command += ["--api", f"{a.mgmt_bridge_addr().ip4}:{MASTER_API_PORT + k}"]
     command += ["--api-token-file", str(run / TOKEN_FILE)]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            netns_argv(a.MGMT_NETNS, command),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=os.environ.copy(),
-        )
+    proc = spawn_detached(netns_argv(a.MGMT_NETNS, command), log)
     return MasterState(id=master_id, pid=proc.pid, log=str(log), status=str(status))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -42,6 +43,21 @@ def alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
     return running(pid)
+
+
+def spawn_detached(argv: list[str], log: str | Path) -> subprocess.Popen[bytes]:
+    """Start a daemon of the testbed: own session, no stdin, stdout and stderr appended to ``log``,
+    no inherited descriptors, our environment."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=os.environ.copy(),
+        )
 
 
 def all_pids() -> list[int]:

@@ -18,6 +18,8 @@ itself is ``python -m fwcluster.testbed.agent``; this module is what it and the 
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 import time
@@ -25,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from fwcluster.testbed.errors import TestbedError
+from fwcluster.testbed.processes import spawn_detached
 from fwcluster.testbed.state import TestbedState
 
 AGENT_SOCKET = "provision.sock"
-MAX_REQUEST = 4096
 START_TIMEOUT = 10.0
 
 
@@ -72,18 +74,27 @@ def handle(run: Path, request: dict[str, Any]) -> dict[str, Any]:
         return {"error": f"{op}: {e}"}
 
 
+def ask(run: Path, request: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
+    """Send one request to the testbed's agent and return its answer (a blocking client; masters
+    use their own asyncio one). Raises TestbedError when the agent refuses or cannot be reached."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(timeout)
+            s.connect(str(run / AGENT_SOCKET))
+            s.sendall(json.dumps(request).encode() + b"\n")
+            reply: dict[str, Any] = json.loads(s.makefile().readline())
+    except (OSError, ValueError) as e:
+        raise TestbedError(f"provisioning agent: {e}") from None
+    if "error" in reply:
+        raise TestbedError(f"provisioning agent: {reply['error']}")
+    return reply
+
+
 def spawn(state: TestbedState) -> int:
     """Start the agent for a testbed; returns its pid once its socket accepts connections."""
     run = Path(state.run_dir)
-    with open(run / "provision.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fwcluster.testbed.agent", "--run-dir", str(run)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
+    argv = [sys.executable, "-m", "fwcluster.testbed.agent", "--run-dir", str(run)]
+    proc = spawn_detached(argv, run / "provision.log")
     deadline = time.monotonic() + START_TIMEOUT
     while not (run / AGENT_SOCKET).exists():
         if proc.poll() is not None or time.monotonic() > deadline:

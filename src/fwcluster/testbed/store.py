@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -18,7 +17,7 @@ from urllib.parse import quote
 from fwcluster.steering.netns import CommandError, netns_argv, run_in
 from fwcluster.testbed import addressing as a
 from fwcluster.testbed.errors import TestbedError
-from fwcluster.testbed.processes import alive, terminate
+from fwcluster.testbed.processes import alive, spawn_detached, terminate
 
 REDIS_PORT = 6379
 REDIS_DB = 0
@@ -106,27 +105,19 @@ def start(run_dir: Path, conf: Path, timeout: float = START_TIMEOUT) -> int:
     """Start redis-server in fwc-mgmt with ``conf``; wait until it answers PING; return its pid."""
     password = password_of(conf)
     (run_dir / PID_FILE).unlink(missing_ok=True)
-    with open(run_dir / LOG_FILE, "ab") as log:
-        # `ip netns exec` execs redis-server, so the pid is redis's own.
-        proc = subprocess.Popen(
-            netns_argv(a.MGMT_NETNS, ["redis-server", str(conf)]),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
+    # `ip netns exec` execs redis-server, so the pid is redis's own.
+    proc = spawn_detached(netns_argv(a.MGMT_NETNS, ["redis-server", str(conf)]), run_dir / LOG_FILE)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise TestbedError(
-                f"redis-server exited during start-up (status {proc.returncode}); see {log.name}"
+                f"redis-server exited during start-up (status {proc.returncode}); see {run_dir / LOG_FILE}"
             )
         if ping(password):
             return proc.pid
         time.sleep(0.02)
     terminate([proc.pid])
-    raise TestbedError(f"redis-server did not answer PING within {timeout:g} s; see {log.name}")
+    raise TestbedError(f"redis-server did not answer PING within {timeout:g} s; see {run_dir / LOG_FILE}")
 
 
 def stop(pid: int | None) -> None:
