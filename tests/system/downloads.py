@@ -41,7 +41,7 @@ def start_downloads(
     return downloads
 
 
-def wait_established(state: TestbedState, count: int, timeout: float = 5.0) -> None:
+def wait_established(state: TestbedState, count: int, timeout: float = 15.0) -> None:
     """Wait until ``count`` connections to the server port are established in the client."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
