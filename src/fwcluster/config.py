@@ -81,6 +81,14 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DatapathConfig:
+    # Once a flow is ESTABLISHED (UDP/ICMP: REPLIED) and that change is committed, mark it in the
+    # kernel's conntrack so that the rest of it is forwarded without a trip to user space (SYN,
+    # FIN and RST still come up). false: every packet is inspected in user space.
+    fast_path: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     sync: SyncSettings = field(default_factory=SyncSettings)
     ruleset: RuleSet = field(default_factory=RuleSet)
@@ -88,6 +96,7 @@ class Config:
     steering: SteeringConfig = field(default_factory=SteeringConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    datapath: DatapathConfig = field(default_factory=DatapathConfig)
     source: str = "<defaults>"
 
 
@@ -109,7 +118,7 @@ dst = ["198.18.0.0/15", "2001:2::/48"]
 dport = 80
 """
 
-_TOP = ("sync", "policy", "rules", "conntrack", "steering", "store", "cluster")
+_TOP = ("sync", "policy", "rules", "conntrack", "steering", "store", "cluster", "datapath")
 _RULE_FIELDS = ("action", "proto", "src", "dst", "sport", "dport", "comment")
 
 
@@ -143,6 +152,7 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
             steering=_steering(_table(data, "steering")),
             store=_store(_table(data, "store")),
             cluster=_cluster(_table(data, "cluster")),
+            datapath=_datapath(_table(data, "datapath")),
             source=source,
         )
     except ConfigError as e:
@@ -300,6 +310,14 @@ def _steering(t: dict[str, Any]) -> SteeringConfig:
         kind=_choice(t, "steering", "kind", SteeringKind, SteeringKind.SYMMETRIC),
         buckets=_positive_int(t, "steering", "buckets", 64, 1, 4096),
     )
+
+
+def _datapath(t: dict[str, Any]) -> DatapathConfig:
+    _only(t, ("fast_path",), "datapath")
+    fast = t.get("fast_path", True)
+    if not isinstance(fast, bool):
+        raise ConfigError(f"datapath.fast_path must be true or false, not {fast!r}")
+    return DatapathConfig(fast_path=fast)
 
 
 def _store(t: dict[str, Any]) -> StoreConfig:

@@ -12,8 +12,7 @@ import pytest
 
 from fwcluster.bench.store import TCP_WALK, TTL_MS, flow_key, redact, tcp_changes
 from fwcluster.cli.main import main
-from fwcluster.core.states import FlowState
-from fwcluster.statetable.record import RANK
+from fwcluster.core.states import RANK, FlowState
 
 pytestmark = pytest.mark.timeout(120)
 

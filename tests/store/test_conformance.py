@@ -175,6 +175,32 @@ def test_clean_reopen_keeps_a_higher_version(store: Store, run: Run) -> None:
     run(body())
 
 
+def test_clean_writes_compare_versions_across_the_wrap(store: Store, run: Run) -> None:
+    """Versions live in 12 bits and wrap: 0 follows 4095, and a flow keeps replicating past
+    4,096 changes (serial-number arithmetic, core/flowtable.version_newer)."""
+
+    async def body() -> None:
+        await store.write([(rec(KEY, S.ESTABLISHED, 4094), LONG_TTL)], clean=True)
+        for v in (4095, 0, 1, 2):
+            new = rec(KEY, S.ESTABLISHED, v)
+            assert await store.write([(new, LONG_TTL)], clean=True) == [WriteResult(True, new)]
+        stale = rec(KEY, S.ESTABLISHED, 4000)  # behind by 98: refused, the store keeps version 2
+        result = await store.write([(stale, LONG_TTL)], clean=True)
+        assert [r.applied for r in result] == [False]
+        assert await store.get([KEY]) == [rec(KEY, S.ESTABLISHED, 2)]
+
+    run(body())
+
+
+def test_clean_reopen_wraps_the_version(store: Store, run: Run) -> None:
+    async def body() -> None:
+        await store.write([(rec(KEY, S.TIME_WAIT, 4095), LONG_TTL)], clean=True)
+        result = await store.write([(rec(KEY, S.SYN_SENT, 3000), LONG_TTL)], clean=True)  # behind: renumbered
+        assert result == [WriteResult(True, rec(KEY, S.SYN_SENT, 0))]
+
+    run(body())
+
+
 # ---------------------------------------------------------------------------------- removal, TTL
 @pytest.mark.parametrize("clean", [False, True], ids=["dirty", "clean"])
 def test_removed_deletes_the_flow(store: Store, run: Run, clean: bool) -> None:

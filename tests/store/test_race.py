@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 import pytest
 
 from fwcluster.bench.store import flow_key
-from fwcluster.core.states import FlowState
-from fwcluster.statetable.record import RANK, FlowRecord
+from fwcluster.core.states import RANK, FlowState
+from fwcluster.statetable.record import FlowRecord
 from fwcluster.statetable.redis_store import RedisStore
 
 from .helpers import LONG_TTL, S

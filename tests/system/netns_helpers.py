@@ -17,6 +17,26 @@ CURL_TIMEOUT = 2.0  # seconds; a blocked connection fails after this long
 # The ``testbed`` fixture: builds a testbed with up()'s arguments.
 Builder = Callable[..., TestbedState]
 
+# The study's policy: web traffic to the benchmark ranges, nothing else opens a connection.
+WEB_RULES = """\
+[policy]
+default = "drop"
+
+[[rules]]
+action = "accept"
+proto = "tcp"
+dst = ["198.18.0.0/15", "2001:2::/48"]
+dport = 80
+"""
+
+
+def tcp_counter(netns: str, name: str) -> int:
+    """A ``Tcp:`` counter of /proc/net/snmp in ``netns`` (IPv4 and IPv6 share them), e.g.
+    ``OutSegs`` (segments sent) or ``RetransSegs`` (segments sent again)."""
+    lines = netns_exec(netns, ["cat", "/proc/net/snmp"], check=True).stdout.splitlines()
+    tcp = [line.split() for line in lines if line.startswith("Tcp:")]
+    return int(tcp[1][tcp[0].index(name)])
+
 
 @dataclass
 class Curl:

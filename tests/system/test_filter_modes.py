@@ -87,11 +87,15 @@ def test_kernel_mode_rejects_with_a_reset(bed: TestbedState) -> None:
 def test_switching_modes_replaces_the_previous_rules(bed: TestbedState) -> None:
     fw = bed.instances[0].netns
     set_mode(FilterMode.FWCLUSTER)
-    assert _tables(fw) == ["inet fwc_guard", "ip filter", "ip raw", "ip6 filter", "ip6 raw"]
+    assert _tables(fw) == [
+        "inet fwc_guard", "ip filter", "ip mangle", "ip raw", "ip6 filter", "ip6 mangle", "ip6 raw",
+    ]  # fmt: skip
     set_mode(FilterMode.KERNEL)
     assert _tables(fw) == ["inet fwc_filter", "inet fwc_guard"]
     set_mode(FilterMode.FWCLUSTER)
-    assert _tables(fw) == ["inet fwc_guard", "ip filter", "ip raw", "ip6 filter", "ip6 raw"]
+    assert _tables(fw) == [
+        "inet fwc_guard", "ip filter", "ip mangle", "ip raw", "ip6 filter", "ip6 mangle", "ip6 raw",
+    ]  # fmt: skip
     set_mode(FilterMode.DIRECT)
     assert _tables(fw) == ["inet fwc_guard"]
     assert curl(bed.client_netns, url(bed, 4)).body == b"x"

@@ -48,7 +48,10 @@ def leader(state: TestbedState) -> str | None:
     return None
 
 
-STREAM, STREAM_RATE = "/files/1M.bin", "200K"  # steady streams of about 5 s each
+# Streams of about 4 s each, paced by the server (nginx limit_rate): a client-side curl
+# --limit-rate does not hold a connection open once the kernel fast path forwards at full
+# speed (the client's socket buffers take the whole file, and the server closes at once).
+STREAM, STREAM_RATE = SLOW, None
 STEADY_TIMEOUT = 3.0
 
 

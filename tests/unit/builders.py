@@ -86,13 +86,16 @@ def echo(*, v6: bool = False, reply: bool = False, ident: int = 0x1234, seq: int
 _ICMP6_ERRORS = {1: ICMPv6DestUnreach, 2: ICMPv6PacketTooBig, 3: ICMPv6TimeExceeded, 4: ICMPv6ParamProblem}
 
 
-def icmp_error(quoted: bytes, *, icmp_type: int, code: int = 0, v6: bool = False) -> bytes:
-    """A router's ICMP error about ``quoted`` (a client packet), sent back to the client."""
+def icmp_error(
+    quoted: bytes, *, icmp_type: int, code: int = 0, v6: bool = False, to: str | None = None
+) -> bytes:
+    """A router's ICMP error about ``quoted``, sent back to the quoted packet's source (``to``
+    overrides the destination: a misdirected error)."""
     if v6:
         cls = _ICMP6_ERRORS[icmp_type]
-        head: Packet = IPv6(src=ROUTER6, dst=CLIENT6) / cls(code=code)
+        head: Packet = IPv6(src=ROUTER6, dst=to or IPv6(quoted).src) / cls(code=code)
     else:
-        head = IP(src=ROUTER4, dst=CLIENT4) / ICMP(type=icmp_type, code=code)
+        head = IP(src=ROUTER4, dst=to or IP(quoted).src) / ICMP(type=icmp_type, code=code)
     return bytes(head / Raw(quoted))
 
 

@@ -198,16 +198,21 @@ def test_store_metrics_follow_the_shared_table(tmp_path: Path) -> None:
         await inst.table.start()
         try:
             t = 1000.0
-            for buf in (tcp(SYN), tcp(SYN | ACK, reply=True, ack=1001), tcp(ACK, seq=1001, ack=1)):
-                d = inst.firewall.decide(buf, t)
-                assert d.event is not None
-                inst.table.publish(d.event)
+            for pid, buf in enumerate(
+                (tcp(SYN), tcp(SYN | ACK, reply=True, ack=1001), tcp(ACK, seq=1001, ack=1))
+            ):
+                inst.engine.packet(pid, buf, t)
+                # async: accepted at once (the ACK with the fast-path mark), the write queued
+                assert inst.engine.accepts + inst.engine.marks == [pid]
+                inst.engine.accepts.clear()
+                inst.engine.marks.clear()
+                inst.table.submit()
                 t += 0.001
             for _ in range(200):
                 if inst.table.counters.writes == 3:
                     break
                 await asyncio.sleep(0.005)
-            inst.table.counters.lookup_rate_limited = 4  # as may_lookup would count them
+            inst.engine.gate.rate_limited = 4  # as the engine's look-up gate would count them
             return scrape(registry)
         finally:
             await inst.table.stop()

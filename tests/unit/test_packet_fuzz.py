@@ -259,6 +259,7 @@ def test_valid_packets(buf: bytes) -> None:
     assert not isinstance(p, Reason) or p in (
         Reason.FRAGMENT,  # non-first fragments were drawn
         Reason.BAD_OPTIONS,  # an end-of-list IPv4 option followed by record route
+        Reason.ICMP_MISDIRECTED,  # an ICMP error not sent back to its quote's source
         Reason.BAD_L4_HEADER,  # an ICMP error whose quote was drawn too short or quoting a fragment
         Reason.TRUNCATED,
     ), p

@@ -12,7 +12,22 @@ from fwcluster.core.rules import PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP
 from fwcluster.core.states import FlowState
 from fwcluster.core.timeouts import Timeouts
 
-from .builders import ACK, SYN, T0, check, drive, echo, firewall, icmp_error, ip, key_of, tcp, udp
+from .builders import (
+    ACK,
+    SERVER4,
+    SERVER6,
+    SYN,
+    T0,
+    check,
+    drive,
+    echo,
+    firewall,
+    icmp_error,
+    ip,
+    key_of,
+    tcp,
+    udp,
+)
 
 V = pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
 UNREPLIED, REPLIED = FlowState.UNREPLIED, FlowState.REPLIED
@@ -156,6 +171,21 @@ def test_icmp_error_quoting_a_tracked_flow_is_related(v6: bool, icmp_type: int, 
         assert (d.verdict, d.reason, d.event) == (Verdict.ACCEPT, Reason.RELATED, None)
         assert d.before == d.after == FlowState.ESTABLISHED
     assert fw.state_of(key, T0 + 1) == FlowState.ESTABLISHED  # the error changes nothing
+
+
+@pytest.mark.parametrize(("v6", "icmp_type", "code"), ERRORS, ids=ERROR_IDS)
+def test_icmp_error_not_sent_back_to_the_quoted_source_is_dropped(
+    v6: bool, icmp_type: int, code: int
+) -> None:
+    """As in the kernel (nf_conntrack_inet_error): an error about a packet goes back to that
+    packet's source. One quoting a tracked flow but sent elsewhere (to the other endpoint, or to
+    an unrelated address) is misdirected, whatever its outer source."""
+    fw = firewall()
+    drive(fw, FlowState.ESTABLISHED, v6=v6)
+    quoted = tcp(ACK, v6=v6, data=b"x" * 40)  # from the client
+    for to in (SERVER6, "2001:db8:2::7") if v6 else (SERVER4, "203.0.113.77"):
+        d = check(fw.decide(icmp_error(quoted, icmp_type=icmp_type, code=code, v6=v6, to=to), T0 + 1))
+        assert (d.verdict, d.reason) == (Verdict.DROP, Reason.ICMP_MISDIRECTED)
 
 
 @pytest.mark.parametrize(("v6", "icmp_type", "code"), ERRORS, ids=ERROR_IDS)

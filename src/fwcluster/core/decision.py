@@ -26,6 +26,11 @@ class Reason(IntEnum):
     RULE_DROP = 10
     RULE_REJECT = 11
     TABLE_FULL = 12  # would open a flow, but the flow table is at its bound
+    # refused for want of the shared store (the engine gives these; the core never does)
+    OUTAGE = 13  # would open a flow while the store is unreachable (outage = "refuse")
+    STORE_TIMEOUT = 14  # held for a write the store did not confirm in time
+    STORE_FAILED = 15  # held for a write the store refused or failed (after the retries)
+    LOOKUP_TIMEOUT = 16  # held for a look-up the store did not answer in time: never decided
     # invalid: malformed packets
     TRUNCATED = 20
     BAD_VERSION = 21
@@ -40,6 +45,7 @@ class Reason(IntEnum):
     INVALID_TRANSITION = 31  # the TCP table says sIV for this state
     NO_FLOW = 32  # cannot open a connection and belongs to none (SYN-ACK, bare ACK, echo reply, ...)
     UNTRACKED_ICMP = 33  # ICMP type that neither opens a flow nor quotes one
+    ICMP_MISDIRECTED = 34  # ICMP error not travelling back to the quoted packet's source
 
 
 ACCEPT_REASONS = frozenset({Reason.TRACKED, Reason.RULE_ACCEPT, Reason.RELATED, Reason.IGNORED})

@@ -3,9 +3,18 @@
 One call parses the packet, finds its flow in the local table, steps the protocol's state
 machine, consults the rules for packets that would open a flow, and returns the verdict with
 the state before and after and, when the state changed, the :class:`StateChange` to publish.
+
+Transactions. A change to a state in :attr:`Firewall.deferred` is decided but not written:
+the caller (the engine) commits it with :meth:`Firewall.commit` once the packet's verdict is
+final (the store confirmed it), or forgets it, and the flow stays exactly as it was. Every other
+change is written at once. Records learned from elsewhere come in through :meth:`merge` and
+:meth:`load`, which never move a flow backwards; the packed encoding stays in this package.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from fwcluster.core.decision import Decision, Reason, StateChange, Verdict
 from fwcluster.core.flowtable import (
@@ -16,6 +25,9 @@ from fwcluster.core.flowtable import (
     VERSION_MASK,
     FlowTable,
     bump,
+    next_version,
+    pack,
+    version_newer,
 )
 from fwcluster.core.packet import (
     ICMP6_ECHO_REPLY,
@@ -27,7 +39,7 @@ from fwcluster.core.packet import (
 )
 from fwcluster.core.reject import build_reject
 from fwcluster.core.rules import PROTO_TCP, PROTO_UDP, Action, RuleSet
-from fwcluster.core.states import FlowState
+from fwcluster.core.states import RANK, REOPENABLE, FlowState
 from fwcluster.core.tcp import BAD_FLAGS_RESULT, FLAG_MASK, IG, SS, TCP_NEXT, TW
 from fwcluster.core.timeouts import Timeouts
 
@@ -55,6 +67,25 @@ _BAD_FLAGS = _INVALID[Reason.BAD_TCP_FLAGS]
 _RULE_DROP = _INVALID[Reason.RULE_DROP]
 
 
+class FlowFacts(Protocol):
+    """What a record from elsewhere (the shared store) tells about a flow."""
+
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def state(self) -> FlowState: ...
+    @property
+    def orig_is_lo(self) -> bool: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def proto(self) -> int: ...
+
+
+class Flow(tuple[bytes, FlowState, bool, int, int]):
+    """(key, state, orig_is_lo, version, proto) of a live flow, as :meth:`Firewall.flows` yields."""
+
+
 class Firewall:
     """Rules plus connection tracking for one instance."""
 
@@ -79,6 +110,15 @@ class Firewall:
         self._tcp_timeout_ms = tuple(ms)
         self._udp_ms = (int(t.udp * 1000), int(t.udp_stream * 1000))  # unreplied, replied
         self._icmp_ms = int(t.icmp * 1000)
+        self._defer = [False] * 16
+        self.deferred: frozenset[FlowState] = frozenset()
+
+    def set_deferred(self, states: Iterable[FlowState]) -> None:
+        """Changes to these states are decided but left for :meth:`commit` (see the module doc)."""
+        self.deferred = frozenset(states)
+        self._defer = [
+            FlowState(i) in self.deferred if i in FlowState._value2member_map_ else False for i in range(16)
+        ]
 
     # ------------------------------------------------------------------ per packet
     def decide(self, buf: bytes, now: float) -> Decision:
@@ -130,7 +170,8 @@ class Firewall:
             st = _S[state]
             return _new(Decision, (_ACCEPT, Reason.TRACKED, st, st, None, None))
         low = bump(v)
-        self.table.flows[key] = expiry | low | nxt
+        if not self._defer[nxt]:
+            self.table.flows[key] = expiry | low | nxt
         before, after = _S[state], _S[nxt]
         ev = _new(StateChange, (key, PROTO_TCP, before, after, orig_is_lo, now, low >> 8))
         return _new(Decision, (_ACCEPT, Reason.TRACKED, before, after, ev, None))
@@ -171,7 +212,8 @@ class Firewall:
             st = _S[state]
             return _new(Decision, (_ACCEPT, Reason.TRACKED, st, st, None, None))
         low = bump(v)
-        self.table.flows[key] = expiry | low | nxt
+        if not self._defer[nxt]:
+            self.table.flows[key] = expiry | low | nxt
         ev = _new(StateChange, (key, p.proto, _UNREPLIED, _REPLIED, orig_is_lo, now, low >> 8))
         return _new(Decision, (_ACCEPT, Reason.TRACKED, _UNREPLIED, _REPLIED, ev, None))
 
@@ -202,15 +244,92 @@ class Firewall:
                 return _TABLE_FULL  # tracked flows are never evicted to make room for new ones
         # A reopened connection keeps counting versions, so the store sees it move forward.
         old = flows.get(key)
-        version = (((old & VERSION_MASK) >> 8) + 1) & 0xFFF if old is not None and before != _NONE else 1
-        flows[key] = (
-            ((now_ms + timeout_ms) << EXPIRY_SHIFT)
-            | (version << 8)
-            | (ORIG_IS_LO if p.from_lo else 0)
-            | state
-        )
+        version = next_version((old & VERSION_MASK) >> 8) if old is not None and before != _NONE else 1
+        if not self._defer[state]:
+            flows[key] = (
+                ((now_ms + timeout_ms) << EXPIRY_SHIFT)
+                | (version << 8)
+                | (ORIG_IS_LO if p.from_lo else 0)
+                | state
+            )
         ev = _new(StateChange, (key, p.proto, before, state, p.from_lo, now, version))
         return _new(Decision, (_ACCEPT, Reason.RULE_ACCEPT, before, state, ev, None))
+
+    # ------------------------------------------------------------------ transactions
+    def commit(self, ev: StateChange, now: float) -> bool:
+        """Write a deferred change: the flow must still be where the change found it (or already
+        where it leads). False, and nothing written, when the flow has moved on meanwhile (a
+        newer record arrived, or it expired): the newer knowledge wins."""
+        flows = self.table.flows
+        now_ms = int(now * 1000)
+        key = ev.key
+        v = flows.get(key)
+        if v is not None and (v >> EXPIRY_SHIFT) <= now_ms:
+            v = None
+        after = ev.after
+        if v is None:
+            if ev.before != _NONE:
+                return False
+        else:
+            state = v & STATE_MASK
+            version = (v & VERSION_MASK) >> 8
+            if state == after and version == ev.version:
+                return True  # a retransmission's change committed first: the same change
+            if ev.before == _NONE or state != ev.before or next_version(version) != ev.version:
+                return False
+        flows[key] = pack(after, ev.orig_is_lo, now_ms + self.timeout_ms(after, ev.proto), ev.version)
+        return True
+
+    def merge(self, rec: FlowFacts, now: float) -> bool:
+        """Bring a record from elsewhere into the table if it is newer than what the table holds.
+
+        Newer means a newer version (serial-number arithmetic: versions wrap) at the same or a
+        higher rank, or a new SYN that reopens a closed connection; a record never moves a flow
+        backwards. Returns whether the table changed."""
+        flows = self.table.flows
+        now_ms = int(now * 1000)
+        key = rec.key
+        state = rec.state
+        v = flows.get(key)
+        if v is not None and (v >> EXPIRY_SHIFT) > now_ms:
+            cur = _S[v & STATE_MASK]
+            version = (v & VERSION_MASK) >> 8
+            if rec.version == version and state == cur:
+                return False
+            reopen = state == FlowState.SYN_SENT and cur in REOPENABLE
+            if not reopen and (version_newer(version, rec.version) or RANK[state] < RANK[cur]):
+                return False
+        if state == FlowState.REMOVED:
+            return flows.pop(key, None) is not None
+        flows[key] = pack(state, rec.orig_is_lo, now_ms + self.timeout_ms(state, rec.proto), rec.version)
+        return True
+
+    def load(self, records: Iterable[FlowFacts], now: float) -> int:
+        """A joining instance's snapshot: one pass into an empty table, merges otherwise."""
+        flows = self.table.flows
+        if flows:
+            return sum(self.merge(rec, now) for rec in records)
+        now_ms = int(now * 1000)
+        timeout = self.timeout_ms
+        n = 0
+        for rec in records:
+            if rec.state != FlowState.REMOVED:
+                flows[rec.key] = pack(
+                    rec.state, rec.orig_is_lo, now_ms + timeout(rec.state, rec.proto), rec.version
+                )
+                n += 1
+        return n
+
+    def flows(self, now: float) -> Iterator[Flow]:
+        """The live flows, for a resynchronisation with the store (a snapshot of the keys)."""
+        now_ms = int(now * 1000)
+        flows = self.table.flows
+        for key, v in list(flows.items()):
+            if (v >> EXPIRY_SHIFT) > now_ms:
+                yield Flow((key, _S[v & STATE_MASK], bool(v & ORIG_IS_LO), (v & VERSION_MASK) >> 8, key[0]))
+
+    def __len__(self) -> int:
+        return len(self.table.flows)
 
     # ------------------------------------------------------------------ housekeeping
     def expire(self, now: float, budget: int) -> list[StateChange]:

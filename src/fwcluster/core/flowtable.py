@@ -5,7 +5,9 @@ One flow costs a dict slot, its key (bytes, 13 bytes for IPv4, 37 for IPv6) and 
     value = expiry_ms << 20 | version << 8 | flags << 4 | state
 
 ``version`` counts the flow's state changes (12 bits, wrapping): the shared state table compares
-it to refuse stale writes. ``flags`` holds ORIG_IS_LO (which endpoint of the key opened the flow).
+it to refuse stale writes. Versions wrap, so they are compared with serial-number arithmetic
+(RFC 1982, :func:`version_newer`), here, in the memory store and in the store's Lua script
+alike. ``flags`` holds ORIG_IS_LO (which endpoint of the key opened the flow).
 ``expiry_ms`` is on the caller's clock (the datapath passes a monotonic clock, which keeps the
 integer small: a flow costs one 32-byte int).
 
@@ -27,6 +29,8 @@ STATE_MASK = 0x0F
 ORIG_IS_LO = 0x10
 VERSION_ONE = 0x100
 VERSION_MASK = 0xFFF00
+VERSION_MOD = 0x1000  # versions live in 12 bits and wrap
+VERSION_HALF = 0x800  # serial-number arithmetic: "newer" means ahead by less than half the space
 LOW_MASK = 0xFFFFF  # everything below the expiry
 EXPIRY_SHIFT = 20
 
@@ -48,6 +52,18 @@ def unpack(value: int) -> tuple[FlowState, bool, int, int]:
         (value & VERSION_MASK) >> 8,
         value >> EXPIRY_SHIFT,
     )
+
+
+def version_newer(a: int, b: int) -> bool:
+    """Is version ``a`` newer than ``b``? Serial-number arithmetic (RFC 1982) over 12 bits: ``a``
+    is newer when it is ahead of ``b`` by 1 .. 2047 steps, so 0 is newer than 4095 and a flow
+    with thousands of state changes keeps replicating. (Equal versions are not newer.)"""
+    return 0 < ((a - b) % VERSION_MOD) < VERSION_HALF
+
+
+def next_version(v: int) -> int:
+    """The version after ``v``, wrapping in 12 bits."""
+    return (v + 1) % VERSION_MOD
 
 
 def bump(value: int) -> int:
@@ -100,7 +116,7 @@ class FlowTable:
                 del flows[key]
                 count += 1
                 state = FlowState(v & STATE_MASK)
-                version = ((v & VERSION_MASK) >> 8) + 1
+                version = next_version((v & VERSION_MASK) >> 8)
                 removed.append(
                     StateChange(key, key[0], state, FlowState.REMOVED, bool(v & ORIG_IS_LO), now, version)
                 )

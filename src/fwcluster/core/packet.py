@@ -187,6 +187,10 @@ def _l4(
             )
             if isinstance(inner, Reason):
                 return Reason.BAD_L4_HEADER if inner != Reason.TRUNCATED else Reason.TRUNCATED
+            if inner.src != dst:
+                # An error goes back to the source of the packet it quotes (the kernel's
+                # nf_conntrack_inet_error checks the same): anything else is misdirected.
+                return Reason.ICMP_MISDIRECTED
             related = inner.key
         elif not outer:
             return Reason.UNKNOWN_PROTOCOL  # an error quoting an error is not tracked

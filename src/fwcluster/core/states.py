@@ -25,3 +25,25 @@ class FlowState(IntEnum):
 
 
 TCP_STATES = tuple(FlowState(i) for i in range(10))
+
+
+S = FlowState
+# How far along its life a flow is. The shared table never moves a flow to a lower rank (no
+# ESTABLISHED overwritten by SYN_RECV), except that a new SYN reopens a closed connection. The
+# engine applies this rule to records it learns; the store applies it to clean writes.
+RANK: dict[FlowState, int] = {
+    S.NONE: 0,
+    S.SYN_SENT: 1,
+    S.SYN_SENT2: 1,
+    S.UNREPLIED: 1,
+    S.SYN_RECV: 2,
+    S.ESTABLISHED: 3,
+    S.REPLIED: 3,
+    S.FIN_WAIT: 4,
+    S.CLOSE_WAIT: 4,
+    S.LAST_ACK: 5,
+    S.TIME_WAIT: 6,
+    S.CLOSE: 7,
+    S.REMOVED: 8,
+}
+REOPENABLE = frozenset({S.TIME_WAIT, S.CLOSE})

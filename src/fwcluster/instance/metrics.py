@@ -1,6 +1,6 @@
 """Prometheus metrics of an instance, served over HTTP at ``/metrics``.
 
-Nothing here runs per packet. The datapath keeps its plain counters (``datapath/counters.py``,
+Nothing here runs per packet. The datapath keeps its plain counters (``engine/counters.py``,
 ``statetable/shared.py``); on each scrape a collector takes one snapshot of them
 (``Instance.stats()``) and renders it. The snapshot is taken on the instance's event loop (the
 thread that mutates the counters), so a scrape sees a consistent picture; if the loop does not

@@ -1,6 +1,10 @@
 """The instance process: join the shared table, bind the queue, serve the control socket, expire
 flows, stop cleanly. One asyncio loop carries it all: the queue's socket, the control socket,
-the store's connections and the timers."""
+the store's connections and the timers.
+
+The engine (``engine/``) decides; this module only wires its events and commands: packets from
+the driver, store outcomes from the shared table, the clock from a timer; after each event the
+verdicts go to the driver and the store commands to the shared table (:meth:`Instance._pump`)."""
 
 from __future__ import annotations
 
@@ -14,19 +18,23 @@ from typing import Any
 
 from fwcluster.config import Config, HeldVerdict, OutagePolicy
 from fwcluster.core.firewall import Firewall
-from fwcluster.datapath.counters import Counters
-from fwcluster.datapath.nfqueue import NfqueueDatapath
+from fwcluster.datapath.fastpath import fast_path_flows
+from fwcluster.datapath.nfqueue import NfqueueDriver
 from fwcluster.datapath.replies import ReplySender
+from fwcluster.engine.counters import Counters
+from fwcluster.engine.engine import Engine, EnginePolicy
 from fwcluster.instance.control import ControlServer
 from fwcluster.instance.heartbeat import Heartbeat
 from fwcluster.instance.metrics import InstanceMetrics, ListenAddr
 from fwcluster.statetable.factory import make_store
-from fwcluster.statetable.shared import SharedTable
+from fwcluster.statetable.settings import Confirm
+from fwcluster.statetable.shared import PUBLISHED, SharedTable
 
 log = logging.getLogger("fwcluster.instance")
 
 SWEEP_INTERVAL = 0.1  # seconds between expiry steps
 SWEEP_PASS = 10.0  # a full pass over the table takes at most about this long
+FAST_COUNT_INTERVAL = 2.0  # seconds between counts of the kernel's fast-path flows (status only)
 
 
 class Instance:
@@ -46,14 +54,28 @@ class Instance:
         self.started = time.time()
         self.counters = Counters()
         self.firewall = Firewall(config.ruleset, config.conntrack.timeouts, config.conntrack.max_flows)
-        self.table = SharedTable(
-            instance_id,
+        store = make_store(config, store_url)
+        st = config.store
+        self.engine = Engine(
             self.firewall,
-            config.sync,
-            make_store(config, store_url),
-            replicas=config.store.replicas,
-            lookup_rate=config.store.lookup_rate,
+            EnginePolicy(
+                publish=PUBLISHED[config.sync.level] if store is not None else frozenset(),
+                confirm=config.sync.confirm == Confirm.SYNC,
+                hold_timeout=st.timeout_ms / 1000,
+                accept_on_timeout=st.on_timeout == HeldVerdict.ACCEPT,
+                refuse_new_in_outage=st.outage == OutagePolicy.REFUSE,
+                lookup_rate=st.lookup_rate,
+                fast_path=config.datapath.fast_path,
+            ),
+            self.counters,
+            time.monotonic(),
         )
+        self.table = SharedTable(instance_id, self.engine, config.sync, store, replicas=st.replicas)
+        self.table.on_engine_output = self._pump_soon
+        self._pump_scheduled = False
+        self._ticker: asyncio.TimerHandle | None = None
+        self._tick_interval = max(0.001, st.timeout_ms / 5000)
+        self._fast_flows: int | None = 0
         self.expired = 0
         cluster = config.cluster
         self.heartbeat = (
@@ -61,7 +83,7 @@ class Instance:
             if store_url
             else None
         )
-        self.datapath: NfqueueDatapath | None = None
+        self.datapath: NfqueueDriver | None = None
         self.control: ControlServer | None = None
         self._stop = asyncio.Event()
         # metrics: /metrics on metrics_addr while running (instance/metrics.py); None: off
@@ -85,7 +107,15 @@ class Instance:
             "flows": len(self.firewall.table),
             "max_flows": self.firewall.table.max_flows,
             "expired": self.expired,
-            "held_now": self.datapath.held if self.datapath else 0,
+            "held_now": len(self.engine.held),
+            "user_space_packets": self.datapath.packets if self.datapath else 0,
+            "queue_overruns": self.datapath.overruns if self.datapath else 0,
+            "verdict_errors": self.datapath.verdict_errors if self.datapath else 0,
+            "fast_path": {
+                "enabled": self.config.datapath.fast_path,
+                "marked": self.datapath.marked if self.datapath else 0,
+                "flows": self._fast_flows,  # conntrack entries with the mark (refreshed every 2 s)
+            },
             "sync": self.config.sync.as_dict(),
             "store": self.table.stats() if self.table.enabled else None,
             "heartbeats": self.heartbeat.sent if self.heartbeat else None,
@@ -105,22 +135,15 @@ class Instance:
         if self.heartbeat is not None:
             await asyncio.to_thread(self.heartbeat.announce_joining)
         await self.table.start()
-        store = self.config.store
-        self.datapath = NfqueueDatapath(
-            self.queue,
-            self.firewall,
-            self.counters,
-            ReplySender(),
-            self.table,
-            hold_timeout=store.timeout_ms / 1000,
-            accept_on_timeout=store.on_timeout == HeldVerdict.ACCEPT,
-            refuse_new_in_outage=store.outage == OutagePolicy.REFUSE,
-        )
+        self.datapath = NfqueueDriver(self.queue, self.engine, ReplySender())
         loop.add_reader(self.datapath.fileno(), self._process)
         # The control socket appears last: its existence means "ready".
         self.control = ControlServer(self.run_dir / f"{self.id}.sock", self._on_request)
         loop.add_reader(self.control.fileno(), self.control.handle)
         sweeper = asyncio.create_task(self._sweeper())
+        fast_counter = (
+            asyncio.create_task(self._count_fast_flows()) if self.config.datapath.fast_path else None
+        )
         if self.heartbeat is not None:
             self.heartbeat.start()
         log.info(
@@ -134,6 +157,8 @@ class Instance:
             await self._stop.wait()
         finally:
             sweeper.cancel()
+            if fast_counter is not None:
+                fast_counter.cancel()
             if self.heartbeat is not None:
                 await self.heartbeat.stop()
             loop.remove_reader(self.control.fileno())
@@ -148,13 +173,45 @@ class Instance:
     def _process(self) -> None:
         assert self.datapath is not None
         try:
-            self.datapath.process()
+            self.datapath.read(time.monotonic())
         except Exception as e:  # the queue socket itself failed (ENOBUFS is counted, not raised)
             self.counters.errors += 1
             log.warning("instance %s: queue read failed: %s", self.id, e)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Carry out what the engine decided: verdicts to the kernel, store work to the table."""
+        self._pump_scheduled = False
+        if self.datapath is not None:
+            try:
+                self.datapath.flush()
+            except OSError as e:
+                self.counters.errors += 1
+                log.warning("instance %s: verdicts not sent (retried): %s", self.id, e)
+        self.table.submit()
+        if self.engine.held and self._ticker is None:
+            self._ticker = asyncio.get_running_loop().call_later(self._tick_interval, self._tick)
+
+    def _pump_soon(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _tick(self) -> None:
+        """Held packets past their deadline get their verdict."""
+        self._ticker = None
+        self.engine.tick(time.monotonic())
+        self._pump()
+
+    async def _count_fast_flows(self) -> None:
+        """Ask the kernel how many flows it forwards on the fast path (off the event loop: a
+        conntrack dump of many flows takes a while)."""
+        while True:
+            self._fast_flows = await asyncio.to_thread(fast_path_flows)
+            await asyncio.sleep(FAST_COUNT_INTERVAL)
 
     async def _sweeper(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             budget = max(1024, int(len(self.firewall.table) * SWEEP_INTERVAL / SWEEP_PASS))
-            self.expired += len(self.firewall.expire(time.monotonic(), budget))
+            self.expired += self.engine.expire(time.monotonic(), budget)

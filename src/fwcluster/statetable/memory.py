@@ -8,7 +8,7 @@ import contextlib
 import time
 
 from fwcluster.core.states import FlowState
-from fwcluster.statetable.record import FlowRecord, clean_allows
+from fwcluster.statetable.record import FlowRecord, clean_allows, reopened_version
 from fwcluster.statetable.store import Store, WriteResult
 
 FEED_MAX = 100_000
@@ -40,8 +40,10 @@ class MemoryStore(Store):
             if clean and not clean_allows(cur, rec):
                 out.append(WriteResult(False, cur))
                 continue
-            if clean and cur is not None and rec.state == FlowState.SYN_SENT and rec.version <= cur.version:
-                rec = FlowRecord(rec.key, rec.state, rec.orig_is_lo, cur.version + 1, rec.proto, rec.writer)
+            if clean and cur is not None and rec.state == FlowState.SYN_SENT:
+                version = reopened_version(cur, rec)
+                if version != rec.version:
+                    rec = FlowRecord(rec.key, rec.state, rec.orig_is_lo, version, rec.proto, rec.writer)
             if rec.state == FlowState.REMOVED:
                 self._flows.pop(rec.key, None)
             else:

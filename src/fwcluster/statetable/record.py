@@ -9,28 +9,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from fwcluster.core.decision import StateChange
-from fwcluster.core.states import FlowState
+from fwcluster.core.flowtable import VERSION_MOD, version_newer
+from fwcluster.core.states import RANK, REOPENABLE, FlowState
 
 S = FlowState
 
-# How far along its life a flow is. A clean write never moves a flow to a lower rank (no
-# ESTABLISHED overwritten by SYN_RECV), except that a new SYN reopens a closed connection.
-RANK: dict[FlowState, int] = {
-    S.NONE: 0,
-    S.SYN_SENT: 1,
-    S.SYN_SENT2: 1,
-    S.UNREPLIED: 1,
-    S.SYN_RECV: 2,
-    S.ESTABLISHED: 3,
-    S.REPLIED: 3,
-    S.FIN_WAIT: 4,
-    S.CLOSE_WAIT: 4,
-    S.LAST_ACK: 5,
-    S.TIME_WAIT: 6,
-    S.CLOSE: 7,
-    S.REMOVED: 8,
-}
-REOPENABLE = frozenset({S.TIME_WAIT, S.CLOSE})
 _STATE = {str(int(s)).encode(): s for s in FlowState}  # b"3" -> ESTABLISHED, without Enum's slow call
 _new = tuple.__new__
 
@@ -63,11 +46,20 @@ def clean_allows(current: FlowRecord | None, new: FlowRecord) -> bool:
 
     - a flow nobody stored yet: yes;
     - a new SYN on a connection that is closed in the store (TIME_WAIT, CLOSE): yes, a reopen;
-    - otherwise only a newer version that does not move the flow backwards.
+    - otherwise only a newer version (serial-number arithmetic, the versions wrap) that does not
+      move the flow backwards.
     The Redis backend runs the same rule server-side (statetable/redis_store.py, CLEAN_WRITE).
     """
     if current is None:
         return True
     if new.state == S.SYN_SENT and current.state in REOPENABLE:
         return True
-    return new.version > current.version and RANK[new.state] >= RANK[current.state]
+    return version_newer(new.version, current.version) and RANK[new.state] >= RANK[current.state]
+
+
+def reopened_version(current: FlowRecord, new: FlowRecord) -> int:
+    """The version a reopen is stored with: its own when that is newer, else one past the store's
+    (wrapping), so that the flow keeps moving forward for every follower."""
+    if version_newer(new.version, current.version):
+        return new.version
+    return (current.version + 1) % VERSION_MOD

@@ -20,8 +20,9 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from fwcluster.core.states import FlowState
-from fwcluster.statetable.record import RANK, FlowRecord
+from fwcluster.core.flowtable import VERSION_HALF, VERSION_MOD
+from fwcluster.core.states import RANK, FlowState
+from fwcluster.statetable.record import FlowRecord
 from fwcluster.statetable.resp import Arg, RespConnection, RespError
 from fwcluster.statetable.store import ReplicaLagError, Store, StoreError, WriteResult
 
@@ -48,13 +49,18 @@ if cur then
   if state == {int(FlowState.SYN_SENT)} and (cs == {int(FlowState.TIME_WAIT)}
       or cs == {int(FlowState.CLOSE)}) then
     -- a reopen: the flow starts a new life, its version keeps counting up
-    if version <= cv then
-      version = cv + 1
+    -- (versions wrap in 12 bits: serial-number arithmetic, as core/flowtable.version_newer)
+    local ahead = (version - cv) % {VERSION_MOD}
+    if not (ahead > 0 and ahead < {VERSION_HALF}) then
+      version = (cv + 1) % {VERSION_MOD}
       value = string.gsub(value, '^(%d+:%d+:)%d+', '%1' .. version, 1)
       renumbered = true
     end
-  elseif not (version > cv and RANK[state] >= RANK[cs]) then
-    return {{0, cur}}
+  else
+    local ahead = (version - cv) % {VERSION_MOD}
+    if not (ahead > 0 and ahead < {VERSION_HALF} and RANK[state] >= RANK[cs]) then
+      return {{0, cur}}
+    end
   end
 end
 if state == {_REMOVED} then

@@ -1,16 +1,16 @@
-"""The instance's side of the shared state table: the local replica (the core's flow table) kept
-in step with the store, following the three knobs.
+"""The instance's side of the shared state table: carries out the engine's store commands and
+brings the store's records back to it, following the three knobs.
 
-- level: which state changes are published (``wants``);
+- level: which state changes the engine publishes (``PUBLISHED``, given to the engine's policy);
 - access: dirty (blind write) or clean (conditional write by version and rank);
-- confirm: async (``publish``: queued, written in pipelined batches by one background task) or
-  sync (``publish_confirmed``: a future the datapath holds the packet on).
+- confirm: async (writes nobody waits for) or sync (the engine holds the packet on the write's
+  ticket until :meth:`Engine.write_done` tells it the outcome).
 
-Background tasks: the writer (batches), the feed follower (applies other instances' changes to
-the replica) and the health watch (notices an outage, reconnects, resynchronizes). On a local miss
-the datapath asks ``lookup`` before it calls a packet invalid; look-ups are rate-bounded and
-negatively cached. Nothing here raises into the datapath: store trouble becomes counters and
-verdicts.
+Background tasks: the writer (pipelined batches), the feed follower (other instances' changes,
+handed to the engine, which merges them into the replica) and the health watch (notices an
+outage, reconnects, resynchronizes). Look-ups the engine asks for run as tasks of their own.
+The flow table itself is the engine's: nothing here reads or writes it but through the engine.
+Nothing here raises into the datapath: store trouble becomes counters and outcomes.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fwcluster.core.decision import StateChange
-from fwcluster.core.firewall import Firewall
-from fwcluster.core.flowtable import STATE_MASK, VERSION_MASK
 from fwcluster.core.states import FlowState
-from fwcluster.statetable.record import RANK, REOPENABLE, FlowRecord
+from fwcluster.engine.engine import NO_TICKET, Engine, Outcome
+from fwcluster.statetable.record import FlowRecord
 from fwcluster.statetable.settings import Access, Confirm, SyncLevel, SyncSettings
 from fwcluster.statetable.store import ReplicaLagError, Store, StoreError
 
@@ -48,8 +47,6 @@ MAX_PENDING = 100_000  # queued async writes beyond this are dropped (and counte
 FEED_BLOCK_MS = 1000
 FEED_COUNT = 1000
 FEED_INTERVAL = 0.01  # seconds between feed reads: batches the feed, bounds replica staleness
-NEGATIVE_TTL = 0.5  # seconds a "not in the store" answer is trusted
-NEGATIVE_MAX = 10_000
 HEALTH_INTERVAL = 0.5
 
 
@@ -68,11 +65,7 @@ class TableCounters:
     snapshot_flows: int = 0
     feed_applied: int = 0
     feed_ignored: int = 0
-    lookups: int = 0
-    lookup_hits: int = 0
-    lookup_misses: int = 0
-    lookup_negative_cached: int = 0
-    lookup_rate_limited: int = 0
+    lookup_errors: int = 0
     write_us: list[float] = field(default_factory=list)  # recent batch latencies (for metrics)
 
 
@@ -80,16 +73,15 @@ class SharedTable:
     def __init__(
         self,
         instance_id: str,
-        firewall: Firewall,
+        engine: Engine,
         settings: SyncSettings,
         store: Store | None,
         *,
         replicas: int = 0,
-        lookup_rate: int = 2000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = instance_id
-        self.firewall = firewall
+        self.engine = engine
         self.settings = settings
         self.store = store
         self.replicas = replicas
@@ -99,17 +91,16 @@ class SharedTable:
         self.clean = settings.access == Access.CLEAN
         self.store_up = store is not None
         self._clock = clock
-        self._pending: list[tuple[FlowRecord, int, asyncio.Future[bool] | None]] = []
+        self._pending: list[tuple[FlowRecord, int, int]] = []  # record, ttl, ticket
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._lookups: set[asyncio.Task[None]] = set()
         self._feed_position = "0"
-        self._negative: dict[bytes, float] = {}
-        self._tokens = float(lookup_rate)
-        self._rate = float(lookup_rate)
-        self._burst = max(10.0, lookup_rate / 10)
-        self._last_refill = clock()
         self._stopping = False
         self.observe_write: Callable[[float], None] | None = None  # metrics: batch latency (s)
+        # Called after the engine took an event from here (a write's outcome, a look-up's
+        # answer), so the instance sends the verdicts that follow.
+        self.on_engine_output: Callable[[], None] = lambda: None
 
     @property
     def enabled(self) -> bool:
@@ -155,57 +146,49 @@ class SharedTable:
     async def _load_snapshot(self) -> None:
         assert self.store is not None
         records, position = await self.store.snapshot()
-        table = self.firewall.table
-        if not table.flows:
-            # Joining with an empty replica: no comparisons needed, install in one pass.
-            now_ms = int(self._clock() * 1000)
-            timeout = self.firewall.timeout_ms
-            install = table.install
-            for rec in records:
-                if rec.state != S.REMOVED:
-                    install(
-                        rec.key,
-                        rec.state,
-                        rec.orig_is_lo,
-                        rec.version,
-                        now_ms + timeout(rec.state, rec.proto),
-                    )
-        else:
-            for rec in records:
-                self._apply(rec)
+        self.engine.load(records, self._clock())
         self.counters.snapshot_flows += len(records)
         self._feed_position = position
 
-    # ------------------------------------------------------------ publishing (per packet)
-    def _record(self, ev: StateChange) -> tuple[FlowRecord, int]:
-        ttl = self.firewall.timeout_ms(ev.after, ev.proto)
-        return FlowRecord(ev.key, ev.after, ev.orig_is_lo, ev.version, ev.proto, self.id), ttl
+    # ------------------------------------------------------------ the engine's commands
+    def submit(self) -> None:
+        """Take the engine's store commands: writes to the writer's queue, look-ups as tasks."""
+        engine = self.engine
+        if engine.writes:
+            writes, engine.writes = engine.writes, []
+            for ticket, ev in writes:
+                self._queue(ticket, ev)
+        if engine.lookups:
+            lookups, engine.lookups = engine.lookups, []
+            for pid, key in lookups:
+                task = asyncio.ensure_future(self._lookup(pid, key))
+                self._lookups.add(task)
+                task.add_done_callback(self._lookups.discard)
 
-    def publish(self, ev: StateChange) -> None:
-        """Async confirmation: queue the change; the writer sends it with the next batch."""
-        if len(self._pending) >= MAX_PENDING or not self.store_up:
-            self.counters.publish_dropped += 1
+    def _queue(self, ticket: int, ev: StateChange) -> None:
+        if not self.store_up or (ticket == NO_TICKET and len(self._pending) >= MAX_PENDING):
+            if ticket == NO_TICKET:
+                self.counters.publish_dropped += 1
+            else:
+                self.engine.write_done(ticket, Outcome.FAILED, None, self._clock())
+                self.on_engine_output()
             return
-        rec, ttl = self._record(ev)
-        self._pending.append((rec, ttl, None))
+        ttl = self.engine.timeout_ms(ev.after, ev.proto)
+        self._pending.append(
+            (FlowRecord(ev.key, ev.after, ev.orig_is_lo, ev.version, ev.proto, self.id), ttl, ticket)
+        )
         self._count(ev.after)
         self._wake.set()
-
-    def publish_confirmed(self, ev: StateChange) -> asyncio.Future[bool]:
-        """Sync confirmation: a future that is True once the store holds the change."""
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if not self.store_up:
-            fut.set_result(False)
-            return fut
-        rec, ttl = self._record(ev)
-        self._pending.append((rec, ttl, fut))
-        self._count(ev.after)
-        self._wake.set()
-        return fut
 
     def _count(self, state: FlowState) -> None:
         name = state.name.lower()
         self.counters.published[name] = self.counters.published.get(name, 0) + 1
+
+    def _outcome(self, ticket: int, outcome: Outcome, current: FlowRecord | None) -> None:
+        if ticket == NO_TICKET and outcome is Outcome.FAILED:
+            self.counters.publish_dropped += 1
+        if ticket != NO_TICKET or current is not None:
+            self.engine.write_done(ticket, outcome, current, self._clock())
 
     async def _writer(self) -> None:
         assert self.store is not None
@@ -214,7 +197,7 @@ class SharedTable:
             self._wake.clear()
             while self._pending and not self._stopping:
                 batch, self._pending = self._pending[:WRITE_BATCH], self._pending[WRITE_BATCH:]
-                replicas = self.replicas if any(f is not None for _, _, f in batch) else 0
+                replicas = self.replicas if any(t != NO_TICKET for _, _, t in batch) else 0
                 t0 = time.perf_counter()
                 try:
                     results = await self.store.write([(r, ttl) for r, ttl, _ in batch], self.clean, replicas)
@@ -222,17 +205,15 @@ class SharedTable:
                     # Written, but not confirmed by enough replicas: held packets get the timeout
                     # verdict; the store itself is up.
                     self.counters.replica_lag += 1
-                    for _, _, fut in batch:
-                        if fut is not None and not fut.done():
-                            fut.set_result(False)
+                    for _, _, ticket in batch:
+                        self._outcome(ticket, Outcome.FAILED, None)
+                    self.on_engine_output()
                     continue
                 except StoreError as e:
                     self._store_failed(e)
-                    for _, _, fut in batch:
-                        if fut is None:
-                            self.counters.publish_dropped += 1
-                        elif not fut.done():
-                            fut.set_result(False)
+                    for _, _, ticket in batch:
+                        self._outcome(ticket, Outcome.FAILED, None)
+                    self.on_engine_output()
                     continue
                 elapsed = time.perf_counter() - t0
                 self._note_latency(elapsed * 1e6)
@@ -240,18 +221,21 @@ class SharedTable:
                     self.observe_write(elapsed)
                 self.counters.writes += len(batch)
                 self.counters.write_batches += 1
-                for (_, _, fut), res in zip(batch, results, strict=True):
+                for (rec, _, ticket), res in zip(batch, results, strict=True):
                     if not res.applied:
-                        # The store holds something newer: take it, so this replica stops being stale.
+                        # The store holds something newer: the engine takes it (and decides a
+                        # held packet again against it).
                         self.counters.conflicts += 1
-                        if res.current is not None:
-                            self._apply(res.current)
-                    elif res.current is not None and res.current.version != _version_of(
-                        self.firewall, res.current.key
-                    ):
-                        self._apply(res.current)  # a reopen: the store renumbered the version
-                    if fut is not None and not fut.done():
-                        fut.set_result(True)
+                        self._outcome(ticket, Outcome.REFUSED, res.current)
+                    else:
+                        # ``current`` only when the store renumbered the version (a reopen)
+                        cur = (
+                            res.current
+                            if res.current is not None and res.current.version != rec.version
+                            else None
+                        )
+                        self._outcome(ticket, Outcome.CONFIRMED, cur)
+                self.on_engine_output()
 
     def _note_latency(self, us: float) -> None:
         w = self.counters.write_us
@@ -260,32 +244,13 @@ class SharedTable:
             del w[:512]
 
     def _fail_pending(self) -> None:
-        for _, _, fut in self._pending:
-            if fut is not None and not fut.done():
-                fut.set_result(False)
-        self._pending = []
+        pending, self._pending = self._pending, []
+        for _, _, ticket in pending:
+            self._outcome(ticket, Outcome.FAILED, None)
+        if pending:
+            self.on_engine_output()
 
     # ------------------------------------------------------------ following the feed
-    def _apply(self, rec: FlowRecord) -> bool:
-        """Bring a record from the store into the replica if it is newer than what we hold."""
-        table = self.firewall.table
-        now_ms = int(self._clock() * 1000)
-        cur = table.get(rec.key, now_ms)
-        if cur is not None:
-            cur_state = FlowState(cur & STATE_MASK)
-            cur_version = (cur & VERSION_MASK) >> 8
-            reopen = rec.state == S.SYN_SENT and cur_state in REOPENABLE
-            if not reopen and (rec.version < cur_version or RANK[rec.state] < RANK[cur_state]):
-                return False
-            if rec.version == cur_version and rec.state == cur_state:
-                return False
-        if rec.state == S.REMOVED:
-            table.remove(rec.key)
-            return True
-        expiry = now_ms + self.firewall.timeout_ms(rec.state, rec.proto)
-        table.install(rec.key, rec.state, rec.orig_is_lo, rec.version, expiry)
-        return True
-
     async def _follow_feed(self) -> None:
         """Apply other instances' changes. Reads are spaced ``FEED_INTERVAL`` apart, so entries
         arrive in batches (one XREAD for many changes) and only the newest change of each flow in
@@ -308,52 +273,29 @@ class SharedTable:
                 if rec.writer != me:
                     newest[rec.key] = rec
             self.counters.feed_ignored += len(records) - len(newest)
-            for key, rec in newest.items():
-                if self._apply(rec):
+            now = self._clock()
+            record = self.engine.record
+            for rec in newest.values():
+                if record(rec, now):
                     self.counters.feed_applied += 1
-                    self._negative.pop(key, None)
                 else:
                     self.counters.feed_ignored += 1
             if len(records) < FEED_COUNT:
                 await asyncio.sleep(FEED_INTERVAL)
 
     # ------------------------------------------------------------ look-ups on a miss
-    def may_lookup(self, key: bytes) -> bool:
-        """Rate bound and negative cache: may the datapath ask the store about ``key`` now?"""
-        if not self.enabled or not self.store_up:
-            return False
-        now = self._clock()
-        until = self._negative.get(key)
-        if until is not None:
-            if until > now:
-                self.counters.lookup_negative_cached += 1
-                return False
-            del self._negative[key]
-        self._tokens = min(self._burst, self._tokens + (now - self._last_refill) * self._rate)
-        self._last_refill = now
-        if self._tokens < 1.0:
-            self.counters.lookup_rate_limited += 1
-            return False
-        self._tokens -= 1.0
-        return True
-
-    async def lookup(self, key: bytes) -> bool:
-        """Ask the store for ``key``; True when the replica learned something newer."""
+    async def _lookup(self, pid: int, key: bytes) -> None:
+        """Ask the store for ``key`` on behalf of held packet ``pid``; the engine decides again."""
         assert self.store is not None
-        self.counters.lookups += 1
         try:
             (rec,) = await self.store.get([key])
         except StoreError as e:
+            self.counters.lookup_errors += 1
             self._store_failed(e)
-            return False
-        if rec is not None and self._apply(rec):
-            self.counters.lookup_hits += 1
-            return True
-        self.counters.lookup_misses += 1
-        if len(self._negative) >= NEGATIVE_MAX:
-            self._negative.clear()
-        self._negative[key] = self._clock() + NEGATIVE_TTL
-        return False
+            self.engine.lookup_failed(pid)
+        else:
+            self.engine.lookup_done(pid, rec, self._clock())
+        self.on_engine_output()
 
     # ------------------------------------------------------------ outage and recovery
     def _store_failed(self, e: Exception) -> None:
@@ -364,6 +306,7 @@ class SharedTable:
 
     def _mark_down(self) -> None:
         self.store_up = False
+        self.engine.set_store_up(False)
         self.counters.outages += 1
         self._fail_pending()
 
@@ -379,6 +322,7 @@ class SharedTable:
             except StoreError:
                 continue
             self.store_up = True
+            self.engine.set_store_up(True)
             self.counters.reconnects += 1
             log.warning(
                 "instance %s: store back; %d flows resynchronized", self.id, self.counters.resynced_flows
@@ -391,23 +335,20 @@ class SharedTable:
         store forward."""
         assert self.store is not None
         await self._load_snapshot()
-        table = self.firewall.table
-        now_ms = int(self._clock() * 1000)
         records: list[tuple[FlowRecord, int]] = []
-        for key, v in list(table.flows.items()):
-            if (v >> 20) <= now_ms:
-                continue
-            state = FlowState(v & STATE_MASK)
-            if state not in self.publish_states:
-                continue
-            rec = FlowRecord(key, state, bool(v & 0x10), (v & VERSION_MASK) >> 8, key[0], self.id)
-            records.append((rec, self.firewall.timeout_ms(state, key[0])))
+        timeout = self.engine.timeout_ms
+        for key, state, orig_is_lo, version, proto in self.engine.flows(self._clock()):
+            if state in self.publish_states:
+                records.append(
+                    (FlowRecord(key, state, orig_is_lo, version, proto, self.id), timeout(state, proto))
+                )
         for i in range(0, len(records), WRITE_BATCH):
             await self.store.write(records[i : i + WRITE_BATCH], clean=True)
         self.counters.resynced_flows += len(records)
 
     def stats(self) -> dict[str, object]:
         c = self.counters
+        e = self.engine.counters
         lat = sorted(c.write_us)
         return {
             "store_up": self.store_up,
@@ -426,14 +367,10 @@ class SharedTable:
             "snapshot_flows": c.snapshot_flows,
             "feed_applied": c.feed_applied,
             "feed_ignored": c.feed_ignored,
-            "lookups": c.lookups,
-            "lookup_hits": c.lookup_hits,
-            "lookup_misses": c.lookup_misses,
-            "lookup_negative_cached": c.lookup_negative_cached,
-            "lookup_rate_limited": c.lookup_rate_limited,
+            "lookups": e.lookups,
+            "lookup_hits": e.lookup_hits,
+            "lookup_misses": e.lookup_misses,
+            "lookup_errors": c.lookup_errors,
+            "lookup_negative_cached": self.engine.gate.negative_cached,
+            "lookup_rate_limited": self.engine.gate.rate_limited,
         }
-
-
-def _version_of(fw: Firewall, key: bytes) -> int | None:
-    v = fw.table.flows.get(key)
-    return None if v is None else (v & VERSION_MASK) >> 8

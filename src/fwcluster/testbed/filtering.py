@@ -1,8 +1,16 @@
 """What decides about forwarded packets in an instance namespace: the filter mode.
 
 - ``fwcluster``: every forwarded packet goes to NFQUEUE (iptables/ip6tables, no ``--queue-bypass``):
-  while no instance reads the queue nothing passes (fail closed). The kernel's conntrack is
-  switched off (NOTRACK) so that only the instance decides.
+  while no instance reads the queue nothing passes (fail closed), except the packets of flows
+  the instance put on the fast path (below).
+The fast path (the engine's ``FAST_PATH_MARK``): the instance accepts a packet of an ESTABLISHED
+(UDP/ICMP: REPLIED) flow with packet mark 1; mangle POSTROUTING saves it into the packet's
+conntrack entry; in FORWARD, a packet whose conntrack entry carries the mark is accepted by the
+kernel unless it is a TCP segment with SYN, FIN or RST, which clears the mark and goes to the
+queue like every unmarked packet. The kernel's conntrack only carries the mark here, it never
+judges: ``nf_conntrack_tcp_be_liberal=1`` and ``nf_conntrack_tcp_loose=1`` in the namespace (the
+engine tracks windows and states; with ECMP steering the kernel sees one direction only, and
+after a failover it meets flows mid-stream), and no rule looks at ``ct state``.
 - ``kernel``: the Linux kernel's own stateful firewall with the configured rules (the baseline).
 - ``direct``: plain forwarding, no filtering.
 
@@ -19,6 +27,7 @@ from typing import Any
 
 from fwcluster.config import Config
 from fwcluster.core.rules import RuleSet
+from fwcluster.engine.engine import FAST_PATH_MARK
 from fwcluster.steering.netns import CommandError, nft, nft_json, run_in
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.nftrules import KERNEL_TABLE, kernel_ruleset
@@ -26,7 +35,9 @@ from fwcluster.testbed.nftrules import KERNEL_TABLE, kernel_ruleset
 GUARD_TABLE = "fwc_guard"
 _GUARD_PRIORITY = -200  # after raw (-300), before every filter (0)
 # Tables iptables-nft makes for the fwcluster mode.
-_IPTABLES_TABLES = (("ip", "filter"), ("ip", "raw"), ("ip6", "filter"), ("ip6", "raw"))
+_IPTABLES_TABLES = (
+    ("ip", "filter"), ("ip", "raw"), ("ip", "mangle"), ("ip6", "filter"), ("ip6", "raw"), ("ip6", "mangle"),
+)  # fmt: skip
 
 
 class FilterMode(StrEnum):
@@ -49,17 +60,45 @@ def _drop_tables(tables: tuple[tuple[str, str], ...]) -> str:
     return "".join(f"add table {fam} {name}\ndelete table {fam} {name}\n" for fam, name in tables)
 
 
-def _iptables_restore_input(queue: int) -> str:
+# The kernel's conntrack in an instance namespace carries marks and never drops: see the doc.
+FWCLUSTER_SYSCTLS = (
+    ("net.netfilter.nf_conntrack_tcp_be_liberal", "1"),
+    ("net.netfilter.nf_conntrack_tcp_loose", "1"),
+)
+KERNEL_SYSCTLS = (
+    ("net.netfilter.nf_conntrack_tcp_be_liberal", "0"),
+    ("net.netfilter.nf_conntrack_tcp_loose", "1"),
+)
+
+
+def fwcluster_rules(queue: int) -> str:
+    """The fail-closed filter of an instance namespace, with the fast path (iptables-restore
+    input, the same for IPv4 and IPv6): one source of truth for the testbed and deploy/."""
+    m = f"0x{FAST_PATH_MARK:x}"
     return (
         "*raw\n"
         ":PREROUTING ACCEPT [0:0]\n"
         ":OUTPUT ACCEPT [0:0]\n"
-        "-A PREROUTING -j NOTRACK\n"
+        "COMMIT\n"
+        "*mangle\n"
+        ":PREROUTING ACCEPT [0:0]\n"
+        ":INPUT ACCEPT [0:0]\n"
+        ":FORWARD ACCEPT [0:0]\n"
+        ":OUTPUT ACCEPT [0:0]\n"
+        ":POSTROUTING ACCEPT [0:0]\n"
+        # the instance's verdict set the packet mark: remember it for the flow
+        f"-A POSTROUTING -m mark --mark {m}/{m} -j CONNMARK --or-mark {m}\n"
         "COMMIT\n"
         "*filter\n"
         ":INPUT ACCEPT [0:0]\n"
         ":FORWARD ACCEPT [0:0]\n"
         ":OUTPUT ACCEPT [0:0]\n"
+        # a flow on the fast path: the kernel forwards what cannot change its TCP state ...
+        f"-A FORWARD -m connmark --mark {m}/{m} -p tcp --tcp-flags SYN,FIN,RST NONE -j ACCEPT\n"
+        f"-A FORWARD -m connmark --mark {m}/{m} ! -p tcp -j ACCEPT\n"
+        # ... and a SYN, FIN or RST takes the flow off it: the instance tracks the rest
+        f"-A FORWARD -m connmark --mark {m}/{m} -j CONNMARK --and-mark 0x{0xFFFFFFFF ^ FAST_PATH_MARK:x}\n"
+        # everything else goes to the instance; no --queue-bypass: without a reader, dropped
         f"-A FORWARD -j NFQUEUE --queue-num {queue}\n"
         "COMMIT\n"
     )
@@ -102,12 +141,14 @@ def set_filter_mode(netns: str, mode: FilterMode | str, rules: Config | RuleSet,
         # Queue first, then drop the kernel table: in between both filter, never neither.
         for tool in ("iptables-restore", "ip6tables-restore"):
             try:
-                run_in(netns, [tool], input=_iptables_restore_input(queue))
+                run_in(netns, [tool], input=fwcluster_rules(queue))
             except CommandError as e:
                 raise TestbedError(str(e)) from None
+        _sysctls(netns, FWCLUSTER_SYSCTLS)
         _nft(netns, _drop_tables((("inet", KERNEL_TABLE),)))
     elif mode is FilterMode.KERNEL:
         _nft(netns, _drop_tables(_IPTABLES_TABLES) + kernel_ruleset(ruleset))
+        _sysctls(netns, KERNEL_SYSCTLS)  # the kernel's own firewall at its defaults
     else:
         _nft(netns, _drop_tables((("inet", KERNEL_TABLE), *_IPTABLES_TABLES)))
 
@@ -124,6 +165,13 @@ def current_mode(netns: str) -> FilterMode:
     if ("ip", "filter") in tables or ("ip6", "filter") in tables:
         return FilterMode.FWCLUSTER
     return FilterMode.DIRECT
+
+
+def _sysctls(netns: str, values: tuple[tuple[str, str], ...]) -> None:
+    try:
+        run_in(netns, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in values)])
+    except CommandError as e:
+        raise TestbedError(str(e)) from None
 
 
 def _nft(netns: str, script: str) -> None:

@@ -1,4 +1,5 @@
-"""Per-instance packet counters: one slot per decision reason, cheap to bump on the hot path."""
+"""Per-instance packet counters, kept by the engine: one slot per final reason (each packet is
+counted once, with the reason of its final verdict), cheap to bump on the hot path."""
 
 from __future__ import annotations
 
@@ -11,11 +12,18 @@ class Counters:
         "errors",
         "held",
         "hold_timeouts",
+        "lookup_hits",
+        "lookup_misses",
+        "lookups",
+        "refreshed",
+        "refreshes",
         "refused_in_outage",
         "replies_failed",
         "replies_sent",
         "resolved_by_store",
         "state_changes",
+        "unshared",
+        "write_refused",
     )
 
     def __init__(self) -> None:
@@ -28,6 +36,13 @@ class Counters:
         self.hold_timeouts = 0  # held packets the store did not answer in time
         self.refused_in_outage = 0  # new flows refused while the store was unreachable
         self.resolved_by_store = 0  # misses the store resolved (then decided again)
+        self.lookups = 0  # packets held while the store was asked about their flow
+        self.lookup_hits = 0  # ... and the store knew something newer
+        self.lookup_misses = 0  # ... and it did not
+        self.write_refused = 0  # clean writes the store refused (it held something newer)
+        self.refreshes = 0  # handshakes seen from one side only: store asked, packet not held
+        self.refreshed = 0  # ... and the store knew a newer state (then marked for the kernel)
+        self.unshared = 0  # changes to share that the store could not take (down): resync later
 
     def snapshot(self) -> dict[str, object]:
         by = self.by_reason
@@ -51,5 +66,8 @@ class Counters:
             "hold_timeouts": self.hold_timeouts,
             "refused_in_outage": self.refused_in_outage,
             "resolved_by_store": self.resolved_by_store,
+            "write_refused": self.write_refused,
+            "refreshes": self.refreshes,
+            "refreshed": self.refreshed,
             "reasons": {r.name.lower(): by[r] for r in Reason if by[r]},
         }

@@ -1,0 +1,388 @@
+"""The per-packet engine: the one owner of the flow table. Sans-I/O: events in, commands out.
+
+Events (method calls, each with the time): a packet with its queue id (:meth:`packet`); a store
+write confirmed, refused or failed (:meth:`write_done`); a record from the store, from the feed
+or a snapshot (:meth:`record`, :meth:`load`) or answering a look-up (:meth:`lookup_done`); the
+store going down or up (:meth:`set_store_up`); time passing (:meth:`tick`, :meth:`expire`).
+
+Commands (lists the I/O layers drain after each event): verdicts (``accepts``, ``drops``,
+``marks``: accepts that carry the fast-path mark, with
+``held`` telling the driver which ids still wait, so a batch verdict never covers them),
+REJECT answers to send (``replies``), store writes (``writes``: a ticket, the held packet's id
+or :data:`NO_TICKET`, and the change) and store look-ups (``lookups``: packet id, flow key).
+
+The transaction rule: a packet's state change becomes part of the table when its verdict is
+final. A change nobody waits for (not shared, or shared with ``async`` confirmation) is written
+at once and the packet accepted. A change that ``sync`` confirmation must wait for is decided but
+not written (the core defers it): the packet is held, the change goes to the store, and only the
+store's confirmation commits it and accepts the packet. A held packet that is dropped (the store
+timed out, failed or refused the write, the store is down) leaves its flow exactly as it was, so
+a retransmission is decided, held and written again.
+
+A refused clean write means the store holds a newer state of the flow (another instance moved
+it on). The engine takes that state and decides the held packet again against it, at most
+``retries`` times within the packet's original deadline: the packet passes only with a change
+the store accepted. (The earlier datapath released it as decided; that let through packets whose
+transition the cluster never agreed to.)
+
+The fast path. With ``fast_path`` on, a packet accepted on a flow whose committed state is
+ESTABLISHED (UDP/ICMP: REPLIED), without a state change or with its change just committed, is
+accepted with :data:`FAST_PATH_MARK`; the instance namespace's kernel rules save that mark in
+the packet's conntrack entry, and the kernel forwards the rest of the flow itself. Packets that
+can change a TCP state (SYN, FIN, RST) still come up, and a FIN or RST clears the mark in the
+kernel, so the close is tracked (and shared) here. A flow moved here by a failover has no kernel
+entry yet: its first packets come up, the replica or the store places them, and the flow is
+marked again.
+
+A packet the local replica cannot place (no flow, or an invalid transition on a replica that may
+be stale) is held while the store is asked, within a rate bound and a negative cache. When the
+answer arrives the packet is decided again; a look-up that times out is a drop whatever
+``on_timeout`` says, since that packet was never decided. Every packet gets exactly one verdict,
+and its reason is counted once, when that verdict is final.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+
+from fwcluster.core.decision import Decision, Reason, StateChange, Verdict
+from fwcluster.core.firewall import Firewall, Flow, FlowFacts
+from fwcluster.core.packet import Parsed, parse
+from fwcluster.core.rules import PROTO_TCP
+from fwcluster.core.states import FlowState
+from fwcluster.engine.counters import Counters
+from fwcluster.engine.lookups import LookupGate
+
+NO_TICKET = -1  # a write no packet waits for
+FAST_PATH_MARK = 0x1  # the packet (and then conntrack) mark bit of a flow the kernel forwards
+_ACCEPT = Verdict.ACCEPT
+_REJECT = Verdict.REJECT
+_RULE_ACCEPT = Reason.RULE_ACCEPT
+_TRACKED = Reason.TRACKED
+_SYN_RECV = FlowState.SYN_RECV
+REFRESH_INTERVAL = 0.02  # seconds between two refreshes of one flow's state from the store
+REFRESH_MAX = 10_000  # flows remembered; the memory starts over beyond this
+# New flows: the states only a packet that opens a flow reaches.
+_OPENING = frozenset({FlowState.SYN_SENT, FlowState.UNREPLIED})
+# A miss the shared table may resolve: the flow may live in the store (opened elsewhere, or moved
+# on elsewhere while our replica is stale). A UDP/ICMP packet the rules refuse may be the reply to
+# a request that crossed another instance.
+_LOOKUP_REASONS = frozenset({Reason.NO_FLOW, Reason.INVALID_TRANSITION})
+_LOOKUP_IF_NOT_TCP = frozenset({Reason.RULE_DROP, Reason.RULE_REJECT})
+
+
+class Outcome(IntEnum):
+    """What became of a store write."""
+
+    CONFIRMED = 0  # the store holds the change (and replicas acknowledged it, when asked)
+    REFUSED = 1  # a clean write the store did not apply: it holds something newer
+    FAILED = 2  # store error, outage, or too few replicas acknowledged in time
+
+
+@dataclass(frozen=True)
+class EnginePolicy:
+    publish: frozenset[FlowState] = frozenset()  # the states written to the store (the sync level)
+    confirm: bool = False  # sync confirmation: hold a packet until its change is confirmed
+    hold_timeout: float = 0.05  # seconds a held packet waits for the store
+    accept_on_timeout: bool = False  # an unconfirmed write's packet passes anyway (never a look-up's)
+    refuse_new_in_outage: bool = True  # no new flows while the store is unreachable
+    lookup_rate: float = 1000.0  # store look-ups per second at most
+    retries: int = 2  # decisions again after a refused clean write
+    fast_path: bool = False  # mark committed ESTABLISHED/REPLIED flows for the kernel to forward
+
+
+_WRITE, _LOOKUP = 0, 1
+
+
+class Held:
+    """A packet waiting for the store."""
+
+    __slots__ = ("attempts", "buf", "change", "deadline", "kind", "reason")
+
+    def __init__(
+        self, kind: int, deadline: float, buf: bytes, change: StateChange | None, reason: Reason,
+        attempts: int,
+    ) -> None:  # fmt: skip
+        self.kind = kind
+        self.deadline = deadline
+        self.buf = buf
+        self.change = change  # the change to confirm (writes)
+        self.reason = reason  # the reason the packet is accepted with once confirmed
+        self.attempts = attempts
+
+
+class Engine:
+    def __init__(
+        self, firewall: Firewall, policy: EnginePolicy, counters: Counters | None = None, now: float = 0.0
+    ) -> None:
+        self.firewall = firewall
+        self.policy = policy
+        self.counters = counters if counters is not None else Counters()
+        self.sharing = bool(policy.publish)
+        self.store_up = self.sharing
+        self.gate = LookupGate(policy.lookup_rate, now)
+        # commands, drained by the I/O layers
+        self.accepts: list[int] = []
+        self.marks: list[int] = []  # accepted with FAST_PATH_MARK
+        self.drops: list[int] = []
+        self.replies: list[bytes] = []
+        self.writes: list[tuple[int, StateChange]] = []
+        self.lookups: list[tuple[int, bytes]] = []
+        self.held: dict[int, Held] = {}
+        self._decide = firewall.decide
+        # by state after the packet: does an accept carry the fast-path mark?
+        fast = {FlowState.ESTABLISHED, FlowState.REPLIED} if policy.fast_path else set()
+        self._fast = tuple(i in fast for i in range(16))
+        # With ECMP steering an instance may see only the server's side of a handshake: its
+        # replica stays in SYN_RECV (the client's ACK crossed another instance) until the feed
+        # brings ESTABLISHED, and the server's data all come up meanwhile. Such a packet passes as
+        # it is and the engine asks the store for the flow's newer state without holding it.
+        self._refresh_handshakes = policy.fast_path and self.sharing
+        self._refreshing: dict[bytes, float] = {}
+        self._set_deferred()
+
+    def _set_deferred(self) -> None:
+        deferred: set[FlowState] = set(self.policy.publish) if self.policy.confirm else set()
+        if self.sharing and not self.store_up and self.policy.refuse_new_in_outage:
+            deferred |= _OPENING  # refused below: they must leave no trace
+        self.firewall.set_deferred(deferred)
+
+    # ------------------------------------------------------------------ events: packets
+    def packet(self, pid: int, buf: bytes, now: float) -> None:
+        """A packet from the queue. Exactly one verdict follows, now or when the store answers."""
+        try:
+            d = self._decide(buf, now)
+            if d.event is None and d.verdict is _ACCEPT:  # the common case: nothing changed
+                reason = d.reason
+                if reason is _TRACKED and self._fast[d.after]:
+                    self.marks.append(pid)
+                else:
+                    self.accepts.append(pid)
+                    if reason is _TRACKED and d.after is _SYN_RECV and self._refresh_handshakes:
+                        self._refresh(buf, now)
+                self.counters.by_reason[reason] += 1
+                return
+            self._settle(pid, buf, d, now, False, 0.0, 0)
+        except Exception:
+            self.counters.errors += 1
+            self.held.pop(pid, None)
+            self.drops.append(pid)
+
+    def _settle(
+        self, pid: int, buf: bytes, d: Decision, now: float, looked_up: bool, deadline: float, attempts: int
+    ) -> None:
+        """Everything but "accepted, nothing changed": state changes to share, drops, look-ups."""
+        c = self.counters
+        policy = self.policy
+        ev = d.event
+        if d.verdict is _ACCEPT:
+            if ev is None:
+                self._accept(pid, d.reason, d.after)
+                return
+            c.state_changes += 1
+            if self.sharing and not self.store_up:
+                if d.reason is _RULE_ACCEPT and policy.refuse_new_in_outage:
+                    # The store is unreachable: no new flows (they could not be shared); the change
+                    # was deferred, so nothing of it stays. Old flows go on.
+                    c.refused_in_outage += 1
+                    self._drop(pid, Reason.OUTAGE)
+                    return
+                if ev.after in policy.publish:
+                    if policy.confirm:
+                        self._unconfirmed(pid, ev, d.reason, now, Reason.STORE_FAILED)
+                        return
+                    c.unshared += 1  # committed locally; the resync after the outage shares it
+            elif ev.after in policy.publish:
+                if policy.confirm:
+                    if not deadline:
+                        deadline = now + policy.hold_timeout
+                    self._hold(pid, Held(_WRITE, deadline, buf, ev, d.reason, attempts))
+                    self.writes.append((pid, ev))
+                    return
+                self.writes.append((NO_TICKET, ev))
+            self._accept(pid, d.reason, ev.after)
+            return
+        reason = d.reason
+        if (
+            not looked_up
+            and self.sharing
+            and self.store_up
+            and (reason in _LOOKUP_REASONS or reason in _LOOKUP_IF_NOT_TCP)
+        ):
+            p = parse(buf)
+            if isinstance(p, Parsed) and (reason in _LOOKUP_REASONS or p.proto != PROTO_TCP):
+                key = p.related if p.related is not None else p.key
+                if self.gate.may(key, now):
+                    c.lookups += 1
+                    self._hold(pid, Held(_LOOKUP, now + policy.hold_timeout, buf, None, reason, attempts))
+                    self.lookups.append((pid, key))
+                    return
+        self._drop(pid, reason)
+        if d.verdict is _REJECT and d.reply is not None:
+            self.replies.append(d.reply)
+
+    def _refresh(self, buf: bytes, now: float) -> None:
+        """Ask the store for a newer state of the packet's flow; nobody waits for the answer."""
+        if not self.store_up:
+            return
+        p = parse(buf)
+        if not isinstance(p, Parsed):
+            return
+        key = p.key
+        refreshing = self._refreshing
+        if refreshing.get(key, 0.0) > now:
+            return
+        if len(refreshing) >= REFRESH_MAX:
+            refreshing.clear()
+        refreshing[key] = now + REFRESH_INTERVAL
+        self.counters.refreshes += 1
+        self.lookups.append((NO_TICKET, key))
+
+    def _accept(self, pid: int, reason: Reason, after: FlowState = FlowState.NONE) -> None:
+        """Accept; with the fast-path mark when the flow's (committed) state ``after`` allows it."""
+        if reason is _TRACKED and self._fast[after]:
+            self.marks.append(pid)
+        else:
+            self.accepts.append(pid)
+        self.counters.by_reason[reason] += 1
+
+    def _drop(self, pid: int, reason: Reason) -> None:
+        self.drops.append(pid)
+        self.counters.by_reason[reason] += 1
+
+    def _hold(self, pid: int, h: Held) -> None:
+        if pid not in self.held:
+            self.counters.held += 1
+        self.held[pid] = h
+
+    def _unconfirmed(self, pid: int, ev: StateChange, reason: Reason, now: float, why: Reason) -> None:
+        """A change sync confirmation waited for did not reach the store: the ``on_timeout``
+        verdict. Accepting commits the change (the packet passed, so the flow moved on)."""
+        if self.policy.accept_on_timeout:
+            self.firewall.commit(ev, now)
+            self._accept(pid, reason)
+        else:
+            self._drop(pid, why)
+
+    # ------------------------------------------------------------------ events: the store
+    def write_done(self, ticket: int, outcome: Outcome, current: FlowFacts | None, now: float) -> None:
+        """A write came back. ``current`` is the store's record when it differs from what was
+        sent (a refused clean write, or a reopen the store renumbered)."""
+        c = self.counters
+        h = self.held.pop(ticket, None) if ticket != NO_TICKET else None
+        if h is not None and h.kind != _WRITE:  # not ours: a look-up holds this id
+            self.held[ticket] = h
+            h = None
+        if h is None:
+            if outcome is Outcome.REFUSED:
+                c.write_refused += 1
+            if current is not None:
+                self.firewall.merge(current, now)
+            return
+        assert h.change is not None
+        if outcome is Outcome.CONFIRMED:
+            self.firewall.commit(h.change, now)
+            if current is not None:
+                self.firewall.merge(current, now)
+            self._accept(ticket, h.reason, h.change.after)
+        elif outcome is Outcome.REFUSED and current is not None:
+            c.write_refused += 1
+            self.firewall.merge(current, now)
+            if h.attempts >= self.policy.retries:
+                self._drop(ticket, Reason.STORE_FAILED)
+                return
+            d = self._decide(h.buf, now)
+            self._settle(ticket, h.buf, d, now, True, h.deadline, h.attempts + 1)
+        else:
+            self._unconfirmed(ticket, h.change, h.reason, now, Reason.STORE_FAILED)
+
+    def lookup_done(self, pid: int, rec: FlowFacts | None, now: float) -> None:
+        """The store answered a look-up (``rec`` None: it does not know the flow)."""
+        if pid == NO_TICKET:  # a refresh: nobody waits
+            if rec is not None and self.firewall.merge(rec, now):
+                self.counters.refreshed += 1
+            return
+        h = self.held.get(pid)
+        if h is None or h.kind != _LOOKUP:
+            return  # timed out already
+        del self.held[pid]
+        c = self.counters
+        if rec is not None:
+            self.gate.known(rec.key)
+            if self.firewall.merge(rec, now):
+                c.lookup_hits += 1
+                c.resolved_by_store += 1
+            else:
+                c.lookup_misses += 1
+        else:
+            c.lookup_misses += 1
+            p = parse(h.buf)
+            if isinstance(p, Parsed):
+                self.gate.unknown(p.related if p.related is not None else p.key, now)
+        d = self._decide(h.buf, now)
+        self._settle(pid, h.buf, d, now, True, h.deadline, h.attempts)
+
+    def lookup_failed(self, pid: int) -> None:
+        """The store could not answer: the packet was never decided, so it is dropped."""
+        h = self.held.get(pid)
+        if h is not None and h.kind == _LOOKUP:
+            del self.held[pid]
+            self._drop(pid, Reason.LOOKUP_TIMEOUT)
+
+    def record(self, rec: FlowFacts, now: float) -> bool:
+        """A record from the feed: into the table if newer. Returns whether it changed the table."""
+        if self.firewall.merge(rec, now):
+            self.gate.known(rec.key)
+            return True
+        return False
+
+    def load(self, records: Iterable[FlowFacts], now: float) -> int:
+        """A snapshot of the store (joining, or after an outage)."""
+        return self.firewall.load(records, now)
+
+    def set_store_up(self, up: bool) -> None:
+        if self.sharing and up != self.store_up:
+            self.store_up = up
+            self._set_deferred()
+
+    # ------------------------------------------------------------------ events: time
+    def tick(self, now: float) -> None:
+        """Held packets past their deadline get their verdict."""
+        expired = [pid for pid, h in self.held.items() if h.deadline <= now]
+        for pid in expired:
+            h = self.held.pop(pid)
+            self.counters.hold_timeouts += 1
+            if h.kind == _LOOKUP:
+                self._drop(pid, Reason.LOOKUP_TIMEOUT)
+            else:
+                assert h.change is not None
+                self._unconfirmed(pid, h.change, h.reason, now, Reason.STORE_TIMEOUT)
+
+    def next_deadline(self) -> float | None:
+        return min((h.deadline for h in self.held.values()), default=None)
+
+    def expire(self, now: float, budget: int) -> int:
+        """One bounded step of the expiry sweep; returns how many flows left the table."""
+        return len(self.firewall.expire(now, budget))
+
+    def abandon(self) -> None:
+        """Stopping: every held packet is dropped (fail closed)."""
+        for pid in self.held:
+            self._drop(pid, Reason.STORE_TIMEOUT)
+        self.held.clear()
+
+    # ------------------------------------------------------------------ for the I/O layers
+    def batch_floor(self) -> int | None:
+        """The lowest id still held: a batch verdict must stay below it."""
+        return min(self.held) if self.held else None
+
+    def flows(self, now: float) -> Iterator[Flow]:
+        return self.firewall.flows(now)
+
+    def timeout_ms(self, state: FlowState, proto: int) -> int:
+        return self.firewall.timeout_ms(state, proto)
+
+    def __len__(self) -> int:
+        return len(self.firewall)

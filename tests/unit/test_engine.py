@@ -1,0 +1,330 @@
+"""The engine, driven with bytes, store outcomes and time (no root, no sockets, no store).
+
+The transaction rule: a change sync confirmation waits for is part of the table only once the
+store confirmed it; a held packet that is dropped leaves its flow exactly as it was. Every packet
+gets exactly one verdict. Records never move a flow backwards, across a version wrap too.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fwcluster.core.decision import Reason
+from fwcluster.core.flowtable import VERSION_MOD, version_newer
+from fwcluster.core.states import FlowState
+from fwcluster.engine.engine import NO_TICKET, Engine, EnginePolicy, Outcome
+from fwcluster.statetable.record import FlowRecord
+from fwcluster.statetable.settings import SyncLevel
+from fwcluster.statetable.shared import PUBLISHED
+
+from .builders import ACK, FIN, RST, SYN, T0, firewall, key_of, tcp, udp
+
+S = FlowState
+SYN_PKT = tcp(SYN)
+SYNACK = tcp(SYN | ACK, reply=True, ack=1001)
+ACK_PKT = tcp(ACK, seq=1001, ack=1)
+KEY = key_of(SYN_PKT)
+
+
+def engine(
+    level: SyncLevel = SyncLevel.FULL, confirm: bool = True, rules: str | None = None, **kw: object
+) -> Engine:
+    policy = EnginePolicy(publish=PUBLISHED[level], confirm=confirm, **kw)  # type: ignore[arg-type]
+    return Engine(firewall(rules) if rules else firewall(), policy, now=T0)
+
+
+def verdicts(e: Engine) -> tuple[list[int], list[int]]:
+    out = (list(e.accepts), list(e.drops))
+    e.accepts.clear()
+    e.drops.clear()
+    return out
+
+
+def rec(state: FlowState, version: int, orig_is_lo: bool = True, key: bytes = KEY) -> FlowRecord:
+    return FlowRecord(key, state, orig_is_lo, version, key[0], "fw9")
+
+
+def state(e: Engine, key: bytes = KEY, now: float = T0 + 0.01) -> FlowState | None:
+    return e.firewall.state_of(key, now)
+
+
+# --------------------------------------------------------------------------- without confirmation
+def test_level_none_accepts_at_once_and_writes_nothing() -> None:
+    e = engine(SyncLevel.NONE, confirm=False)
+    for pid, buf in enumerate((SYN_PKT, SYNACK, ACK_PKT)):
+        e.packet(pid, buf, T0)
+    assert verdicts(e) == ([0, 1, 2], [])
+    assert e.writes == [] and e.lookups == [] and not e.held
+    assert state(e) == S.ESTABLISHED
+
+
+def test_async_confirmation_commits_at_once_and_queues_the_write() -> None:
+    e = engine(confirm=False)
+    e.packet(1, SYN_PKT, T0)
+    assert verdicts(e) == ([1], [])
+    assert state(e) == S.SYN_SENT
+    assert [(t, ev.after) for t, ev in e.writes] == [(NO_TICKET, S.SYN_SENT)]
+
+
+# --------------------------------------------------------------------------- sync confirmation
+def test_a_held_packet_commits_only_on_confirmation() -> None:
+    e = engine()
+    e.packet(7, SYN_PKT, T0)
+    assert verdicts(e) == ([], []) and 7 in e.held
+    assert state(e) is None  # decided, not yet part of the table
+    assert [(t, ev.after) for t, ev in e.writes] == [(7, S.SYN_SENT)]
+    e.write_done(7, Outcome.CONFIRMED, None, T0 + 0.001)
+    assert verdicts(e) == ([7], []) and not e.held
+    assert state(e) == S.SYN_SENT
+    assert e.counters.by_reason[Reason.RULE_ACCEPT] == 1
+
+
+def test_a_failed_write_drops_the_packet_and_leaves_the_flow_as_it_was() -> None:
+    for outcome in (Outcome.FAILED, Outcome.REFUSED):
+        e = engine()
+        e.packet(1, SYN_PKT, T0)
+        e.write_done(1, outcome, None, T0 + 0.001)  # REFUSED without a record: as a failure
+        assert verdicts(e) == ([], [1])
+        assert state(e) is None
+        # The client retransmits: decided, held and written again (not passed as a TRACKED packet).
+        e.writes.clear()
+        e.packet(2, SYN_PKT, T0 + 1)
+        assert 2 in e.held and [(t, ev.after) for t, ev in e.writes] == [(2, S.SYN_SENT)]
+        e.write_done(2, Outcome.CONFIRMED, None, T0 + 1.001)
+        assert verdicts(e) == ([2], [])
+        assert state(e, now=T0 + 1.01) == S.SYN_SENT
+
+
+def test_a_write_that_times_out_is_dropped_unless_on_timeout_accepts() -> None:
+    e = engine()
+    e.packet(1, SYN_PKT, T0)
+    e.tick(T0 + 0.049)
+    assert 1 in e.held
+    e.tick(T0 + 0.05)
+    assert verdicts(e) == ([], [1])
+    assert state(e) is None
+    assert e.counters.by_reason[Reason.STORE_TIMEOUT] == 1
+    e.write_done(1, Outcome.CONFIRMED, None, T0 + 0.06)  # too late: no second verdict
+    assert verdicts(e) == ([], []) and state(e) is None
+
+    lenient = engine(accept_on_timeout=True)
+    lenient.packet(1, SYN_PKT, T0)
+    lenient.tick(T0 + 1)
+    assert verdicts(lenient) == ([1], [])
+    assert state(lenient, now=T0 + 1) == S.SYN_SENT  # it passed, so its flow moved on
+
+
+def test_a_refused_clean_write_decides_the_packet_again_on_the_stores_state() -> None:
+    # The SYN-ACK's write is refused: the store already holds ESTABLISHED (another instance saw
+    # the client's ACK). The SYN-ACK is a retransmission there: it passes, nothing more to write.
+    e = engine()
+    e.firewall.merge(rec(S.SYN_SENT, 1), T0)
+    e.packet(3, SYNACK, T0)
+    assert [(t, ev.after) for t, ev in e.writes] == [(3, S.SYN_RECV)]
+    e.writes.clear()
+    e.write_done(3, Outcome.REFUSED, rec(S.ESTABLISHED, 3), T0 + 0.001)
+    assert verdicts(e) == ([3], [])
+    assert state(e) == S.ESTABLISHED
+    assert e.counters.write_refused == 1
+
+
+def test_a_write_the_store_keeps_refusing_is_dropped_after_the_retries() -> None:
+    e = engine()
+    e.firewall.merge(rec(S.SYN_SENT, 1), T0)
+    e.packet(3, SYNACK, T0)
+    for _ in range(e.policy.retries):
+        e.write_done(3, Outcome.REFUSED, rec(S.SYN_SENT, 1), T0 + 0.001)  # nothing newer to learn
+        assert 3 in e.held  # decided again and written again
+    e.write_done(3, Outcome.REFUSED, rec(S.SYN_SENT, 1), T0 + 0.002)
+    assert verdicts(e) == ([], [3])
+    assert state(e) == S.SYN_SENT
+    assert e.counters.by_reason[Reason.STORE_FAILED] == 1
+
+
+def test_the_store_down_refuses_new_flows_and_leaves_no_trace() -> None:
+    e = engine(confirm=False)
+    e.set_store_up(False)
+    e.packet(1, SYN_PKT, T0)
+    assert verdicts(e) == ([], [1])
+    assert state(e) is None and e.counters.refused_in_outage == 1
+    assert e.counters.by_reason[Reason.OUTAGE] == 1
+    e.set_store_up(True)
+    e.packet(2, SYN_PKT, T0 + 1)
+    assert verdicts(e) == ([2], [])
+
+
+# --------------------------------------------------------------------------- look-ups
+def test_a_packet_with_no_local_flow_waits_for_a_look_up_and_is_decided_again() -> None:
+    e = engine()
+    e.packet(5, SYNACK, T0)  # the SYN crossed another instance
+    assert e.lookups == [(5, KEY)] and 5 in e.held
+    e.lookup_done(5, rec(S.SYN_SENT, 1), T0 + 0.001)
+    # decided again: SYN_SENT -> SYN_RECV, which sync confirmation holds for its write
+    assert [(t, ev.after) for t, ev in e.writes] == [(5, S.SYN_RECV)]
+    e.write_done(5, Outcome.CONFIRMED, None, T0 + 0.002)
+    assert verdicts(e) == ([5], [])
+    assert state(e) == S.SYN_RECV
+    assert e.counters.by_reason[Reason.NO_FLOW] == 0  # counted once, with the final reason
+    assert e.counters.resolved_by_store == 1
+
+
+def test_a_look_up_that_finds_nothing_drops_and_is_cached() -> None:
+    e = engine()
+    e.packet(5, SYNACK, T0)
+    e.lookup_done(5, None, T0 + 0.001)
+    assert verdicts(e) == ([], [5])
+    assert e.counters.by_reason[Reason.NO_FLOW] == 1
+    e.lookups.clear()
+    e.packet(6, SYNACK, T0 + 0.01)  # within the negative cache: no second look-up
+    assert e.lookups == [] and verdicts(e) == ([], [6])
+
+
+def test_a_look_up_that_times_out_is_always_a_drop() -> None:
+    e = engine(accept_on_timeout=True, rules='[policy]\ndefault = "drop"\n')
+    e.packet(5, udp(reply=True), T0)  # a UDP reply with no request: rule-refused, looked up
+    assert e.lookups
+    e.tick(T0 + 1)
+    assert verdicts(e) == ([], [5])  # never decided, so on_timeout does not apply
+    assert e.counters.by_reason[Reason.LOOKUP_TIMEOUT] == 1
+    e.lookup_done(5, None, T0 + 2)
+    assert verdicts(e) == ([], [])
+
+
+def test_the_batch_floor_is_the_lowest_held_id() -> None:
+    e = engine()
+    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    e.packet(5, tcp(FIN | ACK, seq=1001, ack=1), T0)  # held for its write
+    e.packet(6, tcp(ACK, seq=1001, ack=1, cport=1), T0)  # another flow: looked up
+    assert e.batch_floor() == 5
+    e.write_done(5, Outcome.CONFIRMED, None, T0)
+    assert e.batch_floor() == 6
+
+
+# --------------------------------------------------------------------------- records and versions
+@given(st.integers(0, VERSION_MOD - 1), st.integers(0, VERSION_MOD - 1))
+def test_records_never_move_a_flow_backwards_across_a_wrap(have: int, new: int) -> None:
+    e = engine()
+    e.firewall.merge(rec(S.ESTABLISHED, have), T0)
+    changed = e.record(rec(S.ESTABLISHED if new % 2 else S.FIN_WAIT, new), T0)
+    cur = e.firewall.flows(T0)
+    (flow,) = list(cur)
+    if version_newer(new, have):
+        assert changed and flow[3] == new
+    elif new != have or new % 2:
+        assert not changed and flow[3] == have
+
+
+def test_a_flow_keeps_replicating_past_4096_changes() -> None:
+    e = engine()
+    for v in range(1, 3 * VERSION_MOD):
+        assert e.record(rec(S.ESTABLISHED, v % VERSION_MOD), T0)
+    assert not e.record(rec(S.ESTABLISHED, (3 * VERSION_MOD - 5) % VERSION_MOD), T0)
+
+
+def test_a_reopen_is_taken_whatever_its_version() -> None:
+    e = engine()
+    e.firewall.merge(rec(S.TIME_WAIT, 9), T0)
+    assert e.record(rec(S.SYN_SENT, 2), T0)
+    assert state(e) == S.SYN_SENT
+
+
+# --------------------------------------------------------------------------- random event orders
+PACKETS = [SYN_PKT, SYNACK, ACK_PKT, tcp(FIN | ACK, seq=1001, ack=1), tcp(RST, seq=1001), udp()]
+event = st.one_of(
+    st.tuples(st.just("packet"), st.integers(0, len(PACKETS) - 1)),
+    st.tuples(st.just("write"), st.sampled_from(list(Outcome))),
+    st.tuples(st.just("lookup"), st.sampled_from([None, S.SYN_SENT, S.ESTABLISHED, S.CLOSE])),
+    st.tuples(st.just("tick"), st.floats(0, 0.1)),
+    st.tuples(st.just("feed"), st.sampled_from([S.SYN_RECV, S.ESTABLISHED, S.TIME_WAIT])),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(event, max_size=40), st.booleans(), st.booleans())
+def test_every_packet_gets_exactly_one_verdict_in_any_event_order(
+    events: list[tuple[str, object]], confirm: bool, lenient: bool
+) -> None:
+    e = engine(confirm=confirm, accept_on_timeout=lenient)
+    now = T0
+    pid = 0
+    version = 50
+    accepted: list[int] = []
+    dropped: list[int] = []
+    failed: set[int] = set()  # packets whose required write failed or timed out
+    for kind, arg in events:
+        if kind == "packet":
+            pid += 1
+            e.packet(pid, PACKETS[arg], now)  # type: ignore[index]
+        elif kind == "write" and e.writes:
+            ticket, ev = e.writes.pop(0)
+            outcome: Outcome = arg  # type: ignore[assignment]
+            current = (
+                rec(S.ESTABLISHED, (ev.version + 1) % VERSION_MOD) if outcome is Outcome.REFUSED else None
+            )
+            if outcome is Outcome.FAILED and ticket in e.held:
+                failed.add(ticket)
+            e.write_done(ticket, outcome, current, now)
+        elif kind == "lookup" and e.lookups:
+            lpid, key = e.lookups.pop(0)
+            st_: FlowState | None = arg  # type: ignore[assignment]
+            version += 1
+            e.lookup_done(lpid, None if st_ is None else rec(st_, version % VERSION_MOD, key=key), now)
+        elif kind == "tick":
+            now += arg  # type: ignore[operator]
+            before = set(e.held)
+            e.tick(now)
+            failed |= before - set(e.held)
+        elif kind == "feed":
+            version += 1
+            e.record(rec(arg, version % VERSION_MOD), now)  # type: ignore[arg-type]
+        a, d = verdicts(e)
+        accepted += a
+        dropped += d
+    # the rest of time passes: every held packet gets its verdict
+    held_writes = {p for p, h in e.held.items() if h.change is not None}
+    e.tick(now + 10)
+    failed |= held_writes
+    a, d = verdicts(e)
+    accepted += a
+    dropped += d
+    assert not e.held
+    assert sorted(accepted + dropped) == list(range(1, pid + 1))  # exactly one verdict each
+    if not lenient:
+        assert not failed & set(accepted)  # a packet whose write failed or timed out never passes
+
+
+# --------------------------------------------------------------------------- the fast path
+def marks(e: Engine) -> list[int]:
+    out = list(e.marks)
+    e.marks.clear()
+    return out
+
+
+def test_established_flows_are_marked_for_the_kernel_and_closes_are_not() -> None:
+    e = engine(SyncLevel.NONE, confirm=False, fast_path=True)
+    e.packet(1, SYN_PKT, T0)
+    e.packet(2, SYNACK, T0)
+    e.packet(3, ACK_PKT, T0)  # ESTABLISHED: from here the kernel may forward the flow
+    e.packet(4, tcp(ACK, seq=1001, ack=1, data=b"GET /"), T0)
+    e.packet(5, tcp(FIN | ACK, seq=1006, ack=1), T0)  # a state change: comes up, not marked
+    assert marks(e) == [3, 4]
+    assert verdicts(e) == ([1, 2, 5], [])
+
+
+def test_a_held_change_is_marked_only_once_the_store_confirmed_it() -> None:
+    e = engine(fast_path=True)
+    e.firewall.merge(rec(S.SYN_RECV, 2), T0)
+    e.packet(3, ACK_PKT, T0)
+    assert marks(e) == [] and 3 in e.held
+    e.write_done(3, Outcome.CONFIRMED, None, T0)
+    assert marks(e) == [3] and verdicts(e) == ([], [])
+
+
+def test_a_replied_udp_flow_is_marked_and_the_fast_path_can_be_off() -> None:
+    for fast in (True, False):
+        e = engine(SyncLevel.NONE, confirm=False, fast_path=fast)
+        e.packet(1, udp(), T0)
+        e.packet(2, udp(reply=True), T0)
+        e.packet(3, udp(), T0)
+        assert marks(e) == ([2, 3] if fast else [])
