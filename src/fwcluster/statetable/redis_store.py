@@ -90,6 +90,7 @@ class RedisStore(Store):
         self._wait_ms = max(1, int(timeout * 500))  # WAIT for replicas: half the round-trip bound
         self._writes = RespConnection(url, timeout)
         self._feed = RespConnection(url, timeout)
+        self._reads = RespConnection(url, timeout)  # look-ups: a held packet waits for each
 
     async def write(
         self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int = 0
@@ -174,10 +175,14 @@ class RedisStore(Store):
         ]
 
     async def get(self, keys: list[bytes]) -> list[FlowRecord | None]:
+        if not keys:
+            return []
         try:
-            values = await self._r.mget([PREFIX + k for k in keys])
-        except (RedisError, OSError) as e:
+            (values,) = await self._reads.call([("MGET", *[PREFIX + k for k in keys])])
+        except RespError as e:
             raise StoreError(str(e)) from e
+        if isinstance(values, hiredis.ReplyError):
+            raise StoreError(f"get: {values}")
         return [None if v is None else FlowRecord.decode(k, v) for k, v in zip(keys, values, strict=True)]
 
     async def snapshot(self) -> tuple[list[FlowRecord], str]:
@@ -250,6 +255,7 @@ class RedisStore(Store):
     async def close(self) -> None:
         self._writes.close()
         self._feed.close()
+        self._reads.close()
         await self._r.aclose()
 
 
