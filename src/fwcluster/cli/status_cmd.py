@@ -102,6 +102,14 @@ def _bucket_counts() -> dict[str, int] | None:
     return counts
 
 
+def _fast(stats: dict[str, object]) -> str:
+    """Flows on the kernel fast path (``-`` when off or unknown)."""
+    fast = stats.get("fast_path")
+    if not isinstance(fast, dict) or not fast.get("enabled") or fast.get("flows") is None:
+        return "-"
+    return str(fast["flows"])
+
+
 def status(args: argparse.Namespace) -> int:
     if args.api:  # one master's own view, over the network
         from fwcluster.cli.api_client import call
@@ -114,7 +122,19 @@ def status(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     t = Table(title="fwcluster instances")
-    columns = ("id", "role", "pid", "health", "buckets", "flows", "packets", "accept", "drop", "invalid")
+    columns = (
+        "id",
+        "role",
+        "pid",
+        "health",
+        "buckets",
+        "flows",
+        "fast",
+        "packets",
+        "accept",
+        "drop",
+        "invalid",
+    )
     for col in columns:
         t.add_column(col, justify="left" if col in ("id", "role", "health") else "right")
     for i in doc["instances"]:
@@ -127,6 +147,7 @@ def status(args: argparse.Namespace) -> int:
             i["health"],
             str(i["buckets"] if i["buckets"] is not None else "-"),
             str(i["flows"] if i["flows"] is not None else "-"),
+            _fast(s),
             *(str(x) for x in (s.get("packets", "-"), v.get("accept", "-"), v.get("drop", "-"))),
             str(s.get("invalid", "-")),
         )

@@ -224,6 +224,21 @@ def collect_stats(stats: Mapping[str, Any]) -> Iterator[Metric]:
         "Local misses the store resolved (then decided again).",
         stats["resolved_by_store"],
     )
+    # the driver and the kernel fast path
+    yield _counter(
+        "user_space_packets_total", "Packets that reached user space (read from the queue).",
+        stats["user_space_packets"],
+    )  # fmt: skip
+    yield _counter("queue_overruns_total", "Times the kernel dropped packets the queue could not take.",
+                   stats["queue_overruns"])  # fmt: skip
+    yield _counter(
+        "verdict_errors_total", "Verdicts the kernel refused (should stay 0).", stats["verdict_errors"]
+    )
+    fast = stats["fast_path"]
+    yield _counter("fast_path_marked_total", "Packets accepted with the fast-path mark.", fast["marked"])
+    if fast["flows"] is not None:
+        yield _gauge("fast_path_flows", "Flows the kernel forwards on the fast path (counted every 2 s).",
+                     fast["flows"])  # fmt: skip
     # heartbeats (only with a store URL)
     if stats.get("heartbeats") is not None:
         yield _counter("heartbeats_sent_total", "Heartbeats written to the store.", stats["heartbeats"])
