@@ -40,6 +40,7 @@ class Reason(IntEnum):
     FRAGMENT = 25  # a fragment without its L4 header
     UNKNOWN_PROTOCOL = 26
     BAD_L4_HEADER = 27
+    BAD_CHECKSUM = 28  # a TCP RST or FIN whose checksum is wrong (the endpoint would discard it)
     # invalid: well-formed, but not allowed by the connection state
     BAD_TCP_FLAGS = 30  # NULL, XMAS, FIN without ACK, SYN+FIN, ...
     INVALID_TRANSITION = 31  # the TCP table says sIV for this state

@@ -30,12 +30,15 @@ from fwcluster.core.flowtable import (
     version_newer,
 )
 from fwcluster.core.packet import (
+    FIN,
     ICMP6_ECHO_REPLY,
     ICMP6_ECHO_REQUEST,
     ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST,
+    RST,
     Parsed,
     parse,
+    tcp_checksum_ok,
 )
 from fwcluster.core.reject import build_reject
 from fwcluster.core.rules import PROTO_TCP, PROTO_UDP, Action, RuleSet
@@ -65,6 +68,8 @@ _TABLE_FULL = _INVALID[Reason.TABLE_FULL]
 _NO_FLOW = _INVALID[Reason.NO_FLOW]
 _BAD_FLAGS = _INVALID[Reason.BAD_TCP_FLAGS]
 _RULE_DROP = _INVALID[Reason.RULE_DROP]
+_BAD_CHECKSUM = _INVALID[Reason.BAD_CHECKSUM]
+_CLOSING_FLAGS = FIN | RST
 
 
 class FlowFacts(Protocol):
@@ -147,6 +152,10 @@ class Firewall:
             if nxt != SS:
                 return _NO_FLOW  # SYN-ACK, bare ACK, FIN, RST with no connection
             return self._open(p, buf, key, FlowState.SYN_SENT, self._tcp_timeout_ms[SS], now, now_ms)
+        if flags & _CLOSING_FLAGS and not tcp_checksum_ok(buf, p):
+            # A RST or FIN the endpoint discards must not close the flow here (the kernel checks
+            # every checksum; checking the closing segments costs little: few packets carry them).
+            return _BAD_CHECKSUM
         state = v & STATE_MASK
         orig_is_lo = (v & ORIG_IS_LO) != 0
         reply = 1024 if p.from_lo != orig_is_lo else 0
