@@ -2,7 +2,7 @@
 
 ::
 
-    fwd-a --(fw0)-- fwd-fw (one fwcluster instance, NFQUEUE) --(fw0)-- fwd-b
+    fwd-a --(fw0)-- fwd-fw (one fwcluster instance: NFQUEUE and its fast path) --(fw0)-- fwd-b
     fwd-a --(k0)--- fwd-k  (nftables + conntrack, tcp_loose=0)  --(k0)--- fwd-b
 
 ``fwd-a`` plays the client and ``fwd-b`` the server of every scenario; each end has one address
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fwcluster.steering.netns import inside
+from fwcluster.testbed.filtering import FWCLUSTER_SYSCTLS, fwcluster_rules
 
 NS_A, NS_FW, NS_K, NS_B = "fwd-a", "fwd-fw", "fwd-k", "fwd-b"
 NAMESPACES = (NS_A, NS_FW, NS_K, NS_B)
@@ -110,22 +111,10 @@ def kernel_ruleset() -> str:
 
 
 def fwcluster_filter() -> str:
-    """The instance namespace's filter as the testbed installs it (iptables-restore input, the
-    same for IPv4 and IPv6): no conntrack (NOTRACK in raw), every forwarded packet to the queue,
-    no --queue-bypass, so nothing passes while the instance is not reading."""
-    return (
-        "*raw\n"
-        ":PREROUTING ACCEPT [0:0]\n"
-        ":OUTPUT ACCEPT [0:0]\n"
-        "-A PREROUTING -j NOTRACK\n"
-        "COMMIT\n"
-        "*filter\n"
-        ":INPUT ACCEPT [0:0]\n"
-        ":FORWARD ACCEPT [0:0]\n"
-        ":OUTPUT ACCEPT [0:0]\n"
-        f"-A FORWARD -j NFQUEUE --queue-num {QUEUE}\n"
-        "COMMIT\n"
-    )
+    """The instance namespace's filter exactly as the testbed installs it (one source of truth:
+    ``testbed.filtering.fwcluster_rules``): the fast path for marked flows, everything else to the
+    queue, no --queue-bypass."""
+    return fwcluster_rules(QUEUE)
 
 
 def instance_config() -> str:
@@ -177,6 +166,7 @@ def build() -> None:
         sh(ns, "nft", "-f", "-", stdin=END_TABLE)
     for tool in ("iptables-restore", "ip6tables-restore"):
         sh(NS_FW, tool, stdin=fwcluster_filter())
+    sh(NS_FW, "sysctl", "-q", "-w", *(f"{k}={v}" for k, v in FWCLUSTER_SYSCTLS))
     sh(NS_K, "nft", "-f", "-", stdin=kernel_ruleset())
     # conntrack's sysctls exist in a namespace once it tracks there (the ct rules above)
     sh(NS_K, "sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_loose=0")

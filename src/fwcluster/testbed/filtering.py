@@ -7,10 +7,11 @@ The fast path (the engine's ``FAST_PATH_MARK``): the instance accepts a packet o
 (UDP/ICMP: REPLIED) flow with packet mark 1; mangle POSTROUTING saves it into the packet's
 conntrack entry; in FORWARD, a packet whose conntrack entry carries the mark is accepted by the
 kernel unless it is a TCP segment with SYN, FIN or RST, which clears the mark and goes to the
-queue like every unmarked packet. The kernel's conntrack only carries the mark here, it never
-judges: ``nf_conntrack_tcp_be_liberal=1`` and ``nf_conntrack_tcp_loose=1`` in the namespace (the
-engine tracks windows and states; with ECMP steering the kernel sees one direction only, and
-after a failover it meets flows mid-stream), and no rule looks at ``ct state``.
+queue like every unmarked packet. No rule looks at ``ct state``: the kernel's conntrack carries
+the mark and never decides. A packet it calls invalid (out of its window) has no entry, so no
+mark, and goes to the engine, which judges it; ``nf_conntrack_tcp_loose=1`` lets it pick up a
+flow mid-stream (after a failover, or with ECMP steering where it sees one direction only) so
+that the engine can mark that flow again.
 - ``kernel``: the Linux kernel's own stateful firewall with the configured rules (the baseline).
 - ``direct``: plain forwarding, no filtering.
 
@@ -60,9 +61,9 @@ def _drop_tables(tables: tuple[tuple[str, str], ...]) -> str:
     return "".join(f"add table {fam} {name}\ndelete table {fam} {name}\n" for fam, name in tables)
 
 
-# The kernel's conntrack in an instance namespace carries marks and never drops: see the doc.
+# The kernel's conntrack in an instance namespace carries marks; what it doubts comes up (see the doc).
 FWCLUSTER_SYSCTLS = (
-    ("net.netfilter.nf_conntrack_tcp_be_liberal", "1"),
+    ("net.netfilter.nf_conntrack_tcp_be_liberal", "0"),
     ("net.netfilter.nf_conntrack_tcp_loose", "1"),
 )
 KERNEL_SYSCTLS = (
