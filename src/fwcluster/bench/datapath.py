@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.progress import Progress
@@ -30,8 +31,19 @@ def loadgen(
     timeout: float = 5.0,
     duration: float = 600.0,
     timeline: bool = False,
+    *,
+    rate: float | None = None,
+    arrivals: str = "poisson",
+    warmup: float = 0.0,
+    seed: int | None = None,
+    on_mark: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the load generator inside ``netns``; returns its JSON result."""
+    """Run the load generator inside ``netns``; returns its JSON result.
+
+    ``rate`` (new connections per second) makes it an open loop with ``concurrency`` as the bound
+    on open connections; ``warmup`` seconds of the same load run first, unrecorded; ``on_mark`` is
+    called with ``"measuring"`` when the measured window starts and ``"stopped"`` when it ends
+    (e.g. to read the instance's CPU time at those moments)."""
     argv = [
         "ip", "netns", "exec", netns, sys.executable, "-m", "fwcluster.bench.loadgen",
         "--host", host, "--concurrency", str(concurrency), "--count", str(count), "--path", path,
@@ -39,25 +51,68 @@ def loadgen(
     ]  # fmt: skip
     if timeline:
         argv.append("--timeline")
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
-    if p.returncode != 0:
-        raise RuntimeError(f"load generator failed: {p.stderr.strip().splitlines()[-1:]}")
-    result: dict[str, Any] = json.loads(p.stdout)
+    if rate is not None:
+        argv += ["--rate", str(rate), "--arrivals", arrivals]
+    if warmup > 0:
+        argv += ["--warmup", str(warmup)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    bound = warmup + min(duration, 600.0) + timeout + 300
+    if on_mark is None:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=bound, check=False)
+        if p.returncode != 0:
+            raise RuntimeError(f"load generator failed: {p.stderr.strip().splitlines()[-1:]}")
+        result: dict[str, Any] = json.loads(p.stdout)
+        return result
+    return _loadgen_with_marks([*argv, "--marks"], bound, on_mark)
+
+
+def _loadgen_with_marks(argv: list[str], bound: float, on_mark: Callable[[str], None]) -> dict[str, Any]:
+    """The load generator with ``--marks``: each mark line is handed to ``on_mark`` as it comes."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(bound, proc.kill)  # bounded: the generator is ended by its pid
+    watchdog.start()
+    last = ""
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            doc = json.loads(line) if line.startswith("{") else None
+            if isinstance(doc, dict) and set(doc) == {"mark"}:
+                on_mark(str(doc["mark"]))
+            else:
+                last = line
+        _, err = proc.communicate()
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0 or not last:
+        raise RuntimeError(f"load generator failed: {err.strip().splitlines()[-1:]}")
+    result: dict[str, Any] = json.loads(last)
     return result
 
 
 class SteadyLoad:
-    """Short downloads, ``concurrency`` at a time, in a thread for ``seconds`` (the background
-    load of the failure and scaling trials); remembers when each failure happened."""
+    """Short downloads in a thread for ``seconds`` (the background load of the failure and
+    scaling trials): ``concurrency`` at a time (closed loop), or with ``rate`` new connections per
+    second (open loop, at most ``concurrency`` open); remembers when each failure happened."""
 
-    def __init__(self, state: Any, concurrency: int, seconds: float, timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        state: Any,
+        concurrency: int,
+        seconds: float,
+        timeout: float = 3.0,
+        rate: float | None = None,
+    ) -> None:
         self.result: dict[str, Any] = {}
         self.t0 = time.time()
         self.timeout = timeout
         self._thread = threading.Thread(
             target=lambda: self.result.update(
                 loadgen(state.client_netns, state.server_addr, concurrency, 1_000_000, timeout=timeout,
-                        duration=seconds, timeline=True)
+                        duration=seconds, timeline=True, rate=rate)
             ),
             daemon=True,
         )  # fmt: skip
