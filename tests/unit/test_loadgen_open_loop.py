@@ -102,3 +102,20 @@ def test_open_loop_with_a_warm_up_counts_only_measured_arrivals(http_port: int) 
 def test_the_command_line_refuses_a_bad_rate(capsys: pytest.CaptureFixture[str]) -> None:
     assert loadgen.main(["--host", "127.0.0.1", "--rate", "0"]) == 2
     assert "--rate" in capsys.readouterr().err
+
+
+def test_workers_share_a_closed_loop_and_their_results_add_up(http_port: int) -> None:
+    marks: list[str] = []
+    r = loadgen.run_workers(2, "127.0.0.1", http_port, "/", 5, 41, 30.0, 5.0, mark=marks.append)
+    assert marks == ["measuring", "stopped"]
+    assert r.concurrency == 5 and r.completed == 41 and r.failed == 0
+    assert len(r.connect_us) == len(r.total_us) == 41 and r.peak_open <= 5
+
+
+def test_workers_share_an_open_loop_rate_and_its_bound(stalled_port: int) -> None:
+    r = loadgen.run_workers(
+        2, "127.0.0.1", stalled_port, "/", 6, 100, 0.5, 1.0, rate=200.0, arrivals="uniform"
+    )
+    assert r.mode == "open" and r.rate == 200.0 and r.concurrency == 6
+    assert r.completed == 0 and r.failed == 6 and r.peak_open == 6
+    assert r.failed + r.dropped_arrivals == 100

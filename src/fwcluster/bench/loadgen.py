@@ -35,8 +35,10 @@ import select
 import socket
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from fwcluster.bench.arrivals import KINDS, Schedule
 
@@ -157,9 +159,11 @@ def run(
     warmup: float = 0.0,
     seed: int | None = None,
     mark: Callable[[str], None] | None = None,
+    phase: float = 0.0,
 ) -> LoadResult:
     """One run; ``mark`` (if given) is called with ``"measuring"`` when the warm-up ends and with
-    ``"stopped"`` when no further download will start."""
+    ``"stopped"`` when no further download will start. ``phase`` (seconds) shifts the open loop's
+    measured arrivals (workers of one uniform load interleave their arrivals so)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     addr = (host, port)
     request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
@@ -181,7 +185,8 @@ def run(
     if rate is not None:
         if warmup > 0:
             schedules.append(Schedule(t_start, rate, arrivals, _UNBOUNDED, warmup, rng))
-        schedules.append(Schedule(warm_end, rate, arrivals, count, duration, rng))
+        shift = round(phase * 1e9)
+        schedules.append(Schedule(warm_end + shift, rate, arrivals, count, duration - phase, rng))
     measuring = warmup <= 0
     stopped = False
     cpu0 = _cpu_s()
@@ -331,6 +336,127 @@ def run(
     return result
 
 
+def _share(total: int, n: int, i: int) -> int:
+    return total // n + (1 if i < total % n else 0)
+
+
+def merge(parts: list[LoadResult]) -> LoadResult:
+    """One result from the workers of one load (counts summed, samples pooled, the longest
+    elapsed time; ``lag_us_p50`` is the worst worker's)."""
+    first = parts[0]
+    out = LoadResult(
+        target=first.target,
+        concurrency=sum(p.concurrency for p in parts),
+        mode=first.mode,
+        rate=None if first.rate is None else sum(p.rate or 0.0 for p in parts),
+        arrivals=first.arrivals,
+        warmup=first.warmup,
+    )
+    for p in parts:
+        for name in ("completed", "failed", "dropped_arrivals", "peak_open", "window_completed"):
+            setattr(out, name, getattr(out, name) + getattr(p, name))
+        for name in ("connect_us", "total_us", "sojourn_us", "sojourn_total_us", "done_s", "failed_s"):
+            getattr(out, name).extend(getattr(p, name))
+        for why, k in p.errors.items():
+            out.errors[why] = out.errors.get(why, 0) + k
+    out.elapsed = max(p.elapsed for p in parts)
+    out.window_s = max(p.window_s for p in parts)
+    out.cpu_s = round(sum(p.cpu_s for p in parts), 4)
+    out.lag_us_p50 = max(p.lag_us_p50 for p in parts)
+    out.lag_us_max = max(p.lag_us_max for p in parts)
+    out.done_s.sort()
+    out.failed_s.sort()
+    return out
+
+
+def run_workers(
+    procs: int,
+    host: str,
+    port: int,
+    path: str,
+    concurrency: int,
+    count: int,
+    duration: float,
+    timeout: float,
+    timeline: bool = False,
+    *,
+    rate: float | None = None,
+    arrivals: str = "poisson",
+    warmup: float = 0.0,
+    seed: int | None = None,
+    mark: Callable[[str], None] | None = None,
+) -> LoadResult:
+    """The same load from ``procs`` forked worker processes, each with its share of the
+    concurrency, the count and the rate (one Python process is one core: on a fast path the
+    generator would otherwise be the bottleneck). A mark is passed on once every worker made it."""
+    if procs <= 1:
+        return run(
+            host, port, path, concurrency, count, duration, timeout, timeline,
+            rate=rate, arrivals=arrivals, warmup=warmup, seed=seed, mark=mark,
+        )  # fmt: skip
+    procs = min(procs, concurrency, count)
+    readers: dict[int, tuple[int, list[bytes]]] = {}
+    for i in range(procs):
+        r_fd, w_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: run its share, report over the pipe, leave at once
+            code = 1
+            try:
+                os.close(r_fd)
+                with os.fdopen(w_fd, "w") as w:
+
+                    def tell(name: str, w: Any = w) -> None:
+                        w.write(json.dumps({"mark": name}) + "\n")
+                        w.flush()
+
+                    res = run(
+                        host, port, path, _share(concurrency, procs, i), _share(count, procs, i), duration,
+                        timeout, timeline, rate=None if rate is None else rate / procs, arrivals=arrivals,
+                        warmup=warmup, seed=None if seed is None else seed + i, mark=tell,
+                        phase=0.0 if rate is None or arrivals != "uniform" else i / rate,
+                    )  # fmt: skip
+                    w.write(json.dumps(asdict(res)) + "\n")
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(w_fd)
+        readers[r_fd] = (pid, [])
+    seen: dict[str, int] = {}
+    results: list[LoadResult] = []
+    sel = select.epoll()
+    for fd in readers:
+        sel.register(fd, select.EPOLLIN)
+    open_fds = set(readers)
+    while open_fds:
+        for fd, _ev in sel.poll(1.0):
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                sel.unregister(fd)
+                open_fds.discard(fd)
+                continue
+            buf = readers[fd][1]
+            buf.append(chunk)
+            *lines, rest = b"".join(buf).split(b"\n")
+            buf[:] = [rest]
+            for line in lines:
+                doc = json.loads(line)
+                if set(doc) == {"mark"}:
+                    seen[doc["mark"]] = seen.get(doc["mark"], 0) + 1
+                    if seen[doc["mark"]] == procs and mark:
+                        mark(doc["mark"])
+                else:
+                    results.append(LoadResult(**doc))
+    sel.close()
+    for fd, (pid, _) in readers.items():
+        os.close(fd)
+        os.waitpid(pid, 0)
+    if len(results) != procs:
+        raise RuntimeError(f"{procs - len(results)} of {procs} load generator workers failed")
+    return merge(results)
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m fwcluster.bench.loadgen", description=__doc__)
     ap.add_argument("--host", required=True)
@@ -356,6 +482,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=float, default=0.0, help="seconds of unrecorded load first")
     ap.add_argument("--seed", type=int, help="seed of the arrival schedule")
     ap.add_argument("--marks", action="store_true", help='print {"mark": ...} lines before the result')
+    ap.add_argument("--procs", type=int, default=1, help="worker processes sharing the load (default 1)")
     return ap
 
 
@@ -367,16 +494,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.rate is not None and not 0 < a.rate <= 1_000_000:
         print("loadgen: --rate must be 0..1000000 connections per second", file=sys.stderr)
         return 2
-    if not (0 <= a.warmup <= 600 and 0 < a.timeout <= 600):
-        print("loadgen: --warmup 0..600, --timeout 0..600", file=sys.stderr)
+    if not (0 <= a.warmup <= 600 and 0 < a.timeout <= 600 and 1 <= a.procs <= 64):
+        print("loadgen: --warmup 0..600, --timeout 0..600, --procs 1..64", file=sys.stderr)
         return 2
 
     def mark(name: str) -> None:
         sys.stdout.write(json.dumps({"mark": name}) + "\n")
         sys.stdout.flush()
 
-    r = run(
-        a.host, a.port, a.path, a.concurrency, a.count, a.duration, a.timeout, a.timeline,
+    r = run_workers(
+        a.procs, a.host, a.port, a.path, a.concurrency, a.count, a.duration, a.timeout, a.timeline,
         rate=a.rate, arrivals=a.arrivals, warmup=a.warmup, seed=a.seed, mark=mark if a.marks else None,
     )  # fmt: skip
     out = asdict(r)
