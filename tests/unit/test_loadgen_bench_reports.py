@@ -50,3 +50,14 @@ def test_datapath_summary_of_an_open_loop_has_the_sojourn_and_its_ratio() -> Non
     kernel = datapath.summarize_setup([_run(100.0, [100, 100, 100], open_loop=True)], with_instance=False)
     assert fw["sojourn_us_p50"] == 400 and kernel["sojourn_us_p50"] == 200
     assert datapath.ratios({"fwcluster": fw, "kernel": kernel})["fwcluster_over_kernel_sojourn_p50"] == 2.0
+
+
+def test_datapath_default_config_is_one_instance_with_nothing_to_share() -> None:
+    import tomllib
+
+    from fwcluster.config import load_config, parse_config
+
+    config = parse_config(tomllib.loads(datapath.DATAPATH_CONFIG), "<datapath>")
+    assert config.sync.level.value == "none" and config.store.backend.value == "memory"
+    assert config.cluster.masters == 0
+    assert config.ruleset == load_config(None).ruleset  # the built-in config's policy and rules

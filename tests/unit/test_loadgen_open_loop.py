@@ -9,6 +9,7 @@ import random
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *_args: object) -> None:
         pass
+
+
+def _load(port: int, concurrency: int, count: int, duration: float = 30.0, **kw: Any) -> loadgen.Load:
+    return loadgen.Load("127.0.0.1", port, "/", concurrency, count, duration, **kw)
 
 
 @pytest.fixture
@@ -56,7 +61,7 @@ def stalled_port() -> Iterator[int]:
 
 def test_open_loop_starts_every_arrival_and_measures_from_its_scheduled_time(http_port: int) -> None:
     arrivals = len(list(offsets(100.0, "poisson", 60, 0.6, random.Random(11))))
-    r = loadgen.run("127.0.0.1", http_port, "/", 50, 60, 0.6, 5.0, rate=100.0, seed=11)
+    r = loadgen.run(_load(http_port, 50, 60, 0.6, rate=100.0, seed=11))
     assert r.mode == "open" and r.rate == 100.0 and r.arrivals == "poisson"
     assert r.completed + r.failed + r.dropped_arrivals == arrivals
     assert r.failed == 0 and r.dropped_arrivals == 0, r.errors
@@ -72,7 +77,7 @@ def test_a_stall_does_not_hold_back_later_arrivals_beyond_the_bound_they_are_dro
 ) -> None:
     arrivals = len(list(offsets(200.0, "uniform", 100, 0.5, random.Random(1))))
     assert arrivals == 100
-    r = loadgen.run("127.0.0.1", stalled_port, "/", 8, 100, 0.5, 1.0, rate=200.0, arrivals="uniform")
+    r = loadgen.run(_load(stalled_port, 8, 100, 0.5, timeout=1.0, rate=200.0, arrivals="uniform"))
     assert r.completed == 0
     assert r.peak_open == 8  # the first 8 arrivals were started at once, none waited for another
     assert r.failed == 8 and r.errors == {"timeout": 8}
@@ -80,7 +85,7 @@ def test_a_stall_does_not_hold_back_later_arrivals_beyond_the_bound_they_are_dro
 
 
 def test_closed_loop_keeps_its_concurrency_and_stops_at_the_count(http_port: int) -> None:
-    r = loadgen.run("127.0.0.1", http_port, "/", 4, 40, 30.0, 5.0)
+    r = loadgen.run(_load(http_port, 4, 40))
     assert r.mode == "closed" and r.rate is None
     assert r.completed == 40 and r.failed == 0 and r.dropped_arrivals == 0
     assert r.peak_open == 4 and not r.sojourn_us
@@ -89,13 +94,13 @@ def test_closed_loop_keeps_its_concurrency_and_stops_at_the_count(http_port: int
 
 def test_warm_up_downloads_are_not_recorded(http_port: int) -> None:
     marks: list[str] = []
-    r = loadgen.run("127.0.0.1", http_port, "/", 2, 10, 30.0, 5.0, warmup=0.3, mark=marks.append)
+    r = loadgen.run(_load(http_port, 2, 10, warmup=0.3), marks.append)
     assert marks == ["measuring", "stopped"]
     assert r.warmup == 0.3 and r.completed == 10 and len(r.connect_us) == 10
 
 
 def test_open_loop_with_a_warm_up_counts_only_measured_arrivals(http_port: int) -> None:
-    r = loadgen.run("127.0.0.1", http_port, "/", 50, 15, 30.0, 5.0, rate=100.0, warmup=0.2, seed=5)
+    r = loadgen.run(_load(http_port, 50, 15, rate=100.0, warmup=0.2, seed=5))
     assert r.completed == 15 and r.failed == 0 and len(r.sojourn_us) == 15
 
 
@@ -106,16 +111,14 @@ def test_the_command_line_refuses_a_bad_rate(capsys: pytest.CaptureFixture[str])
 
 def test_workers_share_a_closed_loop_and_their_results_add_up(http_port: int) -> None:
     marks: list[str] = []
-    r = loadgen.run_workers(2, "127.0.0.1", http_port, "/", 5, 41, 30.0, 5.0, mark=marks.append)
+    r = loadgen.run_workers(_load(http_port, 5, 41), 2, marks.append)
     assert marks == ["measuring", "stopped"]
     assert r.concurrency == 5 and r.completed == 41 and r.failed == 0
     assert len(r.connect_us) == len(r.total_us) == 41 and r.peak_open <= 5
 
 
 def test_workers_share_an_open_loop_rate_and_its_bound(stalled_port: int) -> None:
-    r = loadgen.run_workers(
-        2, "127.0.0.1", stalled_port, "/", 6, 100, 0.5, 1.0, rate=200.0, arrivals="uniform"
-    )
+    r = loadgen.run_workers(_load(stalled_port, 6, 100, 0.5, timeout=1.0, rate=200.0, arrivals="uniform"), 2)
     assert r.mode == "open" and r.rate == 200.0 and r.concurrency == 6
     assert r.completed == 0 and r.failed == 6 and r.peak_open == 6
     assert r.failed + r.dropped_arrivals == 100

@@ -29,6 +29,7 @@ from rich.progress import Progress
 
 from fwcluster.bench.procstat import cpu_seconds
 from fwcluster.bench.stats import summarize
+from fwcluster.config import DEFAULT_TOML
 
 SETUPS = ("fwcluster", "kernel", "direct")
 INSTANCE_FIGURES = (
@@ -36,22 +37,11 @@ INSTANCE_FIGURES = (
 )  # fmt: skip
 UNBOUNDED = 10_000_000  # downloads per round when only time bounds it
 
-# One instance with nothing to share with and nothing watching it, the rule of the built-in config.
-DATAPATH_CONFIG = """\
-[sync]
-level = "none"
-[store]
-backend = "memory"
-[cluster]
-masters = 0
-[policy]
-default = "drop"
-[[rules]]
-action = "accept"
-proto = "tcp"
-dst = ["198.18.0.0/15", "2001:2::/48"]
-dport = 80
-"""
+# One instance with nothing to share with and nothing watching it; the built-in config's policy and rules.
+DATAPATH_CONFIG = (
+    '[sync]\nlevel = "none"\n[store]\nbackend = "memory"\n[cluster]\nmasters = 0\n'
+    + DEFAULT_TOML[DEFAULT_TOML.index("[policy]") :]
+)
 
 
 def loadgen(

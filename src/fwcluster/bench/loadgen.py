@@ -37,7 +37,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from fwcluster.bench.arrivals import KINDS, Schedule
@@ -144,26 +144,47 @@ def _raise_fd_limit(want: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-def run(
-    host: str,
-    port: int,
-    path: str,
-    concurrency: int,
-    count: int,
-    duration: float,
-    timeout: float,
-    timeline: bool = False,
-    *,
-    rate: float | None = None,
-    arrivals: str = "poisson",
-    warmup: float = 0.0,
-    seed: int | None = None,
-    mark: Callable[[str], None] | None = None,
-    phase: float = 0.0,
-) -> LoadResult:
+@dataclass(frozen=True)
+class Load:
+    """What one run of the generator does (see the module's doc)."""
+
+    host: str
+    port: int = 80
+    path: str = "/index.html"
+    concurrency: int = 25  # closed loop: downloads in flight; open loop: the bound on open connections
+    count: int = 1000  # measured downloads at most
+    duration: float = 60.0  # no new download starts this many seconds after the warm-up
+    timeout: float = 5.0  # per connection
+    timeline: bool = False  # also report when each download ended
+    rate: float | None = None  # open loop: new connections per second
+    arrivals: str = "poisson"  # open loop: poisson | uniform
+    warmup: float = 0.0  # seconds of unrecorded load first
+    seed: int | None = None  # of the arrival schedule
+    phase: float = 0.0  # open loop: measured arrivals shifted by this many seconds
+
+    def share(self, i: int, n: int) -> Load:
+        """Worker ``i`` of ``n``'s part: its share of concurrency, count and rate; the workers of
+        a uniform load interleave their arrivals."""
+
+        def part(total: int) -> int:
+            return total // n + (1 if i < total % n else 0)
+
+        return replace(
+            self,
+            concurrency=part(self.concurrency),
+            count=part(self.count),
+            rate=None if self.rate is None else self.rate / n,
+            seed=None if self.seed is None else self.seed + i,
+            phase=i / self.rate if self.rate is not None and self.arrivals == "uniform" else 0.0,
+        )
+
+
+def run(load: Load, mark: Callable[[str], None] | None = None) -> LoadResult:
     """One run; ``mark`` (if given) is called with ``"measuring"`` when the warm-up ends and with
-    ``"stopped"`` when no further download will start. ``phase`` (seconds) shifts the open loop's
-    measured arrivals (workers of one uniform load interleave their arrivals so)."""
+    ``"stopped"`` when no further download will start."""
+    host, port, path, concurrency, count = load.host, load.port, load.path, load.concurrency, load.count
+    duration, timeout, timeline, rate = load.duration, load.timeout, load.timeline, load.rate
+    arrivals, warmup, phase = load.arrivals, load.warmup, load.phase
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     addr = (host, port)
     request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
@@ -180,7 +201,7 @@ def run(
     t_start = clock()
     warm_end = t_start + round(warmup * 1e9)
     t_end = warm_end + round(duration * 1e9)
-    rng = random.Random(seed)
+    rng = random.Random(load.seed)
     schedules: list[Schedule] = []  # open loop: the warm-up's arrivals (time-bounded), the measured ones
     if rate is not None:
         if warmup > 0:
@@ -336,10 +357,6 @@ def run(
     return result
 
 
-def _share(total: int, n: int, i: int) -> int:
-    return total // n + (1 if i < total % n else 0)
-
-
 def merge(parts: list[LoadResult]) -> LoadResult:
     """One result from the workers of one load (counts summed, samples pooled, the longest
     elapsed time; ``lag_us_p50`` is the worst worker's)."""
@@ -369,32 +386,13 @@ def merge(parts: list[LoadResult]) -> LoadResult:
     return out
 
 
-def run_workers(
-    procs: int,
-    host: str,
-    port: int,
-    path: str,
-    concurrency: int,
-    count: int,
-    duration: float,
-    timeout: float,
-    timeline: bool = False,
-    *,
-    rate: float | None = None,
-    arrivals: str = "poisson",
-    warmup: float = 0.0,
-    seed: int | None = None,
-    mark: Callable[[str], None] | None = None,
-) -> LoadResult:
-    """The same load from ``procs`` forked worker processes, each with its share of the
-    concurrency, the count and the rate (one Python process is one core: on a fast path the
-    generator would otherwise be the bottleneck). A mark is passed on once every worker made it."""
-    if procs <= 1:
-        return run(
-            host, port, path, concurrency, count, duration, timeout, timeline,
-            rate=rate, arrivals=arrivals, warmup=warmup, seed=seed, mark=mark,
-        )  # fmt: skip
-    procs = min(procs, concurrency, count)
+def run_workers(load: Load, procs: int, mark: Callable[[str], None] | None = None) -> LoadResult:
+    """The same load from ``procs`` forked worker processes, each with its share (one Python
+    process is one core: on a fast path the generator would otherwise be the bottleneck). A mark
+    is passed on once every worker made it."""
+    procs = max(1, min(procs, load.concurrency, load.count))
+    if procs == 1:
+        return run(load, mark)
     readers: dict[int, tuple[int, list[bytes]]] = {}
     for i in range(procs):
         r_fd, w_fd = os.pipe()
@@ -409,12 +407,7 @@ def run_workers(
                         w.write(json.dumps({"mark": name}) + "\n")
                         w.flush()
 
-                    res = run(
-                        host, port, path, _share(concurrency, procs, i), _share(count, procs, i), duration,
-                        timeout, timeline, rate=None if rate is None else rate / procs, arrivals=arrivals,
-                        warmup=warmup, seed=None if seed is None else seed + i, mark=tell,
-                        phase=0.0 if rate is None or arrivals != "uniform" else i / rate,
-                    )  # fmt: skip
+                    res = run(load.share(i, procs), tell)
                     w.write(json.dumps(asdict(res)) + "\n")
                 code = 0
             except BaseException:
@@ -502,10 +495,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps({"mark": name}) + "\n")
         sys.stdout.flush()
 
-    r = run_workers(
-        a.procs, a.host, a.port, a.path, a.concurrency, a.count, a.duration, a.timeout, a.timeline,
-        rate=a.rate, arrivals=a.arrivals, warmup=a.warmup, seed=a.seed, mark=mark if a.marks else None,
+    load = Load(
+        a.host, a.port, a.path, a.concurrency, a.count, a.duration, a.timeout, a.timeline,
+        rate=a.rate, arrivals=a.arrivals, warmup=a.warmup, seed=a.seed,
     )  # fmt: skip
+    r = run_workers(load, a.procs, mark if a.marks else None)
     out = asdict(r)
     out["connections_per_second"] = r.connections_per_second
     json.dump(out, sys.stdout)
