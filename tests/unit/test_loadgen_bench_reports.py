@@ -61,3 +61,10 @@ def test_datapath_default_config_is_one_instance_with_nothing_to_share() -> None
     assert config.sync.level.value == "none" and config.store.backend.value == "memory"
     assert config.cluster.masters == 0
     assert config.ruleset == load_config(None).ruleset  # the built-in config's policy and rules
+
+
+def test_rounds_rotate_the_order_of_the_setups() -> None:
+    from fwcluster.bench.rounds import interleaved, rotated
+
+    assert [rotated("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    assert list(interleaved("t", ["x", "y"], 2)) == [(0, "x"), (0, "y"), (1, "y"), (1, "x")]

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress
-
 from fwcluster.bench.procstat import cpu_seconds
+from fwcluster.bench.rounds import interleaved
 from fwcluster.bench.stats import summarize
 from fwcluster.config import DEFAULT_TOML
 
@@ -183,15 +182,9 @@ def run(config_path: str | None, plan: Plan) -> dict[str, Any]:
         runs: dict[str, list[dict[str, Any]]] = {s: [] for s in SETUPS}
         try:
             inst = state.instances[0]
-            with Progress(transient=True) as progress:
-                task = progress.add_task("bench datapath", total=plan.rounds * len(SETUPS))
-                for r in range(plan.rounds):
-                    order = SETUPS[r % 3 :] + SETUPS[: r % 3]  # rotate who goes first
-                    for setup in order:
-                        progress.update(task, description=f"round {r + 1}/{plan.rounds}: {setup}")
-                        set_filter_mode(inst.netns, setup, config)
-                        runs[setup].append(measure(state, inst, plan))
-                        progress.advance(task)
+            for _, setup in interleaved("bench datapath", SETUPS, plan.rounds):
+                set_filter_mode(inst.netns, setup, config)
+                runs[setup].append(measure(state, inst, plan))
         finally:
             down()
     doc: dict[str, Any] = {

@@ -75,6 +75,19 @@ def add_parsers(
     dp.add_argument("--json", action="store_true", help="print one JSON object")
     dp.set_defaults(func=bench_datapath)
 
+    bu = sub.add_parser(
+        "bulk",
+        help="bulk TCP throughput (iperf3) through one instance, fast path off and on, beside the "
+        "kernel firewall and plain forwarding; packets to user space per GB",
+    )
+    bu.add_argument("--seconds", type=positive(1, 600), default=8, help="seconds per iperf3 test (default 8)")
+    bu.add_argument("--streams", type=positive(1, 128), default=4, help="parallel TCP streams (default 4)")
+    bu.add_argument(
+        "--rounds", type=positive(1, 50), default=3, help="interleaved tests of each setup (default 3)"
+    )
+    bu.add_argument("--json", action="store_true", help="print one JSON object")
+    bu.set_defaults(func=bench_bulk)
+
     st = sub.add_parser(
         "store",
         help="cost per published state change against redis: dirty/clean x async/sync, side by side",
@@ -115,6 +128,13 @@ def add_parsers(
     )
     sy.add_argument(
         "--rounds", type=positive(1, 50), default=3, help="interleaved runs of each setup (default 3)"
+    )
+    sy.add_argument(
+        "--rate",
+        type=positive(1, 100_000),
+        default=None,
+        help="open loop: new connections per second (Poisson arrivals, never held back by slow ones); "
+        "each load is then the bound on open connections (default: closed loop)",
     )
     sy.add_argument("--json", action="store_true", help="print one JSON object")
     sy.set_defaults(func=bench_sync)
@@ -308,6 +328,40 @@ def bench_datapath(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_bulk(args: argparse.Namespace) -> int:
+    from fwcluster.bench import bulk
+    from fwcluster.cli.errors import UserError
+    from fwcluster.cli.status_cmd import require_root
+
+    require_root("bench bulk")
+    try:
+        doc = bulk.run(args.seconds, args.streams, args.rounds)
+    except bulk.BulkError as e:
+        raise UserError(f"bench bulk: {e}", code=1) from None
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    t = Table(
+        title=f"fwcluster bench bulk (iperf3, {args.streams} streams, {args.rounds} x {args.seconds} s; "
+        "medians of runs)"
+    )
+    for col in ("setup", "Gbit/s", "per run", "x kernel", "retransmits", "user-space pkts/GB", "CPU s/GB"):
+        t.add_column(col, justify="left" if col == "setup" else "right")
+    for name, r in doc["setups"].items():
+        ratio = doc["ratios"].get(f"{name}_over_kernel")
+        t.add_row(
+            name,
+            f"{r['gbit_per_second']:.2f}",
+            ", ".join(f"{g:.2f}" for g in r["runs_gbit_per_second"]),
+            "1.00" if name == bulk.BASELINE else ("-" if ratio is None else f"{ratio:.2f}"),
+            str(r["retransmits"]),
+            f"{r['user_space_packets_per_gb']:,.0f}" if "user_space_packets_per_gb" in r else "-",
+            f"{r['instance_cpu_s_per_gb']:.3f}" if "instance_cpu_s_per_gb" in r else "-",
+        )
+    Console().print(t)
+    return 0
+
+
 def bench_store(args: argparse.Namespace) -> int:
     from fwcluster.bench import store
     from fwcluster.cli.errors import UserError
@@ -348,11 +402,14 @@ def bench_sync(args: argparse.Namespace) -> int:
     from fwcluster.cli.status_cmd import require_root
 
     require_root("bench sync")
-    doc = sync.run(args.instances, args.loads, args.count, args.rounds)
+    doc = sync.run(args.instances, args.loads, args.count, args.rounds, rate=args.rate)
     if args.json:
         print(json.dumps(doc))
         return 0
-    t = Table(title=f"fwcluster bench sync ({args.instances} instances; medians over {args.rounds} rounds)")
+    loop = f"open loop, {args.rate} new connections/s" if args.rate else "closed loop"
+    t = Table(
+        title=f"fwcluster bench sync ({args.instances} instances, {loop}; medians over {args.rounds} rounds)"
+    )
     for col in ("setup", "load", "conn/s", "connect p50 (us)", "p90", "p99", "x none", "x kernel", "failed"):
         t.add_column(col, justify="left" if col == "setup" else "right")
     for row in doc["configurations"]:
