@@ -59,6 +59,9 @@ class StoreConfig:
 class ConntrackConfig:
     max_flows: int = 262_144
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # As the kernel's nf_conntrack_tcp_be_liberal: true judges TCP by flags and state only;
+    # false (the default) also tracks sequence windows (core/window.py).
+    be_liberal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +292,11 @@ def _positive_int(t: dict[str, Any], where: str, key: str, default: int, lo: int
 
 
 def _conntrack(t: dict[str, Any]) -> ConntrackConfig:
-    _only(t, ("max_flows", "timeouts"), "conntrack")
+    _only(t, ("max_flows", "timeouts", "be_liberal"), "conntrack")
     max_flows = _positive_int(t, "conntrack", "max_flows", 262_144, 1, 50_000_000)
+    be_liberal = t.get("be_liberal", False)
+    if not isinstance(be_liberal, bool):
+        raise ConfigError(f"conntrack.be_liberal must be true or false, not {be_liberal!r}")
     tt = t.get("timeouts", {})
     if not isinstance(tt, dict):
         raise ConfigError("conntrack.timeouts: expected a table")
@@ -301,7 +307,7 @@ def _conntrack(t: dict[str, Any]) -> ConntrackConfig:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10_000_000:
             raise ConfigError(f"conntrack.timeouts.{key}: {value!r} is not allowed (allowed: seconds > 0)")
         values[key] = float(value)
-    return ConntrackConfig(max_flows=max_flows, timeouts=Timeouts(**values))
+    return ConntrackConfig(max_flows=max_flows, timeouts=Timeouts(**values), be_liberal=be_liberal)
 
 
 def _steering(t: dict[str, Any]) -> SteeringConfig:

@@ -123,6 +123,9 @@ def instance_config() -> str:
     return (
         '[sync]\nlevel = "none"\n\n'
         '[store]\nbackend = "memory"\n\n'
+        # the tracker itself meets every segment (with the fast path, a flow's windows are
+        # the kernel's while it is on it: see docs/architecture.md)
+        "[datapath]\nfast_path = false\n\n"
         '[policy]\ndefault = "drop"\n\n'
         f'[[rules]]\naction = "accept"\nproto = "tcp"\ndport = "{lo}-{hi}"\n'
     )

@@ -31,21 +31,12 @@ LATE_LIMIT = 55.0  # ... and less than SYN_RECV's (60 s), the shortest a late sc
 START_TIMEOUT = 60.0  # the instance binds its queue within this (a busy 2-core machine)
 BARRIER_TIMEOUT = 60.0  # a segment sent after all others reaches the far side within this
 
-# Scenario -> why fwcluster lets different segments through than the kernel (today).
-NO_WINDOW = (
-    "no sequence-window tracking yet (docs/architecture.md: judged like nf_conntrack_tcp_be_liberal=1): "
-    "the kernel drops a segment whose sequence or acknowledgement lies outside the window, fwcluster "
-    "passes it"
-)
-NO_WINDOW_RST = (
-    NO_WINDOW + "; the kernel also ignores such a RST (or, in ESTABLISHED, one below the acknowledged "
-    "sequence), so the connection goes on, while fwcluster passes it and moves to CLOSE, whose 10 s "
-    "timeout has expired when the late segments come"
-)
-CHALLENGE_ACK = (
-    "a RST inside the window but not at the expected sequence number: the kernel passes it but keeps "
-    "ESTABLISHED (RFC 5961 challenge ACK; only a 10 s timeout until the next valid segment), fwcluster "
-    "closes on any RST, so the late segments meet no flow (part of window tracking)"
+# Scenario -> why fwcluster lets different segments through than the kernel (today). Sequence
+# windows are tracked (core/window.py, as the kernel with be_liberal=0); what remains:
+LAST_IGNORED = (
+    "the kernel remembers the last packet it ignored (last_seq, last_end, last_ack: about 80 bits per "
+    "flow) and uses it to resynchronise; the window tracker does not keep it (core/window.py, 'not "
+    "copied'), so such a segment falls to the state table and the window as they stand"
 )
 NO_CHECKSUM = (
     "fwcluster verifies the TCP checksum of closing segments only (RST, FIN: what could end a flow the "
@@ -62,33 +53,18 @@ REPLY_SYN_REOPEN = (
     "deletes the old entry and judges the SYN as a new connection with the roles swapped"
 )
 KNOWN_DIFFERENCES: dict[str, str] = {
-    "synack_bad_ack": NO_WINDOW + " (a SYN-ACK acknowledging a sequence the client never sent)",
-    "synack_new_isn": NO_WINDOW + " (the kernel keeps the first SYN-ACK's ISN: the second one is ignored, "
-    "so the client's ACK of it acknowledges data the server never sent)",
-    "data_beyond_window": NO_WINDOW,
-    "data_beyond_window_v6": NO_WINDOW,
-    "server_data_beyond_window": NO_WINDOW,
-    "data_two_windows_ahead": NO_WINDOW,
-    "ack_unsent_data": NO_WINDOW,
-    "server_ack_unsent_data": NO_WINDOW,
-    "window_scale_client_only": NO_WINDOW + " (unscaled, as only one side offered scaling)",
-    "fin_out_of_window": NO_WINDOW,
-    "rst_answers_syn_bad_ack": NO_WINDOW + " (a RST-ACK to the SYN that acknowledges the wrong sequence)",
-    "rst_client_acked_seq": NO_WINDOW_RST,
-    "rst_client_out_of_window": NO_WINDOW_RST,
-    "rst_client_out_of_window_v6": NO_WINDOW_RST,
-    "rst_server_out_of_window": NO_WINDOW_RST,
-    "rst_client_behind_window": NO_WINDOW_RST,
-    "rst_client_in_window_inexact": CHALLENGE_ACK,
-    "rst_server_in_window_inexact": CHALLENGE_ACK,
+    "syn_in_established_restart": LAST_IGNORED + ": the kernel sees the SYN-ACK acknowledge the SYN it "
+    "ignored in ESTABLISHED and starts the connection over with the new sequence numbers; fwcluster "
+    "keeps the old window, so the client's ACK and data of the new stream are out of window",
+    "challenge_ack_to_syn": LAST_IGNORED + ": the kernel accepts the client's RST at the ACK it ignored "
+    "(the RFC 5961 challenge ACK answering a SYN); fwcluster judges the RST against the window of the "
+    "SYN alone and drops it (the client's retried handshake then passes on both paths)",
     "bad_checksum": NO_CHECKSUM,
     "rst_answers_syn_without_ack": RST_BEFORE_REPLY,
     "rst_client_in_syn_sent": RST_BEFORE_REPLY + "; the client's RST itself is dropped by the kernel "
     "firewall: before any reply a packet from the client is ct state new, which the ruleset admits only "
     "for a SYN (conntrack has deleted the entry on it all the same)",
     "reopen_by_server_in_time_wait": REPLY_SYN_REOPEN + " (here the rules allow it, so the kernel passes it)",
-    "reopen_by_server_blocked_port": REPLY_SYN_REOPEN + " (here the rules refuse it; the old entry is gone, "
-    "so the kernel drops the server's ACK too, which fwcluster passes in TIME_WAIT)",
 }
 
 

@@ -118,9 +118,15 @@ ACCEPT_ALL = 'default = "accept"'
 
 
 def firewall(
-    rules: str = f"[policy]\n{ACCEPT_ALL}\n", timeouts: Timeouts | None = None, max_flows: int = 1024
+    rules: str = f"[policy]\n{ACCEPT_ALL}\n",
+    timeouts: Timeouts | None = None,
+    max_flows: int = 1024,
+    windows: bool = False,
 ) -> Firewall:
-    return Firewall(ruleset(rules), timeouts or Timeouts(), max_flows)
+    """A firewall for the state-table tests: their packets carry made-up sequence numbers, so
+    window tracking is off unless asked for (as the kernel's be_liberal; tests/unit/test_window*
+    and test_firewall_windows.py drive it with real ones)."""
+    return Firewall(ruleset(rules), timeouts or Timeouts(), max_flows, windows=windows)
 
 
 def check(d: Decision) -> Decision:

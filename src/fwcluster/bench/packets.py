@@ -1,6 +1,7 @@
 """Build raw IPv4/IPv6 packets for benchmarks: a realistic mix without any packet library.
 
-Checksums are left zero: the core does not verify them (the kernel already did, before NFQUEUE).
+IP and UDP checksums are left zero (the core does not verify them: the kernel did, before
+NFQUEUE); TCP segments carry real ones, since the core verifies those of RST and FIN segments.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import random
 from ipaddress import IPv4Address, IPv6Address
 from struct import Struct
+
+from fwcluster.core.reject import checksum
 
 _IP4 = Struct("!BBHHHBBH4s4s")
 _IP6 = Struct("!IHBB16s16s")
@@ -26,12 +29,28 @@ def ip(src: bytes, dst: bytes, proto: int, payload: bytes) -> bytes:
     return _IP6.pack(0x60000000, len(payload), proto, 64, src, dst) + payload
 
 
-def tcp(src: bytes, dst: bytes, sport: int, dport: int, flags: int, data: bytes = b"") -> bytes:
+def tcp(
+    src: bytes,
+    dst: bytes,
+    sport: int,
+    dport: int,
+    flags: int,
+    data: bytes = b"",
+    seq: int = 1000,
+    ack: int = 2000,
+) -> bytes:
     opts = _SYN_OPTS if flags & SYN else _TS_OPTS
     hdr = _TCP.pack(
-        sport, dport, 1000, 2000 if flags & ACK else 0, (5 + len(opts) // 4) << 4, flags, 64240, 0, 0
-    )
-    return ip(src, dst, 6, hdr + opts + data)
+        sport, dport, seq & 0xFFFFFFFF, (ack & 0xFFFFFFFF) if flags & ACK else 0, (5 + len(opts) // 4) << 4,
+        flags, 64240, 0, 0,
+    )  # fmt: skip
+    seg = hdr + opts + data
+    if len(src) == 4:
+        pseudo = src + dst + b"\x00\x06" + len(seg).to_bytes(2)
+    else:
+        pseudo = src + dst + len(seg).to_bytes(4) + b"\x00\x00\x00\x06"
+    csum = checksum(pseudo + seg)
+    return ip(src, dst, 6, seg[:16] + csum.to_bytes(2) + seg[18:])
 
 
 def udp(src: bytes, dst: bytes, sport: int, dport: int, data: bytes) -> bytes:
@@ -54,19 +73,26 @@ SERVER4 = IPv4Address("198.19.0.2").packed
 SERVER6 = IPv6Address("2001:2:0:300::2").packed
 
 
+_GET = b"GET /index.html HTTP/1.1\r\nHost: s\r\n\r\n"
+_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
+
+
 def http_connection(c: bytes, s: bytes, port: int) -> list[bytes]:
-    """One short HTTP download as the study's workload makes it: 10 packets."""
+    """One short HTTP download as the study's workload makes it: 10 packets, with sequence
+    numbers and acknowledgements as real TCPs send them (the core tracks windows)."""
+    ci, si = (port * 2654435761) & 0xFFFFFFFF, (port * 40503 + 7) & 0xFFFFFFFF  # initial sequence numbers
+    g, r = len(_GET), len(_RESPONSE)
     return [
-        tcp(c, s, port, 80, SYN),
-        tcp(s, c, 80, port, SYN | ACK),
-        tcp(c, s, port, 80, ACK),
-        tcp(c, s, port, 80, PSH | ACK, b"GET /index.html HTTP/1.1\r\nHost: s\r\n\r\n"),
-        tcp(s, c, 80, port, ACK),
-        tcp(s, c, 80, port, PSH | ACK, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"),
-        tcp(c, s, port, 80, ACK),
-        tcp(c, s, port, 80, FIN | ACK),
-        tcp(s, c, 80, port, FIN | ACK),
-        tcp(c, s, port, 80, ACK),
+        tcp(c, s, port, 80, SYN, seq=ci),
+        tcp(s, c, 80, port, SYN | ACK, seq=si, ack=ci + 1),
+        tcp(c, s, port, 80, ACK, seq=ci + 1, ack=si + 1),
+        tcp(c, s, port, 80, PSH | ACK, _GET, seq=ci + 1, ack=si + 1),
+        tcp(s, c, 80, port, ACK, seq=si + 1, ack=ci + 1 + g),
+        tcp(s, c, 80, port, PSH | ACK, _RESPONSE, seq=si + 1, ack=ci + 1 + g),
+        tcp(c, s, port, 80, ACK, seq=ci + 1 + g, ack=si + 1 + r),
+        tcp(c, s, port, 80, FIN | ACK, seq=ci + 1 + g, ack=si + 1 + r),
+        tcp(s, c, 80, port, FIN | ACK, seq=si + 1 + r, ack=ci + 2 + g),
+        tcp(c, s, port, 80, ACK, seq=ci + 2 + g, ack=si + 2 + r),
     ]
 
 

@@ -21,7 +21,8 @@ from fwcluster.testbed.masters import admin_call, master_events
 
 SLICE = 0.5  # seconds per point of the timeline
 STORY_SECONDS = 22.0  # how long the steady load runs (the phases fit inside)
-LOAD = 8  # concurrent short downloads
+LOAD_RATE = 500.0  # new short downloads per second, an open loop (Poisson arrivals)
+LOAD = 200  # at most this many open at once (beyond it an arrival is counted as dropped)
 LONG = 10  # long-lived downloads
 LONG_PATH = "/files/10M.bin"
 LONG_RATE = "600K"  # each long download reads at this rate: ~17 s
@@ -56,6 +57,9 @@ def _carrying() -> int:
 def _load(state: Any, tl: Timeline) -> None:
     """One load generator for the whole story, reporting when each download ended."""
     tl.load_started = time.time() - tl.t0
+    # An open loop: arrivals keep their schedule whatever happens to earlier connections, so the
+    # timeline shows what a failover costs new connections (a closed loop's workers all stall
+    # behind one lost packet and the plot drops to zero for a second).
     tl.load = loadgen(
         state.client_netns,
         state.server_addr,
@@ -64,6 +68,7 @@ def _load(state: Any, tl: Timeline) -> None:
         timeout=10.0,  # a connection caught in the failover gap waits out TCP retransmissions
         duration=STORY_SECONDS,
         timeline=True,
+        rate=LOAD_RATE,
     )
 
 

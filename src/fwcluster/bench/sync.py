@@ -58,7 +58,10 @@ def run(
     count: int,
     rounds: int,
     settings: tuple[tuple[str, str, str], ...] = SETTINGS,
+    rate: float | None = None,
 ) -> dict[str, Any]:
+    """``rate``: an open loop at that many new connections per second (each load is then the bound
+    on open connections), so a stall cannot hide the arrivals behind it; None: closed loop."""
     from fwcluster.testbed import down, reconfigure, set_mode, up
 
     setups: list[str] = [setup_name(*s) for s in settings] + [KERNEL]
@@ -85,9 +88,9 @@ def run(
                             flush_store(state)
                             state = reconfigure(configs[setup])
                         for load in loads:
-                            loadgen(state.client_netns, state.server_addr, load, WARMUP)
+                            loadgen(state.client_netns, state.server_addr, load, WARMUP, rate=rate)
                             samples[(setup, load)].append(
-                                loadgen(state.client_netns, state.server_addr, load, count)
+                                loadgen(state.client_netns, state.server_addr, load, count, rate=rate)
                             )
                         progress.advance(task)
         finally:

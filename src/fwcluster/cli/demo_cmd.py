@@ -168,7 +168,8 @@ def _story(console: Console, state: Any, out: Path) -> list[str]:
 
     console.rule("Under load: an instance dies, the cluster scales to 6 and back, the leading master dies")
     console.print(
-        f"{story.LOAD} concurrent short downloads and {story.LONG} long ones (10 MB each, checksummed) ..."
+        f"{story.LOAD_RATE:.0f} new short downloads per second (open loop) and {story.LONG} long ones "
+        "(10 MB each, checksummed) ..."
     )
     out.mkdir(parents=True, exist_ok=True)
     summary = story.run(state, out)

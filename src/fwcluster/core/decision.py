@@ -47,6 +47,7 @@ class Reason(IntEnum):
     NO_FLOW = 32  # cannot open a connection and belongs to none (SYN-ACK, bare ACK, echo reply, ...)
     UNTRACKED_ICMP = 33  # ICMP type that neither opens a flow nor quotes one
     ICMP_MISDIRECTED = 34  # ICMP error not travelling back to the quoted packet's source
+    OUT_OF_WINDOW = 35  # a TCP segment outside the connection's sequence window (core/window.py)
 
 
 ACCEPT_REASONS = frozenset({Reason.TRACKED, Reason.RULE_ACCEPT, Reason.RELATED, Reason.IGNORED})
@@ -64,6 +65,7 @@ class StateChange(NamedTuple):
     orig_is_lo: bool  # which endpoint of the key opened the flow
     time: float  # the packet's (or expiry's) timestamp
     version: int = 1  # the flow's version after the change (see core.flowtable)
+    window: int = 0  # the TCP window state after the change (local: never shared, core.window)
 
 
 class Decision(NamedTuple):

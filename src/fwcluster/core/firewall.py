@@ -23,6 +23,8 @@ from fwcluster.core.flowtable import (
     ORIG_IS_LO,
     STATE_MASK,
     VERSION_MASK,
+    WINDOW_MASK,
+    WINDOW_SHIFT,
     FlowTable,
     bump,
     next_version,
@@ -43,8 +45,10 @@ from fwcluster.core.packet import (
 from fwcluster.core.reject import build_reject
 from fwcluster.core.rules import PROTO_TCP, PROTO_UDP, Action, RuleSet
 from fwcluster.core.states import RANK, REOPENABLE, FlowState
-from fwcluster.core.tcp import BAD_FLAGS_RESULT, FLAG_MASK, IG, SS, TCP_NEXT, TW
+from fwcluster.core.tcp import BAD_FLAGS_RESULT, FLAG_MASK, IG, IV, SS, TCP_NEXT, TW
 from fwcluster.core.timeouts import Timeouts
+from fwcluster.core.window import ACCEPT as _W_ACCEPT
+from fwcluster.core.window import relearn, segment, step
 
 _new = tuple.__new__
 _S = [FlowState(i) if i in FlowState._value2member_map_ else FlowState.NONE for i in range(16)]
@@ -69,6 +73,17 @@ _NO_FLOW = _INVALID[Reason.NO_FLOW]
 _BAD_FLAGS = _INVALID[Reason.BAD_TCP_FLAGS]
 _RULE_DROP = _INVALID[Reason.RULE_DROP]
 _BAD_CHECKSUM = _INVALID[Reason.BAD_CHECKSUM]
+_OUT_OF_WINDOW = _INVALID[Reason.OUT_OF_WINDOW]
+_WINDOW_BITS = WINDOW_MASK << WINDOW_SHIFT
+
+
+def _ip_end(buf: bytes, version: int) -> int:
+    """Where the IP packet ends (its own length, not the buffer's: link padding is not payload)."""
+    if version == 4:
+        return (buf[2] << 8) | buf[3]
+    return 40 + ((buf[4] << 8) | buf[5])
+
+
 _CLOSING_FLAGS = FIN | RST
 
 
@@ -94,8 +109,22 @@ class Flow(tuple[bytes, FlowState, bool, int, int]):
 class Firewall:
     """Rules plus connection tracking for one instance."""
 
-    def __init__(self, ruleset: RuleSet, timeouts: Timeouts, max_flows: int) -> None:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        timeouts: Timeouts,
+        max_flows: int,
+        *,
+        windows: bool = True,
+        one_way: bool = False,
+    ) -> None:
+        """``windows``: track TCP sequence windows (the kernel's default; off is its be_liberal);
+        ``one_way``: an instance may see only one direction of a flow (ECMP steering), so each
+        direction is judged on its own segments (core/window.py)."""
         self.ruleset = ruleset
+        self.windows = windows
+        self.one_way = one_way
+        self._relearn = [False] * 16
         self.timeouts = timeouts
         self.table = FlowTable(max_flows)
         t = timeouts
@@ -117,6 +146,12 @@ class Firewall:
         self._icmp_ms = int(t.icmp * 1000)
         self._defer = [False] * 16
         self.deferred: frozenset[FlowState] = frozenset()
+
+    def set_fast_path(self, states: Iterable[FlowState]) -> None:
+        """Flows entering these TCP states go on the kernel's fast path: the segments that follow
+        pass this tracker by, so the window is relearned from the next one that comes up."""
+        fast = set(states)
+        self._relearn = [i in fast for i in range(16)]
 
     def set_deferred(self, states: Iterable[FlowState]) -> None:
         """Changes to these states are decided but left for :meth:`commit` (see the module doc)."""
@@ -145,13 +180,21 @@ class Firewall:
 
     def _tcp(self, p: Parsed, buf: bytes, key: bytes, v: int | None, now: float, now_ms: int) -> Decision:
         flags = p.flags
+        windows = self.windows
         if v is None:
             nxt = TCP_NEXT[((flags & FLAG_MASK) << 4)]  # ORIGINAL direction, state NONE
             if nxt == BAD_FLAGS_RESULT:
                 return _BAD_FLAGS
             if nxt != SS:
                 return _NO_FLOW  # SYN-ACK, bare ACK, FIN, RST with no connection
-            return self._open(p, buf, key, FlowState.SYN_SENT, self._tcp_timeout_ms[SS], now, now_ms)
+            w = 0
+            if windows:
+                verdict, w = step(0, True, *segment(buf, p.l4, _ip_end(buf, p.version)), 0, SS, self.one_way)
+                if not verdict:
+                    return _OUT_OF_WINDOW  # a SYN whose TCP header cannot be read
+            return self._open(
+                p, buf, key, FlowState.SYN_SENT, self._tcp_timeout_ms[SS], now, now_ms, window=w
+            )
         if flags & _CLOSING_FLAGS and not tcp_checksum_ok(buf, p):
             # A RST or FIN the endpoint discards must not close the flow here (the kernel checks
             # every checksum; checking the closing segments costs little: few packets carry them).
@@ -160,6 +203,24 @@ class Firewall:
         orig_is_lo = (v & ORIG_IS_LO) != 0
         reply = 1024 if p.from_lo != orig_is_lo else 0
         nxt = TCP_NEXT[reply | ((flags & FLAG_MASK) << 4) | state]
+        if windows and nxt <= IV:
+            # The sequence window (core/window.py), after the state table as in the kernel:
+            # INVALID drops, IGNORE passes without a state change, ACCEPT goes on.
+            verdict, w = step(
+                (v >> WINDOW_SHIFT) & WINDOW_MASK, not reply, *segment(buf, p.l4, _ip_end(buf, p.version)),
+                state, nxt, self.one_way,
+            )  # fmt: skip
+            if verdict != _W_ACCEPT and nxt < IG:
+                st = _S[state]
+                if not verdict:
+                    return _new(Decision, (_DROP, Reason.OUT_OF_WINDOW, st, st, None, None))
+                # passes, the state stays; what the window learned is kept
+                self.table.flows[key] = (v & ~_WINDOW_BITS) | (w << WINDOW_SHIFT)
+                return _new(Decision, (_ACCEPT, Reason.IGNORED, st, st, None, None))
+            if self._relearn[nxt]:
+                w = relearn(w)  # the kernel forwards what follows: the window is stale by the FIN
+        else:
+            w = (v >> WINDOW_SHIFT) & WINDOW_MASK
         if nxt >= IG:
             if nxt == IG:
                 st = _S[state]
@@ -171,18 +232,18 @@ class Firewall:
             # A new SYN on a connection in TIME_WAIT or CLOSE reopens it (RFC 1122): it is a new
             # connection and passes the rules again, as in the kernel.
             return self._open(
-                p, buf, key, FlowState.SYN_SENT, self._tcp_timeout_ms[SS], now, now_ms, _S[state]
+                p, buf, key, FlowState.SYN_SENT, self._tcp_timeout_ms[SS], now, now_ms, _S[state], w
             )
         expiry = (now_ms + self._tcp_timeout_ms[nxt]) << EXPIRY_SHIFT
         if nxt == state:
-            self.table.flows[key] = expiry | (v & LOW_MASK)
+            self.table.flows[key] = expiry | (w << WINDOW_SHIFT) | (v & LOW_MASK)
             st = _S[state]
             return _new(Decision, (_ACCEPT, Reason.TRACKED, st, st, None, None))
         low = bump(v)
         if not self._defer[nxt]:
-            self.table.flows[key] = expiry | low | nxt
+            self.table.flows[key] = expiry | (w << WINDOW_SHIFT) | low | nxt
         before, after = _S[state], _S[nxt]
-        ev = _new(StateChange, (key, PROTO_TCP, before, after, orig_is_lo, now, low >> 8))
+        ev = _new(StateChange, (key, PROTO_TCP, before, after, orig_is_lo, now, low >> 8, w))
         return _new(Decision, (_ACCEPT, Reason.TRACKED, before, after, ev, None))
 
     def _udp(self, p: Parsed, buf: bytes, key: bytes, v: int | None, now: float, now_ms: int) -> Decision:
@@ -223,7 +284,7 @@ class Firewall:
         low = bump(v)
         if not self._defer[nxt]:
             self.table.flows[key] = expiry | low | nxt
-        ev = _new(StateChange, (key, p.proto, _UNREPLIED, _REPLIED, orig_is_lo, now, low >> 8))
+        ev = _new(StateChange, (key, p.proto, _UNREPLIED, _REPLIED, orig_is_lo, now, low >> 8, 0))
         return _new(Decision, (_ACCEPT, Reason.TRACKED, _UNREPLIED, _REPLIED, ev, None))
 
     def _open(
@@ -236,6 +297,7 @@ class Firewall:
         now: float,
         now_ms: int,
         before: FlowState = _NONE,
+        window: int = 0,
     ) -> Decision:
         """A packet that would open a flow: the rules decide, then the table must have room."""
         action, _ = self.ruleset.evaluate(
@@ -257,11 +319,12 @@ class Firewall:
         if not self._defer[state]:
             flows[key] = (
                 ((now_ms + timeout_ms) << EXPIRY_SHIFT)
+                | (window << WINDOW_SHIFT)
                 | (version << 8)
                 | (ORIG_IS_LO if p.from_lo else 0)
                 | state
             )
-        ev = _new(StateChange, (key, p.proto, before, state, p.from_lo, now, version))
+        ev = _new(StateChange, (key, p.proto, before, state, p.from_lo, now, version, window))
         return _new(Decision, (_ACCEPT, Reason.RULE_ACCEPT, before, state, ev, None))
 
     # ------------------------------------------------------------------ transactions
@@ -286,7 +349,9 @@ class Firewall:
                 return True  # a retransmission's change committed first: the same change
             if ev.before == _NONE or state != ev.before or next_version(version) != ev.version:
                 return False
-        flows[key] = pack(after, ev.orig_is_lo, now_ms + self.timeout_ms(after, ev.proto), ev.version)
+        flows[key] = pack(
+            after, ev.orig_is_lo, now_ms + self.timeout_ms(after, ev.proto), ev.version, ev.window
+        )
         return True
 
     def merge(self, rec: FlowFacts, now: float) -> bool:
@@ -300,17 +365,25 @@ class Firewall:
         key = rec.key
         state = rec.state
         v = flows.get(key)
+        window = 0
         if v is not None and (v >> EXPIRY_SHIFT) > now_ms:
             cur = _S[v & STATE_MASK]
             version = (v & VERSION_MASK) >> 8
             if rec.version == version and state == cur:
                 return False
             reopen = state == FlowState.SYN_SENT and cur in REOPENABLE
-            if not reopen and (version_newer(version, rec.version) or RANK[state] < RANK[cur]):
-                return False
+            if not reopen:
+                if version_newer(version, rec.version) or RANK[state] < RANK[cur]:
+                    return False
+                # Another instance moved the flow on: it saw segments this one did not, so the
+                # window here is stale (the flow may come back after a bucket move). Relearn it
+                # from the next segments, keeping the scales (they came with the SYNs).
+                window = relearn((v >> WINDOW_SHIFT) & WINDOW_MASK)
         if state == FlowState.REMOVED:
             return flows.pop(key, None) is not None
-        flows[key] = pack(state, rec.orig_is_lo, now_ms + self.timeout_ms(state, rec.proto), rec.version)
+        flows[key] = pack(
+            state, rec.orig_is_lo, now_ms + self.timeout_ms(state, rec.proto), rec.version, window
+        )
         return True
 
     def load(self, records: Iterable[FlowFacts], now: float) -> int:

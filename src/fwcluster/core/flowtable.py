@@ -2,7 +2,11 @@
 
 One flow costs a dict slot, its key (bytes, 13 bytes for IPv4, 37 for IPv6) and one int:
 
-    value = expiry_ms << 20 | version << 8 | flags << 4 | state
+    value = expiry_ms << EXPIRY_SHIFT | window << WINDOW_SHIFT | version << 8 | flags << 4 | state
+
+``window`` is the TCP sequence-window state (``core/window.py``, 304 bits; 0 = not known, and
+always 0 for UDP and ICMP). It changes with nearly every segment, so it lives in the same int:
+one store per packet still updates everything.
 
 ``version`` counts the flow's state changes (12 bits, wrapping): the shared state table compares
 it to refuse stale writes. Versions wrap, so they are compared with serial-number arithmetic
@@ -24,6 +28,7 @@ from collections.abc import Iterator
 
 from fwcluster.core.decision import StateChange
 from fwcluster.core.states import FlowState
+from fwcluster.core.window import STATE_BYTES
 
 STATE_MASK = 0x0F
 ORIG_IS_LO = 0x10
@@ -31,13 +36,18 @@ VERSION_ONE = 0x100
 VERSION_MASK = 0xFFF00
 VERSION_MOD = 0x1000  # versions live in 12 bits and wrap
 VERSION_HALF = 0x800  # serial-number arithmetic: "newer" means ahead by less than half the space
-LOW_MASK = 0xFFFFF  # everything below the expiry
-EXPIRY_SHIFT = 20
+LOW_MASK = 0xFFFFF  # version, flags, state
+WINDOW_SHIFT = 20
+WINDOW_BITS = STATE_BYTES * 8
+WINDOW_MASK = (1 << WINDOW_BITS) - 1  # after the shift
+EXPIRY_SHIFT = WINDOW_SHIFT + WINDOW_BITS
+KEEP_MASK = (1 << EXPIRY_SHIFT) - 1  # everything below the expiry: window and the low bits
 
 
-def pack(state: int, orig_is_lo: bool, expiry_ms: int, version: int = 1) -> int:
+def pack(state: int, orig_is_lo: bool, expiry_ms: int, version: int = 1, window: int = 0) -> int:
     return (
         (expiry_ms << EXPIRY_SHIFT)
+        | (window << WINDOW_SHIFT)
         | ((version << 8) & VERSION_MASK)
         | (ORIG_IS_LO if orig_is_lo else 0)
         | state

@@ -135,6 +135,7 @@ class Engine:
         # by state after the packet: does an accept carry the fast-path mark?
         fast = {FlowState.ESTABLISHED, FlowState.REPLIED} if policy.fast_path else set()
         self._fast = tuple(i in fast for i in range(16))
+        firewall.set_fast_path(fast)  # its segments pass the tracker by: windows are relearned
         # With ECMP steering an instance may see only the server's side of a handshake: its
         # replica stays in SYN_RECV (the client's ACK crossed another instance) until the feed
         # brings ESTABLISHED, and the server's data all come up meanwhile. Such a packet passes as

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fwcluster.config import Config, HeldVerdict, OutagePolicy
+from fwcluster.config import Config, HeldVerdict, OutagePolicy, SteeringKind
 from fwcluster.core.firewall import Firewall
 from fwcluster.datapath.fastpath import fast_path_flows
 from fwcluster.datapath.nfqueue import NfqueueDriver
@@ -53,7 +53,14 @@ class Instance:
         self.run_dir = run_dir
         self.started = time.time()
         self.counters = Counters()
-        self.firewall = Firewall(config.ruleset, config.conntrack.timeouts, config.conntrack.max_flows)
+        ct = config.conntrack
+        self.firewall = Firewall(
+            config.ruleset,
+            ct.timeouts,
+            ct.max_flows,
+            windows=not ct.be_liberal,
+            one_way=config.steering.kind == SteeringKind.ECMP,  # a direction may cross another instance
+        )
         store = make_store(config, store_url)
         st = config.store
         self.engine = Engine(
