@@ -75,6 +75,10 @@ _RULE_DROP = _INVALID[Reason.RULE_DROP]
 _BAD_CHECKSUM = _INVALID[Reason.BAD_CHECKSUM]
 _OUT_OF_WINDOW = _INVALID[Reason.OUT_OF_WINDOW]
 _WINDOW_BITS = WINDOW_MASK << WINDOW_SHIFT
+# A TCP flow this instance has not seen for this long gets its window relearned: its segments
+# may have crossed another instance meanwhile (steering moved it away and back), whose changes
+# in state reach this replica but whose windows do not. A blind RST still cannot close it then.
+WINDOW_STALE_MS = 1000
 
 
 def _ip_end(buf: bytes, version: int) -> int:
@@ -206,10 +210,14 @@ class Firewall:
         if windows and nxt <= IV:
             # The sequence window (core/window.py), after the state table as in the kernel:
             # INVALID drops, IGNORE passes without a state change, ACCEPT goes on.
+            w = (v >> WINDOW_SHIFT) & WINDOW_MASK
+            if w and now_ms - ((v >> EXPIRY_SHIFT) - self._tcp_timeout_ms[state]) > WINDOW_STALE_MS:
+                # Not seen here for a while: the flow may have crossed another instance meanwhile
+                # (a bucket moved away and back) and its stream gone far past this window.
+                w = relearn(w)
             verdict, w = step(
-                (v >> WINDOW_SHIFT) & WINDOW_MASK, not reply, *segment(buf, p.l4, _ip_end(buf, p.version)),
-                state, nxt, self.one_way,
-            )  # fmt: skip
+                w, not reply, *segment(buf, p.l4, _ip_end(buf, p.version)), state, nxt, self.one_way
+            )
             if verdict != _W_ACCEPT and nxt < IG:
                 st = _S[state]
                 if not verdict:
