@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fwcluster.datapath.replies import ReplySender
 from fwcluster.steering.netns import inside
 from fwcluster.testbed.filtering import FWCLUSTER_SYSCTLS, fwcluster_rules
 
@@ -251,23 +252,11 @@ class Instance:
 
 
 # ---------------------------------------------------------------------------- send and sniff
-class RawSender:
-    """Raw IP sockets (header included) opened inside one end namespace."""
-
-    def __init__(self, netns: str) -> None:
-        with inside(netns):
-            self.s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-            self.s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
-
-    def send(self, pkt: bytes) -> None:
-        if pkt[0] >> 4 == 4:
-            self.s4.sendto(pkt, (socket.inet_ntop(socket.AF_INET, pkt[16:20]), 0))
-        else:
-            self.s6.sendto(pkt, (socket.inet_ntop(socket.AF_INET6, pkt[24:40]), 0))
-
-    def close(self) -> None:
-        self.s4.close()
-        self.s6.close()
+def raw_sender(netns: str) -> ReplySender:
+    """Raw IP sockets (header included) opened inside one end namespace: the instance's own
+    sender of REJECT answers does exactly this."""
+    with inside(netns):
+        return ReplySender()
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ class Run:
     def __init__(self, instance: net.Instance, sniffer: net.Sniffer) -> None:
         self.instance = instance
         self.sniffer = sniffer
-        self.senders = {"C": net.RawSender(net.NS_A), "S": net.RawSender(net.NS_B)}
+        self.senders = {"C": net.raw_sender(net.NS_A), "S": net.raw_sender(net.NS_B)}
         self.barriers = 0
 
     def close(self) -> None:

@@ -99,11 +99,11 @@ _WRITE, _LOOKUP = 0, 1
 class Held:
     """A packet waiting for the store."""
 
-    __slots__ = ("attempts", "buf", "change", "deadline", "kind", "reason")
+    __slots__ = ("attempts", "buf", "change", "deadline", "key", "kind", "reason")
 
     def __init__(
         self, kind: int, deadline: float, buf: bytes, change: StateChange | None, reason: Reason,
-        attempts: int,
+        attempts: int, key: bytes = b"",
     ) -> None:  # fmt: skip
         self.kind = kind
         self.deadline = deadline
@@ -111,6 +111,7 @@ class Held:
         self.change = change  # the change to confirm (writes)
         self.reason = reason  # the reason the packet is accepted with once confirmed
         self.attempts = attempts
+        self.key = key  # the flow the store is asked about (look-ups)
 
 
 class Engine:
@@ -217,7 +218,9 @@ class Engine:
                 key = p.related if p.related is not None else p.key
                 if self.gate.may(key, now):
                     c.lookups += 1
-                    self._hold(pid, Held(_LOOKUP, now + policy.hold_timeout, buf, None, reason, attempts))
+                    self._hold(
+                        pid, Held(_LOOKUP, now + policy.hold_timeout, buf, None, reason, attempts, key)
+                    )
                     self.lookups.append((pid, key))
                     return
         self._drop(pid, reason)
@@ -319,9 +322,7 @@ class Engine:
                 c.lookup_misses += 1
         else:
             c.lookup_misses += 1
-            p = parse(h.buf)
-            if isinstance(p, Parsed):
-                self.gate.unknown(p.related if p.related is not None else p.key, now)
+            self.gate.unknown(h.key, now)
         d = self._decide(h.buf, now)
         self._settle(pid, h.buf, d, now, True, h.deadline, h.attempts)
 
