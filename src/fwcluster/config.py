@@ -7,7 +7,9 @@ line, so the command line can print it and exit with status 2.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +20,19 @@ from fwcluster.core.timeouts import Timeouts
 from fwcluster.statetable.settings import Access, Confirm, SyncLevel, SyncSettings
 
 E = TypeVar("E", bound=StrEnum)
+
+MAX_BUCKETS = 4096  # symmetric steering: nft map elements
+# ecmp steering: iproute2 builds `ip nexthop add ... group` in a 1 KiB request buffer (8 bytes
+# per member, one member per bucket), which holds at most 124 members; the ecmp driver allows
+# 120 (steering.ecmp.MAX_BUCKETS, kept equal by a unit test: config sits below steering).
+ECMP_MAX_BUCKETS = 120
+MIN_TIMEOUT_S = 0.001  # the core keeps expiries in whole milliseconds
+MAX_TIMEOUT_S = 10_000_000
+# The heartbeat key lives heartbeat_ms * misses and is renewed every heartbeat_ms plus a round
+# trip: with 1 it lapses before every renewal, so a healthy instance would be failed over; 2 is
+# the least that lets one beat be late.
+MIN_MISSES = 2
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 class ConfigError(Exception):
@@ -142,6 +157,8 @@ def load_config(path: str | Path | None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{p}: not valid TOML: arrays or tables nested too deeply") from None
     return parse_config(data, str(p))
 
 
@@ -245,6 +262,8 @@ def _networks(value: Any, where: str) -> tuple[Network, ...]:
     for item in items:
         if not isinstance(item, str):
             raise ConfigError(f"{where}: {item!r} is not an address or CIDR string")
+        if "%" in item:  # ipaddress takes "fe80::1%eth0"; a packet carries no zone, so it never matches
+            raise ConfigError(f"{where}: {item!r} has a zone id (%...): rules match addresses only")
         try:
             nets.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
@@ -304,18 +323,27 @@ def _conntrack(t: dict[str, Any]) -> ConntrackConfig:
     _only(tt, names, "conntrack.timeouts")
     values: dict[str, float] = {}
     for key, value in tt.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10_000_000:
-            raise ConfigError(f"conntrack.timeouts.{key}: {value!r} is not allowed (allowed: seconds > 0)")
+        # The core keeps expiries in whole milliseconds (int(seconds * 1000)): below 1 ms a timeout
+        # would be 0 and every flow would expire as it is made.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not MIN_TIMEOUT_S <= value <= MAX_TIMEOUT_S
+        ):
+            raise ConfigError(
+                f"conntrack.timeouts.{key}: {value!r} is not allowed "
+                f"(allowed: seconds > 0, from {MIN_TIMEOUT_S:g} to {MAX_TIMEOUT_S:g})"
+            )
         values[key] = float(value)
     return ConntrackConfig(max_flows=max_flows, timeouts=Timeouts(**values), be_liberal=be_liberal)
 
 
 def _steering(t: dict[str, Any]) -> SteeringConfig:
     _only(t, ("kind", "buckets"), "steering")
-    return SteeringConfig(
-        kind=_choice(t, "steering", "kind", SteeringKind, SteeringKind.SYMMETRIC),
-        buckets=_positive_int(t, "steering", "buckets", 64, 1, 4096),
-    )
+    kind = _choice(t, "steering", "kind", SteeringKind, SteeringKind.SYMMETRIC)
+    most = ECMP_MAX_BUCKETS if kind is SteeringKind.ECMP else MAX_BUCKETS
+    buckets = _positive_int(t, "steering", "buckets", 64, 1, most)
+    return SteeringConfig(kind=kind, buckets=buckets)
 
 
 def _datapath(t: dict[str, Any]) -> DatapathConfig:
@@ -326,13 +354,71 @@ def _datapath(t: dict[str, Any]) -> DatapathConfig:
     return DatapathConfig(fast_path=fast)
 
 
+_URL_FORMS = "redis[s]://[[user]:password@]host[:port][/db] or unix://[[user]:password@]/path"
+
+
+def check_store_url(url: str, where: str = "store.url") -> None:
+    """Raise a one-line ConfigError unless ``url`` is a store URL both clients (redis-py and the
+    lean RESP connection) read the same way: scheme, host (a DNS name or an IP address without a
+    zone id), port 1..65535, database number; unix:// with an absolute socket path. The message
+    never repeats the URL: it may hold a password."""
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{where}: {what} (allowed: {_URL_FORMS})")
+
+    if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
+        raise bad("not a URL (spaces, control or non-ASCII characters)")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("redis", "rediss", "unix"):
+        raise bad("not a redis://, rediss:// or unix:// URL")
+    if "#" in rest or "?" in rest:
+        raise bad("no query or fragment is read")
+    netloc, slash, path = rest.partition("/")
+    hostport = netloc.rpartition("@")[2]
+    if scheme == "unix":
+        if hostport or not slash or not path.strip("/"):
+            raise bad("unix:// needs an absolute socket path and no host")
+        return
+    if hostport.startswith("["):
+        host, close, tail = hostport[1:].partition("]")
+        if not close or (tail and not tail.startswith(":")):
+            raise bad("an IPv6 host needs brackets: [2001:2::1]:6379")
+        port = tail[1:] if tail else None
+        _check_ip(host, bad)
+    else:
+        host, colon, port_text = hostport.partition(":")
+        port = port_text if colon else None
+        if ":" in port_text:
+            raise bad("an IPv6 host needs brackets: [2001:2::1]:6379")
+        if not host:
+            raise bad("no host")
+        if host.replace(".", "").isdigit():
+            _check_ip(host, bad)
+        elif len(host) > 253 or not all(_LABEL.fullmatch(label) for label in host.split(".")):
+            raise bad(f"host {host!r} is not a DNS name or an IP address")
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise bad(f"port {port!r} is not 1..65535")
+    db = path.strip("/") if slash else ""
+    if db and not (db.isdigit() and int(db) < 2**31):
+        raise bad(f"database {db!r} is not a number")
+
+
+def _check_ip(host: str, bad: Callable[[str], ConfigError]) -> None:
+    if "%" in host:
+        raise bad("a link-local address with a zone id (%...) is not supported")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise bad(f"host {host!r} is not an IP address") from None
+
+
 def _store(t: dict[str, Any]) -> StoreConfig:
     _only(t, ("backend", "url", "timeout_ms", "on_timeout", "outage", "replicas", "lookup_rate"), "store")
     url = t.get("url", "")
-    if not isinstance(url, str) or (url and not url.startswith(("redis://", "rediss://", "unix://"))):
-        raise ConfigError(
-            f'store.url: {url!r} is not allowed (allowed: "" or redis://[:password@]host:port/db)'
-        )
+    if not isinstance(url, str):
+        raise ConfigError(f'store.url: expected a string ("" or {_URL_FORMS})')
+    if url:
+        check_store_url(url)
     return StoreConfig(
         backend=_choice(t, "store", "backend", StoreBackend, StoreBackend.REDIS),
         url=url,
@@ -350,6 +436,6 @@ def _cluster(t: dict[str, Any]) -> ClusterConfig:
         masters=_positive_int(t, "cluster", "masters", 2, 0, 8),
         standby=_positive_int(t, "cluster", "standby", 0, 0, 8),
         heartbeat_ms=_positive_int(t, "cluster", "heartbeat_ms", 100, 5, 10_000),
-        misses=_positive_int(t, "cluster", "misses", 5, 1, 100),
+        misses=_positive_int(t, "cluster", "misses", 5, MIN_MISSES, 100),
         lease_ms=_positive_int(t, "cluster", "lease_ms", 1000, 100, 60_000),
     )
