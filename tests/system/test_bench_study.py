@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fwcluster.bench.study import SIZE_SETTINGS, SIZES
-from fwcluster.bench.study_report import BASELINES, SETTINGS, validate
+from fwcluster.bench.study.results import BASELINES, SETTINGS
+from fwcluster.bench.study.runner import SIZE_SETTINGS, SIZES
+from fwcluster.bench.study.schema import validate
 
 pytestmark = pytest.mark.netns
 

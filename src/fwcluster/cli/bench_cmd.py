@@ -453,7 +453,7 @@ def bench_study(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from fwcluster.bench import study
+    from fwcluster.bench.study import runner as study
     from fwcluster.cli.status_cmd import require_root
 
     require_root("bench study")
@@ -469,7 +469,9 @@ def bench_study(args: argparse.Namespace) -> int:
     for g in doc["goals"]:
         value = "-" if g["value"] is None else f"{g['value']:.2f}"
         met = "-" if g["met"] is None else ("yes" if g["met"] else f"no (+{g['missed_by']:.0f}%)")
-        t.add_row(g["goal"], str(g["load"] or ""), value, f"{g['target']:.2f}", met)
+        target = "-" if g["target"] is None else f"{g['target']:.2f}"
+        met = "reported" if g["target"] is None else met
+        t.add_row(g["goal"], str(g["load"] or ""), value, target, met)
     console = Console()
     console.print(t)
     console.print(f"wrote {len(files)} files to {out}/ (report: {out / 'report.md'})")

@@ -14,7 +14,7 @@ Every round (run) measures every configuration once; the order of cluster sizes,
 a size and of the loads rotates from round to round, so drift on a shared machine spreads evenly.
 Instances restart with the new settings between setups and the store is emptied (every setup
 starts from the same empty table). No master runs: nothing should fail over while settings change.
-The outputs (results.json, samples.csv, report.md, plots) come from bench/study_report.py.
+The outputs (results.json, samples.csv, report.md, plots) come from the other modules here.
 """
 
 from __future__ import annotations
@@ -37,16 +37,11 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fwcluster.bench.datapath import loadgen
-from fwcluster.bench.study_report import (
-    BASE_INSTANCES,
-    DIRECT,
-    KERNEL,
-    Configuration,
-    Run,
-    summarize_study,
-    write_outputs,
-)
+from fwcluster.bench.study.outputs import write_outputs
+from fwcluster.bench.study.results import BASE_INSTANCES, DIRECT, KERNEL, Configuration, Run
+from fwcluster.bench.study.summary import summarize_study
 from fwcluster.bench.sync import SETTINGS, config_text, flush_store
+from fwcluster.testbed import down, reconfigure, scale, set_mode, up
 
 SIZE_SETTINGS = (("none", "dirty", "async"), ("established", "dirty", "async"), ("full", "clean", "sync"))
 LOADS = (25, 100)
@@ -119,8 +114,6 @@ def run(
     command: str = "",
 ) -> tuple[dict[str, Any], list[Path]]:
     """Measure everything, write the outputs into ``out_dir``; returns (results doc, files written)."""
-    from fwcluster.testbed import down, reconfigure, scale, set_mode, up
-
     runs = runs or (QUICK_RUNS if quick else RUNS)
     count = count or (QUICK_COUNT if quick else COUNT)
     warmup = max(20, count // 50)
