@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from fwcluster.instance.heartbeat import HB_PREFIX, INSTANCES, Heartbeat, parse_beat
+from fwcluster.instance.heartbeat import HB_PREFIX, REG_PREFIX, Heartbeat, parse_beat
 
 from .conftest import Run
 
@@ -17,22 +17,29 @@ def test_beats_while_the_loop_is_busy_and_deregisters_on_stop(redis_url: str, ru
     r = redis.Redis.from_url(redis_url)
     r.delete(HB_PREFIX + b"hb1")
 
-    async def scenario() -> tuple[bytes | None, int]:
+    async def scenario() -> tuple[bytes | None, bytes | None, bytes | None, int]:
         hb = Heartbeat(redis_url, "hb1", interval_ms=20, ttl_ms=100, stall_ms=1000)
+        await asyncio.to_thread(hb.register)
+        joined = r.get(REG_PREFIX + b"hb1")  # registered before the first beat
         hb.start()
         # the loop is blocked for 300 ms (3 TTLs): the thread keeps the beat alive meanwhile
         time.sleep(0.3)  # blocks the loop on purpose
         seen = r.get(HB_PREFIX + b"hb1")
+        registered = r.get(REG_PREFIX + b"hb1")
         sent = hb.sent
         await hb.stop()
-        return seen, sent
+        return joined, seen, registered, sent
 
-    seen, sent = run(scenario())
+    joined, seen, registered, sent = run(scenario())
     assert seen is not None and sent >= 5
-    pid, at = parse_beat(seen)
-    assert pid > 0 and abs(at - time.time()) < 5
-    assert r.get(HB_PREFIX + b"hb1") is None
-    assert not r.sismember(INSTANCES, "hb1")
+    beat = parse_beat(seen)
+    assert beat is not None and beat[0] > 0 and abs(beat[1] - time.time()) < 5
+    assert joined is not None and joined == registered
+    reg = parse_beat(registered)
+    assert reg is not None and reg[0] == beat[0]
+    assert r.get(HB_PREFIX + b"hb1") is None  # a clean stop removes both keys
+    assert r.get(REG_PREFIX + b"hb1") is None
+    assert not r.exists("fwc:instances", "fwc:members")  # an instance writes no other control key
 
 
 def test_a_wedged_loop_stops_the_beats(redis_url: str, run: Run) -> None:

@@ -5,7 +5,7 @@ event loop, one at a time (a scale and a drain never interleave). Every refusal 
 :class:`AdminError` with an HTTP status and a one-line message, raised before anything changed.
 
 Membership lives in the store (hash ``fwc:members``, instance id -> role), kept by the leader:
-- ``joining``  started, loading the table (the instance writes this itself at start);
+- ``joining``  registered (``fwc:reg:<id>``), not beating yet: loading the table;
 - ``ready``    up with the table loaded, carrying no bucket (a new instance before its share
                moves, or a drained one);
 - ``active``   carrying buckets;

@@ -1,6 +1,11 @@
 """A master: holds (or waits for) the leader lease; the leader watches the instances and fails
 them over.
 
+Discovery: every instance registers with a key of its own (``fwc:reg:<id>``, instance/heartbeat.py);
+the leader finds them with ``SCAN MATCH fwc:reg:*`` every ``DISCOVER_INTERVAL`` and reads the
+heartbeat and registration of each one it knows every ``TICK`` (one MGET). A registered instance
+that has not beaten yet is "joining".
+
 Detection, every ``TICK``:
 - process gone: the instance's pid (from its heartbeat) no longer runs (or is a zombie) — seen
   within one tick of a SIGKILL, since masters run on the same host;
@@ -32,7 +37,7 @@ from fwcluster.control.admin import Admin
 from fwcluster.control.api import AdminApi
 from fwcluster.control.lease import LeaderLease
 from fwcluster.control.metrics import MasterMetrics
-from fwcluster.instance.heartbeat import HB_PREFIX, INSTANCES, MEMBERS, parse_beat
+from fwcluster.instance.heartbeat import HB_PREFIX, ID, REG_PREFIX, parse_beat
 from fwcluster.procutil import running
 from fwcluster.steering.base import SteeringError
 from fwcluster.steering.fencing import EpochGate, FencedDriver, StaleEpochError
@@ -41,6 +46,9 @@ from fwcluster.steering.spec import load_driver, load_provisioner, load_standby
 log = logging.getLogger("fwcluster.master")
 
 TICK = 0.01  # seconds between health checks while leading
+DISCOVER_INTERVAL = 1.0  # seconds between scans for registrations (a SCAN walks the whole keyspace)
+SCAN_COUNT = 1000
+MEMBERS = b"fwc:members"  # instance id -> role, kept by the leading master (control/admin.py)
 STEERING_SPEC = "steering.json"
 STEERING_EPOCH = "steering.epoch"
 
@@ -70,6 +78,9 @@ class Master:
         self.last_pid: dict[str, int] = {}  # instance id -> pid of its last heartbeat
         self.last_beat: dict[str, float] = {}  # instance id -> unix time of its last heartbeat
         self.last_ok: dict[str, float] = {}  # instance id -> unix time we last saw it alive
+        self.registered: dict[str, int] = {}  # instance id -> pid of its registration (fwc:reg:<id>)
+        self.joining: set[str] = set()  # registered, not beating yet (loading the table)
+        self._next_discover = 0.0
         self.failovers = 0
         self._stop = asyncio.Event()
         self._status = run_dir / f"{master_id}.master.json"
@@ -172,7 +183,8 @@ class Master:
         if self.epoch is None:
             return
         owners = self.owners()
-        members = {i: self.role_of(i, owners) for i in self.driver.driver.targets}
+        members = {i: "joining" for i in self.joining}
+        members |= {i: self.role_of(i, owners) for i in self.driver.driver.targets}
         gone = [i for i in self._members if i not in members]
         try:
             pipe = self.redis.pipeline(transaction=True)
@@ -222,23 +234,48 @@ class Master:
             return
         self.failed = {k.decode() for k, v in members.items() if v == b"failed"}
 
+    async def _discover(self) -> None:
+        """Find the registered instances (``SCAN MATCH fwc:reg:*``)."""
+        found: set[str] = set()
+        async for key in self.redis.scan_iter(match=REG_PREFIX + b"*", count=SCAN_COUNT):
+            instance_id = key[len(REG_PREFIX) :].decode("ascii", "replace")
+            if ID.fullmatch(instance_id):
+                found.add(instance_id)
+        for instance_id in found - set(self.registered):
+            self.registered[instance_id] = 0  # its pid comes with the next read
+
     async def _watch(self) -> None:
         try:
-            registered = {i.decode() for i in await self.redis.smembers(INSTANCES)}
-            ids = sorted(registered - self.leaving)
-            beats = await self.redis.mget([HB_PREFIX + i.encode() for i in ids]) if ids else []
+            if time.monotonic() >= self._next_discover:
+                await self._discover()
+                self._next_discover = time.monotonic() + DISCOVER_INTERVAL
+            ids = sorted(set(self.registered) - self.leaving)
+            keys = [HB_PREFIX + i.encode() for i in ids] + [REG_PREFIX + i.encode() for i in ids]
+            values = await self.redis.mget(keys) if ids else []
         except (RedisError, OSError):
             return
         now = time.time()
         alive: list[str] = []
         newly_failed: list[tuple[str, str]] = []
-        for instance_id, raw in zip(ids, beats, strict=True):
-            if raw is not None:
-                pid, beat_time = parse_beat(raw)
+        joining: set[str] = set()
+        for instance_id, raw, reg in zip(ids, values[: len(ids)], values[len(ids) :], strict=True):
+            if reg is None:  # deregistered (a clean stop): no longer watched
+                self._forget(instance_id)
+                continue
+            registration = parse_beat(reg)
+            if registration is not None:
+                self.registered[instance_id] = registration[0]
+            beat = parse_beat(raw) if raw is not None else None
+            if beat is not None:
+                pid, beat_time = beat
                 self.last_pid[instance_id], self.last_beat[instance_id] = pid, beat_time
                 is_running = running(pid)
             else:
                 is_running = False
+            reg_pid = self.registered[instance_id]
+            if beat is None and reg_pid and reg_pid != self.last_pid.get(instance_id) and running(reg_pid):
+                joining.add(instance_id)  # a new process, loading the table: not beating yet
+                continue
             if instance_id in self.failed:
                 if is_running:  # beating again (a resumed or new process): alive, though it has no buckets
                     self.failed.discard(instance_id)
@@ -251,15 +288,23 @@ class Master:
                     await self.publish_members()
                     alive.append(instance_id)
                 continue
-            if raw is None:
+            if beat is None:
                 newly_failed.append((instance_id, "heartbeat"))
             elif not is_running:
                 newly_failed.append((instance_id, "process-gone"))
             else:
                 alive.append(instance_id)
                 self.last_ok[instance_id] = now
+        if joining != self.joining:
+            self.joining = joining
+            await self.publish_members()
         for instance_id, reason in newly_failed:
             await self._fail_over(instance_id, reason, alive, now)
+
+    def _forget(self, instance_id: str) -> None:
+        self.registered.pop(instance_id, None)
+        self.last_pid.pop(instance_id, None)
+        self.last_beat.pop(instance_id, None)
 
     async def _fail_over(self, instance_id: str, reason: str, healthy: list[str], now: float) -> None:
         """Move the buckets of a failed instance (only those) to the healthy ones.

@@ -1,8 +1,12 @@
 """Heartbeats: a running instance says so in the store every ``heartbeat_ms``.
 
 ``fwc:hb:<id>`` = ``<pid>:<unix time in ms>``, with a TTL of ``heartbeat_ms * misses``: the key vanishes
-when the instance stops beating (hung, cut off, dead), which is what masters watch. The set
-``fwc:instances`` lists every instance that ever beat. A clean stop removes the heartbeat.
+when the instance stops beating (hung, cut off, dead), which is what masters watch. The instance
+registers with a key of its own, ``fwc:reg:<id>`` = ``<pid>:<unix time in ms of the start>`` (no
+TTL; written before it loads the table and again with every beat, so a store that lost its data
+learns it back); masters find registrations with ``SCAN MATCH fwc:reg:*``. A clean stop deletes
+both keys in one command. These two keys are the only control keys an instance writes (its store
+user may touch no other: docs/architecture.md, "Threat model").
 
 The beats come from a thread of their own, not from the event loop. The event loop also runs the
 datapath: after a pause (SIGSTOP, a long GC, a burst) it first works through the packets the kernel
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 
@@ -29,8 +34,7 @@ import redis
 from redis.exceptions import RedisError
 
 HB_PREFIX = b"fwc:hb:"
-INSTANCES = b"fwc:instances"
-MEMBERS = b"fwc:members"  # instance id -> role, kept by the leading master (control/admin.py)
+REG_PREFIX = b"fwc:reg:"
 STALL_MS = 2000  # the event loop may be busy this long (backlog after a pause) and still count as alive
 
 log = logging.getLogger("fwcluster.instance")
@@ -52,12 +56,14 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self._stamper: asyncio.Task[None] | None = None
         self.loop_alive = time.monotonic()
+        self._reg_key = REG_PREFIX + instance_id.encode()
+        self._registration = f"{os.getpid()}:{int(time.time() * 1000)}"
 
-    def announce_joining(self) -> None:
-        """Say "joining" in the membership before loading the table (the leader takes over the
-        entry once the instance is ready and steerable); best effort."""
+    def register(self) -> None:
+        """Register before loading the table: the leader sees the instance as "joining" until it
+        beats; best effort (every beat registers again)."""
         with contextlib.suppress(RedisError, OSError):
-            self._r.hset(MEMBERS, self.id, "joining")
+            self._r.set(self._reg_key, self._registration)
 
     def start(self) -> None:
         """Start beating (call from inside the running event loop, which the stamper task proves alive)."""
@@ -81,7 +87,7 @@ class Heartbeat:
                 try:
                     pipe = self._r.pipeline(transaction=False)
                     pipe.set(key, f"{pid}:{int(time.time() * 1000)}", px=self.ttl_ms)
-                    pipe.sadd(INSTANCES, self.id)
+                    pipe.set(self._reg_key, self._registration)
                     pipe.execute()
                     self.sent += 1
                 except (RedisError, OSError):
@@ -100,16 +106,24 @@ class Heartbeat:
 
     def _deregister(self) -> None:
         with contextlib.suppress(RedisError, OSError):
-            # A clean stop deregisters at once (both in one transaction): masters stop watching it.
-            pipe = self._r.pipeline(transaction=True)
-            pipe.srem(INSTANCES, self.id)
-            pipe.delete(HB_PREFIX + self.id.encode())
-            pipe.execute()
+            # A clean stop deregisters at once (both keys in one command). Masters still watch an
+            # instance that holds buckets: its stop is a failover (control/master.py).
+            self._r.delete(self._reg_key, HB_PREFIX + self.id.encode())
         with contextlib.suppress(Exception):
             self._r.close()
 
 
-def parse_beat(raw: bytes) -> tuple[int, float]:
-    """(pid, unix time in seconds) of a heartbeat value."""
-    pid, _, ms = raw.partition(b":")
-    return int(pid), int(ms or 0) / 1000
+PID_MAX = 1 << 22  # the kernel's upper bound for pid_max
+_BEAT = re.compile(rb"([1-9][0-9]{0,6}):([0-9]{1,15})")  # pid, unix time in ms (below year 33658)
+ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an instance id as masters accept it from the store
+
+
+def parse_beat(raw: object) -> tuple[int, float] | None:
+    """(pid, unix time in seconds) of a heartbeat or registration value; None when it is not one
+    (the caller skips it and counts it)."""
+    if not isinstance(raw, bytes):
+        return None
+    m = _BEAT.fullmatch(raw)
+    if m is None or int(m[1]) >= PID_MAX:
+        return None
+    return int(m[1]), int(m[2]) / 1000

@@ -140,7 +140,7 @@ class Instance:
         # Join first: load the shared table. Until the queue is bound the kernel drops what it
         # would queue here, so a joining instance fails closed.
         if self.heartbeat is not None:
-            await asyncio.to_thread(self.heartbeat.announce_joining)
+            await asyncio.to_thread(self.heartbeat.register)
         await self.table.start()
         self.datapath = NfqueueDriver(self.queue, self.engine, ReplySender())
         loop.add_reader(self.datapath.fileno(), self._process)

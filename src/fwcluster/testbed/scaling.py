@@ -1,10 +1,10 @@
 """Scale the testbed at run time: add instances (they join from the store, then take a fair share
 of buckets, and only that share moves) or remove them (their buckets move away first, then they
-stop)."""
+stop: an instance that carries no bucket deregisters itself on its clean stop, so a master
+watching it reports it gone, with no failover)."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from fwcluster.steering.balance import rebalance
 from fwcluster.testbed import addressing as a
 from fwcluster.testbed import instances as inst_proc
 from fwcluster.testbed import masters as master_proc
-from fwcluster.testbed import store, topology
+from fwcluster.testbed import topology
 from fwcluster.testbed.balancers import driver_for, target
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.filtering import FilterMode, install_guard, set_filter_mode
@@ -85,7 +85,6 @@ def remove_instances(state: TestbedState, ids: list[str]) -> list[str]:
     holding = [i for i in ids for d in driver.directions() if driver.buckets_of(i, d)]
     if holding:
         raise TestbedError(f"instance {holding[0]} still carries buckets: move them away first")
-    _forget(state, ids)
     for rec in [r for r in state.instances if r.id in ids]:
         if rec.pid is not None and alive(rec.pid):
             terminate([rec.pid])
@@ -95,13 +94,6 @@ def remove_instances(state: TestbedState, ids: list[str]) -> list[str]:
     if state.masters:
         master_proc.write_steering_spec(state)
     return ids
-
-
-def _forget(state: TestbedState, ids: list[str]) -> None:
-    """Masters stop watching leaving instances first, so leaving is not mistaken for failing."""
-    if state.store_conf:
-        argv = store.cli_argv(store.password_of(Path(state.store_conf)))
-        subprocess.run([*argv, "SREM", "fwc:instances", *ids], capture_output=True, check=False, timeout=10)
 
 
 def scale_out(state: TestbedState, count: int, config_path: Path) -> dict[str, dict[int, str]]:
@@ -118,7 +110,6 @@ def scale_in(state: TestbedState, count: int) -> dict[str, dict[int, str]]:
     staying = [i.id for i in members if i not in leaving]
     if not staying:
         raise TestbedError("scaling below one active instance is not possible")
-    _forget(state, [i.id for i in leaving])
     moved = rebalance(driver_for(state), staying)
     remove_instances(state, [i.id for i in leaving])
     return moved
