@@ -15,7 +15,7 @@ from .conftest import Run
 
 def test_beats_while_the_loop_is_busy_and_deregisters_on_stop(redis_url: str, run: Run) -> None:
     r = redis.Redis.from_url(redis_url)
-    r.delete(HB_PREFIX + b"hb1")
+    r.delete(HB_PREFIX + b"hb1", "fwc:instances", "fwc:members")
 
     async def scenario() -> tuple[bytes | None, bytes | None, bytes | None, int]:
         hb = Heartbeat(redis_url, "hb1", interval_ms=20, ttl_ms=100, stall_ms=1000)

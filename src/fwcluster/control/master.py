@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from redis.exceptions import RedisError
 from fwcluster.config import Config
 from fwcluster.control.admin import Admin
 from fwcluster.control.api import AdminApi
-from fwcluster.control.lease import LeaderLease
+from fwcluster.control.lease import EPOCH_KEY, LEADER_KEY, LeaderLease
 from fwcluster.control.metrics import MasterMetrics
 from fwcluster.instance.heartbeat import HB_PREFIX, ID, REG_PREFIX, parse_beat
 from fwcluster.procutil import running
@@ -49,6 +50,8 @@ TICK = 0.01  # seconds between health checks while leading
 DISCOVER_INTERVAL = 1.0  # seconds between scans for registrations (a SCAN walks the whole keyspace)
 SCAN_COUNT = 1000
 MEMBERS = b"fwc:members"  # instance id -> role, kept by the leading master (control/admin.py)
+ROLES = frozenset({"joining", "ready", "active", "standby", "draining", "failed"})
+LEASE_KEYS = {"leader": LEADER_KEY, "epoch": EPOCH_KEY}
 STEERING_SPEC = "steering.json"
 STEERING_EPOCH = "steering.epoch"
 
@@ -64,7 +67,7 @@ class Master:
         self.config = config
         self.run_dir = run_dir
         self.redis: Any = aioredis.Redis.from_url(store_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self.lease = LeaderLease(self.redis, master_id, config.cluster.lease_ms)
+        self.lease = LeaderLease(self.redis, master_id, config.cluster.lease_ms, self._bad_lease)
         self._spec = run_dir / STEERING_SPEC
         self._spec_mtime = 0.0
         self.driver = FencedDriver(load_driver(self._spec), EpochGate(run_dir / STEERING_EPOCH))
@@ -83,6 +86,8 @@ class Master:
         self._next_discover = 0.0
         self.failovers = 0
         self._stop = asyncio.Event()
+        self._failing: set[str] = set()  # loops whose last iteration failed (logged once)
+        self._bad_seen: set[tuple[str, str]] = set()  # bad records already logged
         self._status = run_dir / f"{master_id}.master.json"
         self.metrics = MasterMetrics(self)  # metrics: served by __main__ with --metrics
         self.admin = Admin(self)  # what the admin API (control/api.py) calls
@@ -100,9 +105,6 @@ class Master:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        renew_every = self.config.cluster.lease_ms / 4000
-        next_renew = 0.0
-        next_status = 0.0
         self._write_status()
         try:
             sock = self.run_dir / f"{self.id}.api.sock"
@@ -111,28 +113,68 @@ class Master:
             event("api-failed", master=self.id, error=str(e))
             raise
         event("master-started", master=self.id, pid=os.getpid())
+        # Two loops: the lease is renewed on time even while the leader waits for a steering write.
+        tasks = [
+            asyncio.create_task(self._lease_loop(), name="lease"),
+            asyncio.create_task(self._watch_loop(), name="watch"),
+        ]
         try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                if now >= next_renew:
-                    await self._lead()
-                    next_renew = now + renew_every
-                if self.epoch is not None:
-                    await self._watch()
-                if now >= next_status:
-                    self._write_status()
-                    next_status = now + 0.25
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), TICK if self.epoch is not None else renew_every)
+            await self._stop.wait()
         finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(api.close)
             if self.epoch is not None:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(Exception):
                     await self.lease.release()
             self.epoch = None
             self._write_status()
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
+
+    async def _lease_loop(self) -> None:
+        renew_every = self.config.cluster.lease_ms / 4000
+        next_status = 0.0
+        while not self._stop.is_set():
+            await self._guarded("lease", self._lead)
+            if time.monotonic() >= next_status:
+                await self._guarded("status", self._status_step)
+                next_status = time.monotonic() + 0.25
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), renew_every)
+
+    async def _watch_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.epoch is not None:
+                await self._guarded("watch", self._watch)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), TICK if self.epoch is not None else 0.05)
+
+    async def _status_step(self) -> None:
+        self._write_status()
+
+    async def _guarded(self, task: str, step: Callable[[], Awaitable[None]]) -> None:
+        """One iteration of a loop: an unexpected error is counted and logged (one line, when the
+        loop starts failing), and the loop goes on."""
+        try:
+            await step()
+        except Exception as e:
+            self.metrics.task_error(task)  # metrics
+            if task not in self._failing:
+                self._failing.add(task)
+                event("task-error", master=self.id, task=task, error=f"{type(e).__name__}: {e}"[:300])
+            return
+        self._failing.discard(task)
+
+    def bad_record(self, source: str, key: bytes | str = b"") -> None:
+        """A record from the store that is not what it should be: skipped (or replaced) and
+        counted; one line the first time a key is found bad."""
+        self.metrics.bad_record(source)  # metrics
+        name = key.decode("ascii", "replace") if isinstance(key, bytes) else key
+        if (source, name) not in self._bad_seen and len(self._bad_seen) < 1000:
+            self._bad_seen.add((source, name))
+            event("bad-record", master=self.id, source=source, key=name[:100])
 
     def reload_spec(self, force: bool = False) -> None:
         """Instances come and go (scaling): follow the steering description when it changes."""
@@ -197,6 +239,9 @@ class Master:
             return
         self._members = members
 
+    def _bad_lease(self, source: str) -> None:
+        self.bad_record(source, LEASE_KEYS[source])
+
     def note(self, kind: str, **fields: Any) -> None:
         """An event line from this master (admin operations)."""
         event(kind, master=self.id, epoch=self.epoch, **fields)
@@ -218,21 +263,36 @@ class Master:
                     return
                 event("leader", master=self.id, epoch=epoch)
                 await self._load_members()
-                self.epoch = epoch
-                await self.publish_members()
             else:
                 event("follower", master=self.id, previous_epoch=self.epoch)
             self.epoch = epoch
             self.metrics.leadership(epoch is not None)  # metrics
             self._write_status()
+            if epoch is not None:
+                await self.publish_members()
 
     async def _load_members(self) -> None:
-        """A new leader starts from what earlier leaders decided: instances already failed."""
+        """A new leader starts from what earlier leaders decided: instances already failed. Entries
+        that are not an instance id and a role are skipped and counted; a key that is no hash is
+        removed (the leader writes it anew)."""
         try:
+            kind = await self.redis.type(MEMBERS)
+            if kind not in (b"hash", b"none"):
+                self.bad_record("member", MEMBERS)
+                await self.redis.delete(MEMBERS)
+                return
             members = await self.redis.hgetall(MEMBERS)
         except (RedisError, OSError):
             return
-        self.failed = {k.decode() for k, v in members.items() if v == b"failed"}
+        failed = set()
+        for k, v in members.items():
+            instance_id = k.decode("ascii", "replace")
+            role = v.decode("ascii", "replace")
+            if not ID.fullmatch(instance_id) or role not in ROLES:
+                self.bad_record("member", MEMBERS + b" " + k[:64])
+            elif role == "failed":
+                failed.add(instance_id)
+        self.failed = failed
 
     async def _discover(self) -> None:
         """Find the registered instances (``SCAN MATCH fwc:reg:*``)."""
@@ -241,6 +301,8 @@ class Master:
             instance_id = key[len(REG_PREFIX) :].decode("ascii", "replace")
             if ID.fullmatch(instance_id):
                 found.add(instance_id)
+            else:
+                self.bad_record("registration", key[:100])
         for instance_id in found - set(self.registered):
             self.registered[instance_id] = 0  # its pid comes with the next read
 
@@ -265,7 +327,11 @@ class Master:
             registration = parse_beat(reg)
             if registration is not None:
                 self.registered[instance_id] = registration[0]
+            else:
+                self.bad_record("registration", REG_PREFIX + instance_id.encode())
             beat = parse_beat(raw) if raw is not None else None
+            if raw is not None and beat is None:  # skipped: as if it had not beaten
+                self.bad_record("heartbeat", HB_PREFIX + instance_id.encode())
             if beat is not None:
                 pid, beat_time = beat
                 self.last_pid[instance_id], self.last_beat[instance_id] = pid, beat_time
@@ -312,15 +378,16 @@ class Master:
         ``detect_ms``: for a dead process, the time since we last saw it alive (at most a tick
         plus the store round trip); for missed heartbeats, the time since its last heartbeat."""
         assert self.epoch is not None
-        self.failed.add(instance_id)
         pid = self.last_pid.get(instance_id, 0)
         since = self.last_beat if reason == "heartbeat" else self.last_ok
         detect_ms = (now - since.get(instance_id, now)) * 1000
+        # Read first: should this fail, the instance is not marked failed, and the next tick tries again.
         holds = (
             self.driver.driver.buckets_of(instance_id, "both")
             if instance_id in self.driver.driver.targets
             else []
         )
+        self.failed.add(instance_id)
         if not holds:  # a standby, or an instance already emptied: nothing to reroute
             event("instance-gone", instance=instance_id, reason=reason, pid=pid, master=self.id)
             return

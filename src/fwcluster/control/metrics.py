@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 FAILURE_REASONS = ("heartbeat", "process-gone")  # why a master fails an instance over
 FAILOVER_ERRORS = ("no-healthy-instance", "steering-refused")
+BAD_RECORD_SOURCES = ("leader", "epoch", "heartbeat", "registration", "member")
+TASKS = ("lease", "watch", "status")  # the master's loops: one failed iteration is counted, not fatal
 
 
 class MasterCollector:
@@ -74,6 +76,22 @@ class MasterMetrics:
             ["to"],
             registry=self.registry,
         )
+        self.bad_records = Counter(
+            PREFIX + "master_bad_records",
+            "Records read from the store that were not what they should be (skipped or replaced), by source.",
+            ["source"],
+            registry=self.registry,
+        )
+        self.task_errors = Counter(
+            PREFIX + "master_task_errors",
+            "Iterations of a master loop that failed with an unexpected error (the loop goes on).",
+            ["task"],
+            registry=self.registry,
+        )
+        for source in BAD_RECORD_SOURCES:
+            self.bad_records.labels(source)
+        for task in TASKS:
+            self.task_errors.labels(task)
         for reason in FAILURE_REASONS:  # every series exists from the start, at 0
             self.failovers.labels(reason)
             for error in FAILOVER_ERRORS:
@@ -91,3 +109,9 @@ class MasterMetrics:
 
     def failover_error(self, reason: str, error: str) -> None:
         self.failover_errors.labels(reason, error).inc()
+
+    def bad_record(self, source: str) -> None:
+        self.bad_records.labels(source).inc()
+
+    def task_error(self, task: str) -> None:
+        self.task_errors.labels(task).inc()

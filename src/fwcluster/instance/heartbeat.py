@@ -80,6 +80,7 @@ class Heartbeat:
     def _beat(self) -> None:
         key = HB_PREFIX + self.id.encode()
         pid = os.getpid()
+        failing = False
         while not self._stop.is_set():
             if time.monotonic() - self.loop_alive > self.stall:
                 self.skipped += 1
@@ -90,8 +91,12 @@ class Heartbeat:
                     pipe.set(self._reg_key, self._registration)
                     pipe.execute()
                     self.sent += 1
-                except (RedisError, OSError):
+                    failing = False
+                except Exception as e:  # one failed beat never ends the thread
                     self.failed += 1
+                    if not failing:  # one line when beats start failing, not one per beat
+                        log.warning("instance %s: heartbeat failed: %s: %s", self.id, type(e).__name__, e)
+                    failing = True
             self._stop.wait(self.interval)
 
     async def stop(self) -> None:
