@@ -40,7 +40,7 @@ def test_write_with_replicas_is_on_the_replica_when_confirmed(redis_url: str, ru
     with redis_server(extra=_replica_of(redis_url)) as replica_url:
         _wait_link_up(replica_url)
         store = RedisStore(redis_url, timeout=2.0)
-        rec = FlowRecord(b"\x06replica-test", FlowState.ESTABLISHED, True, 3, 6, "fw1")
+        rec = FlowRecord(b"\x06replica-test\x00", FlowState.ESTABLISHED, True, 3, 6, "fw1")
         try:
             (res,) = run(store.write([(rec, 60_000)], clean=True, replicas=1))
             assert res.applied
@@ -56,7 +56,7 @@ def test_write_with_replicas_is_on_the_replica_when_confirmed(redis_url: str, ru
 
 def test_write_is_not_confirmed_when_replicas_are_missing(redis_url: str, run: Run) -> None:
     store = RedisStore(redis_url, timeout=0.2)
-    rec = FlowRecord(b"\x06no-replica", FlowState.ESTABLISHED, True, 3, 6, "fw1")
+    rec = FlowRecord(b"\x06no-replica\x00\x00", FlowState.ESTABLISHED, True, 3, 6, "fw1")
     try:
         with pytest.raises(ReplicaLagError):
             run(store.write([(rec, 60_000)], clean=True, replicas=2))

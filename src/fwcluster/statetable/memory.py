@@ -8,7 +8,7 @@ import contextlib
 import time
 
 from fwcluster.core.states import FlowState
-from fwcluster.statetable.record import FlowRecord, clean_allows, reopened_version
+from fwcluster.statetable.record import BadRecords, FlowRecord, clean_allows, reopened_version
 from fwcluster.statetable.store import Store, WriteResult
 
 FEED_MAX = 100_000
@@ -20,6 +20,7 @@ class MemoryStore(Store):
         self._feed: list[tuple[int, FlowRecord]] = []
         self._seq = 0
         self._changed = asyncio.Event()
+        self.bad_records = BadRecords()  # stays empty: nothing here is decoded
 
     def _live(self, key: bytes) -> FlowRecord | None:
         entry = self._flows.get(key)

@@ -8,7 +8,15 @@ Data model (docs/architecture.md has the full description):
   key) and ``v`` (value); instances follow it to keep their replicas warm.
 
 Dirty writes are a pipelined SET + XADD (last writer wins). Clean writes run ``CLEAN_WRITE``
-server-side: read, compare by version and rank, write and append to the feed atomically.
+server-side: read, compare by version and rank, write and append to the feed atomically. A
+current value that is no flow record (junk, a key of another type) counts as none there: the
+write replaces it (refusing would leave the flow unsharable until the junk expired, if ever).
+
+Everything read back (values, feed entries, a clean write's answer) goes through the strict
+decoder (``record.py``); a bad record is skipped and counted in ``bad_records`` by source. A
+write the server refuses on its own (an error reply such as ``OOM`` under ``maxmemory`` with
+``noeviction``, or ``NOPERM``) comes back as ``WriteResult.refused``; only errors that say the
+server as a whole cannot serve (loading, read-only replica, ...) are a :class:`StoreError`.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from fwcluster.core.flowtable import VERSION_HALF, VERSION_MOD
-from fwcluster.core.states import RANK, FlowState
-from fwcluster.statetable.record import FlowRecord
+from fwcluster.core.rules import PROTO_TCP
+from fwcluster.core.states import RANK, TCP_STATES, FlowState
+from fwcluster.statetable.record import WRITER_MAX, BadRecord, BadRecords, FlowRecord
 from fwcluster.statetable.resp import Arg, RespConnection, RespError
 from fwcluster.statetable.store import ReplicaLagError, Store, StoreError, WriteResult
 
@@ -31,21 +40,43 @@ FEED = b"fwc:feed"
 FEED_MAXLEN = 100_000
 SNAPSHOT_BATCH = 5000  # keys per SCAN step and per MGET while a joining instance loads the table
 _REMOVED = int(FlowState.REMOVED)
+# Error replies that mean the server cannot serve at all (an outage), not that it refused one write.
+OUTAGE_ERRORS = (b"LOADING", b"READONLY", b"MASTERDOWN", b"BUSY", b"NOAUTH", b"CLUSTERDOWN", b"TRYAGAIN")
+# The states a stored value may carry, by protocol (as record.py's decoder allows them).
+_TCP_STATES = ", ".join(f"[{int(s)}] = true" for s in (*TCP_STATES[1:], FlowState.REMOVED))
+_OTHER_STATES = ", ".join(
+    f"[{int(s)}] = true" for s in (FlowState.UNREPLIED, FlowState.REPLIED, FlowState.REMOVED)
+)
 
 _RANKS = ", ".join(f"[{int(s)}] = {r}" for s, r in RANK.items())
 CLEAN_WRITE = f"""
 -- KEYS[1] flow, KEYS[2] feed
 -- ARGV: value, ttl_ms, state, version, flow key, feed maxlen
 local RANK = {{{_RANKS}}}
+local TCP_STATES = {{{_TCP_STATES}}}
+local OTHER_STATES = {{{_OTHER_STATES}}}
 local value = ARGV[1]
 local state = tonumber(ARGV[3])
 local version = tonumber(ARGV[4])
 local renumbered = false
-local cur = redis.call('GET', KEYS[1])
+-- A current value that is no record by record.py's rules (junk, a key of another type: GET
+-- fails) counts as none: it is replaced.
+local cur = redis.pcall('GET', KEYS[1])
+local cs, cv
+if type(cur) == 'string' then
+  local s, v, p, w = string.match(cur, '^(%d+):[01]:(%d+):(%d+):([!-~]+)$')
+  cs = tonumber(s)
+  cv = tonumber(v)
+  local proto = string.byte(ARGV[5], 1)
+  local states = (proto == {PROTO_TCP}) and TCP_STATES or OTHER_STATES
+  if not (cs and tostring(cs) == s and states[cs] and tostring(cv) == v and cv < {VERSION_MOD}
+      and tonumber(p) == proto and tostring(proto) == p and #w <= {WRITER_MAX}) then
+    cur = false
+  end
+else
+  cur = false
+end
 if cur then
-  local cs, cv = string.match(cur, '^(%d+):%d+:(%d+):')
-  cs = tonumber(cs)
-  cv = tonumber(cv)
   if state == {int(FlowState.SYN_SENT)} and (cs == {int(FlowState.TIME_WAIT)}
       or cs == {int(FlowState.CLOSE)}) then
     -- a reopen: the flow starts a new life, its version keeps counting up
@@ -91,6 +122,7 @@ class RedisStore(Store):
         self._writes = RespConnection(url, timeout)
         self._feed = RespConnection(url, timeout)
         self._reads = RespConnection(url, timeout)  # look-ups: a held packet waits for each
+        self.bad_records = BadRecords()
 
     async def write(
         self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int = 0
@@ -114,17 +146,30 @@ class RedisStore(Store):
                 for i, reply in zip(lost, again, strict=False):
                     replies[i] = reply
         for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise StoreError(f"store refused a write: {reply}")
+            if _is_error(reply) and str(reply).encode().startswith(OUTAGE_ERRORS):
+                raise StoreError(f"store cannot write: {reply}")
         if not clean:
-            return [WriteResult(True, rec) for rec, _ in records]
+            return [
+                WriteResult(False, None, str(reply)) if _is_error(reply) else WriteResult(True, rec)
+                for (rec, _), reply in zip(records, replies, strict=False)
+            ]
         out = []
         for (rec, _), reply in zip(records, replies, strict=False):
             if reply == 1:  # applied as it was sent: no need to decode anything
                 out.append(WriteResult(True, rec))
+            elif _is_error(reply):  # refused by the server itself (OOM, NOPERM, ...)
+                out.append(WriteResult(False, None, str(reply)))
             else:  # refused (0, what the store holds) or renumbered reopen (2, what it stored)
-                out.append(WriteResult(int(reply[0]) == 2, FlowRecord.decode(rec.key, reply[1])))
+                out.append(self._answer(rec, reply))
         return out
+
+    def _answer(self, rec: FlowRecord, reply: Any) -> WriteResult:
+        """A clean write's answer that carries a value: ``[0, held]`` refused, ``[2, stored]``
+        a renumbered reopen. An answer that is no record counts as bad (``write-answer``)."""
+        if isinstance(reply, list) and len(reply) == 2 and reply[0] in (0, 2):
+            return WriteResult(reply[0] == 2, self.bad_records.decode("write-answer", rec.key, reply[1]))
+        self.bad_records.note("write-answer", rec.key, f"unexpected answer {str(reply)[:40]!r}")
+        return WriteResult(False, None)
 
     async def _send(self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int) -> list[Any]:
         """One pipelined round trip; error replies come back in the list, in place."""
@@ -183,7 +228,8 @@ class RedisStore(Store):
             raise StoreError(str(e)) from e
         if isinstance(values, hiredis.ReplyError):
             raise StoreError(f"get: {values}")
-        return [None if v is None else FlowRecord.decode(k, v) for k, v in zip(keys, values, strict=True)]
+        decode = self.bad_records.decode
+        return [None if v is None else decode("lookup", k, v) for k, v in zip(keys, values, strict=True)]
 
     async def snapshot(self) -> tuple[list[FlowRecord], str]:
         """Feed position first, then every flow: SCAN and MGET on the lean connection, one
@@ -193,7 +239,7 @@ class RedisStore(Store):
             (last,) = await conn.call([("XREVRANGE", FEED, "+", "-", "COUNT", 1)])
             position = last[0][0].decode() if last else "0-0"
             records: list[FlowRecord] = []
-            decode = FlowRecord.decode
+            decode = self.bad_records.decode
             skip = len(PREFIX)
             cursor = b"0"
             while True:
@@ -205,9 +251,11 @@ class RedisStore(Store):
                 cursor, keys = reply
                 if keys:
                     (values,) = await conn.call([("MGET", *keys)])
-                    records += [
-                        decode(k[skip:], v) for k, v in zip(keys, values, strict=True) if v is not None
-                    ]
+                    if isinstance(values, hiredis.ReplyError):
+                        raise StoreError(f"snapshot: {values}")
+                    for k, v in zip(keys, values, strict=True):
+                        if v is not None and (r := decode("load", k[skip:], v)) is not None:
+                            records.append(r)
                 if cursor == b"0":
                     return records, position
         except RespError as e:
@@ -227,12 +275,19 @@ class RedisStore(Store):
         if isinstance(reply, hiredis.ReplyError):
             raise StoreError(f"feed: {reply}")
         records = []
+        bad = self.bad_records
         decode = FlowRecord.decode
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
                 position = entry_id.decode()
-                # fields: [b"k", key, b"v", value]
-                records.append(decode(fields[1], fields[3]))
+                # fields: [b"k", key, b"v", value]; anything else is a bad entry
+                try:
+                    if len(fields) != 4 or fields[0] != b"k" or fields[2] != b"v":
+                        raise BadRecord("fields are not k, v")
+                    records.append(decode(fields[1], fields[3]))
+                except (BadRecord, TypeError) as e:
+                    key = fields[1] if isinstance(fields, list) and len(fields) > 1 else None
+                    bad.note("feed", key, str(e) or type(e).__name__)
         return records, position
 
     async def ping(self) -> None:

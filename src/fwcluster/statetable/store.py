@@ -5,13 +5,14 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
-from fwcluster.statetable.record import FlowRecord
+from fwcluster.statetable.record import BadRecords, FlowRecord
 
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    applied: bool  # False: a clean write was refused (the store holds something newer)
-    current: FlowRecord | None  # what the store holds after the write
+    applied: bool  # False: a clean write was refused (the store holds something newer), or ...
+    current: FlowRecord | None  # what the store holds after the write (None: nothing, or unknown)
+    refused: str | None = None  # ... the server refused the write itself (its error: OOM, NOPERM)
 
 
 class StoreError(Exception):
@@ -24,7 +25,12 @@ class ReplicaLagError(StoreError):
 
 
 class Store(abc.ABC):
-    """An authoritative copy of the state table plus a change feed."""
+    """An authoritative copy of the state table plus a change feed.
+
+    Records read back from the store that fail the strict decoder are skipped (``get`` answers
+    None for them) and counted in ``bad_records``."""
+
+    bad_records: BadRecords
 
     @abc.abstractmethod
     async def write(
