@@ -4,7 +4,11 @@ the store's connections and the timers.
 
 The engine (``engine/``) decides; this module only wires its events and commands: packets from
 the driver, store outcomes from the shared table, the clock from a timer; after each event the
-verdicts go to the driver and the store commands to the shared table (:meth:`Instance._pump`)."""
+verdicts go to the driver and the store commands to the shared table (:meth:`Instance._pump`).
+
+Its loops (expiry sweep, fast-path count, the held-packet ticker) survive an exception in one
+round: counted per task in ``task_errors`` (with the shared table's: statetable/guard.py), one
+log line now and then, and the loop goes on."""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from fwcluster.instance.control import ControlServer
 from fwcluster.instance.heartbeat import Heartbeat
 from fwcluster.instance.metrics import InstanceMetrics, ListenAddr
 from fwcluster.statetable.factory import make_store
+from fwcluster.statetable.guard import ERROR_PAUSE, TaskErrors
 from fwcluster.statetable.settings import Confirm
 from fwcluster.statetable.shared import PUBLISHED, SharedTable
 
@@ -77,7 +82,10 @@ class Instance:
             self.counters,
             time.monotonic(),
         )
-        self.table = SharedTable(instance_id, self.engine, config.sync, store, replicas=st.replicas)
+        self.task_errors = TaskErrors(f"instance {instance_id}", log)
+        self.table = SharedTable(
+            instance_id, self.engine, config.sync, store, replicas=st.replicas, task_errors=self.task_errors
+        )
         self.table.on_engine_output = self._pump_soon
         self._pump_scheduled = False
         self._ticker: asyncio.TimerHandle | None = None
@@ -126,6 +134,7 @@ class Instance:
             "sync": self.config.sync.as_dict(),
             "store": self.table.stats() if self.table.enabled else None,
             "heartbeats": self.heartbeat.sent if self.heartbeat else None,
+            "task_errors": dict(self.task_errors.counts),
             **self.counters.snapshot(),
         }
 
@@ -207,18 +216,32 @@ class Instance:
     def _tick(self) -> None:
         """Held packets past their deadline get their verdict."""
         self._ticker = None
-        self.engine.tick(time.monotonic())
+        try:
+            self.engine.tick(time.monotonic())
+        except Exception as e:  # counted; the next pump arms the ticker again
+            self.task_errors.note("ticker", e)
         self._pump()
 
     async def _count_fast_flows(self) -> None:
         """Ask the kernel how many flows it forwards on the fast path (off the event loop: a
         conntrack dump of many flows takes a while)."""
         while True:
-            self._fast_flows = await asyncio.to_thread(fast_path_flows)
+            try:
+                self._fast_flows = await asyncio.to_thread(fast_path_flows)
+            except Exception as e:
+                self.task_errors.note("fast-count", e)
             await asyncio.sleep(FAST_COUNT_INTERVAL)
 
     async def _sweeper(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            budget = max(1024, int(len(self.firewall.table) * SWEEP_INTERVAL / SWEEP_PASS))
-            self.expired += self.engine.expire(time.monotonic(), budget)
+            try:
+                self.sweep_step(time.monotonic())
+            except Exception as e:
+                self.task_errors.note("sweeper", e)
+                await asyncio.sleep(ERROR_PAUSE)
+
+    def sweep_step(self, now: float) -> None:
+        """One bounded step of the expiry sweep."""
+        budget = max(1024, int(len(self.firewall.table) * SWEEP_INTERVAL / SWEEP_PASS))
+        self.expired += self.engine.expire(now, budget)

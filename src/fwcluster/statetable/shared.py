@@ -10,7 +10,12 @@ Background tasks: the writer (pipelined batches), the feed follower (other insta
 handed to the engine, which merges them into the replica) and the health watch (notices an
 outage, reconnects, resynchronizes). Look-ups the engine asks for run as tasks of their own.
 The flow table itself is the engine's: nothing here reads or writes it but through the engine.
-Nothing here raises into the datapath: store trouble becomes counters and outcomes.
+Nothing here raises into the datapath: store trouble becomes counters and outcomes. Records the
+store hands back that are no flow records are skipped by the store and counted there
+(``Store.bad_records``); an exception in one iteration of a task is counted per task
+(``task_errors``, statetable/guard.py) and the task goes on. A write the store server refuses
+(``OOM`` under ``maxmemory`` with ``noeviction``) is counted (``refused_writes``) and is a failed
+write: a held packet is dropped and its flow stays as it was.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 from fwcluster.core.decision import StateChange
 from fwcluster.core.states import FlowState
 from fwcluster.engine.engine import NO_TICKET, Engine, Outcome
+from fwcluster.statetable.guard import ERROR_PAUSE, CountedLog, TaskErrors
 from fwcluster.statetable.record import FlowRecord
 from fwcluster.statetable.settings import Access, Confirm, SyncLevel, SyncSettings
 from fwcluster.statetable.store import ReplicaLagError, Store, StoreError
@@ -66,6 +72,7 @@ class TableCounters:
     feed_applied: int = 0
     feed_ignored: int = 0
     lookup_errors: int = 0
+    refused_writes: int = 0  # writes the store server refused itself (OOM, NOPERM): failed writes
     write_us: list[float] = field(default_factory=list)  # recent batch latencies (for metrics)
 
 
@@ -79,6 +86,7 @@ class SharedTable:
         *,
         replicas: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        task_errors: TaskErrors | None = None,
     ) -> None:
         self.id = instance_id
         self.engine = engine
@@ -86,6 +94,10 @@ class SharedTable:
         self.store = store
         self.replicas = replicas
         self.counters = TableCounters()
+        self.task_errors = (
+            task_errors if task_errors is not None else TaskErrors(f"instance {instance_id}", log)
+        )
+        self._refused_log = CountedLog(log)  # one line now and then, however many are refused
         self.publish_states = PUBLISHED[settings.level] if store is not None else frozenset()
         self.sync_confirm = settings.confirm == Confirm.SYNC
         self.clean = settings.access == Access.CLEAN
@@ -197,45 +209,72 @@ class SharedTable:
             self._wake.clear()
             while self._pending and not self._stopping:
                 batch, self._pending = self._pending[:WRITE_BATCH], self._pending[WRITE_BATCH:]
-                replicas = self.replicas if any(t != NO_TICKET for _, _, t in batch) else 0
-                t0 = time.perf_counter()
                 try:
-                    results = await self.store.write([(r, ttl) for r, ttl, _ in batch], self.clean, replicas)
-                except ReplicaLagError:
-                    # Written, but not confirmed by enough replicas: held packets get the timeout
-                    # verdict; the store itself is up.
-                    self.counters.replica_lag += 1
-                    for _, _, ticket in batch:
-                        self._outcome(ticket, Outcome.FAILED, None)
-                    self.on_engine_output()
-                    continue
-                except StoreError as e:
-                    self._store_failed(e)
-                    for _, _, ticket in batch:
-                        self._outcome(ticket, Outcome.FAILED, None)
-                    self.on_engine_output()
-                    continue
-                elapsed = time.perf_counter() - t0
-                self._note_latency(elapsed * 1e6)
-                if self.observe_write is not None:  # metrics on (instance/metrics.py)
-                    self.observe_write(elapsed)
-                self.counters.writes += len(batch)
-                self.counters.write_batches += 1
-                for (rec, _, ticket), res in zip(batch, results, strict=True):
-                    if not res.applied:
-                        # The store holds something newer: the engine takes it (and decides a
-                        # held packet again against it).
-                        self.counters.conflicts += 1
-                        self._outcome(ticket, Outcome.REFUSED, res.current)
-                    else:
-                        # ``current`` only when the store renumbered the version (a reopen)
-                        cur = (
-                            res.current
-                            if res.current is not None and res.current.version != rec.version
-                            else None
-                        )
-                        self._outcome(ticket, Outcome.CONFIRMED, cur)
-                self.on_engine_output()
+                    await self._write_batch(batch)
+                except Exception as e:
+                    # Fail closed: every held packet of the batch is dropped (an outcome the
+                    # engine already took is not taken twice: it no longer holds that ticket).
+                    self.task_errors.note("writer", e)
+                    self._fail_tickets(batch)
+                    await asyncio.sleep(ERROR_PAUSE)
+
+    async def _write_batch(self, batch: list[tuple[FlowRecord, int, int]]) -> None:
+        """One pipelined write of ``batch``; its outcomes go to the engine."""
+        assert self.store is not None
+        replicas = self.replicas if any(t != NO_TICKET for _, _, t in batch) else 0
+        t0 = time.perf_counter()
+        try:
+            results = await self.store.write([(r, ttl) for r, ttl, _ in batch], self.clean, replicas)
+        except ReplicaLagError:
+            # Written, but not confirmed by enough replicas: held packets get the timeout
+            # verdict; the store itself is up.
+            self.counters.replica_lag += 1
+            for _, _, ticket in batch:
+                self._outcome(ticket, Outcome.FAILED, None)
+            self.on_engine_output()
+            return
+        except StoreError as e:
+            self._store_failed(e)
+            for _, _, ticket in batch:
+                self._outcome(ticket, Outcome.FAILED, None)
+            self.on_engine_output()
+            return
+        elapsed = time.perf_counter() - t0
+        self._note_latency(elapsed * 1e6)
+        if self.observe_write is not None:  # metrics on (instance/metrics.py)
+            self.observe_write(elapsed)
+        self.counters.writes += len(batch)
+        self.counters.write_batches += 1
+        for (rec, _, ticket), res in zip(batch, results, strict=True):
+            if res.refused is not None:
+                # The server refused the write itself (e.g. OOM: maxmemory with noeviction):
+                # a failed write; a held packet is dropped and its flow stays as it was.
+                self._write_refused(res.refused)
+                self._outcome(ticket, Outcome.FAILED, None)
+            elif not res.applied:
+                # The store holds something newer: the engine takes it (and decides a
+                # held packet again against it).
+                self.counters.conflicts += 1
+                self._outcome(ticket, Outcome.REFUSED, res.current)
+            else:
+                # ``current`` only when the store renumbered the version (a reopen)
+                cur = res.current if res.current is not None and res.current.version != rec.version else None
+                self._outcome(ticket, Outcome.CONFIRMED, cur)
+        self.on_engine_output()
+
+    def _write_refused(self, error: str) -> None:
+        self.counters.refused_writes = self._refused_log.note(
+            "refused", "instance %s: the store refused a write: %s", self.id, error
+        )
+
+    def _fail_tickets(self, batch: list[tuple[FlowRecord, int, int]]) -> None:
+        """After an unexpected error: the batch's held packets get FAILED, each on its own."""
+        for _, _, ticket in batch:
+            if ticket != NO_TICKET:
+                with contextlib.suppress(Exception):
+                    self.engine.write_done(ticket, Outcome.FAILED, None, self._clock())
+        with contextlib.suppress(Exception):
+            self.on_engine_output()
 
     def _note_latency(self, us: float) -> None:
         w = self.counters.write_us
@@ -255,46 +294,58 @@ class SharedTable:
         """Apply other instances' changes. Reads are spaced ``FEED_INTERVAL`` apart, so entries
         arrive in batches (one XREAD for many changes) and only the newest change of each flow in
         a batch is applied; a replica is at most that much behind, and a miss asks the store."""
-        assert self.store is not None
         while not self._stopping:
-            if not self.store_up:
-                await asyncio.sleep(HEALTH_INTERVAL)
-                continue
             try:
-                records, self._feed_position = await self.store.feed(
-                    self._feed_position, FEED_BLOCK_MS, FEED_COUNT
-                )
-            except StoreError as e:
-                self._store_failed(e)
-                continue
-            newest: dict[bytes, FlowRecord] = {}
-            me = self.id
-            for rec in records:
-                if rec.writer != me:
-                    newest[rec.key] = rec
-            self.counters.feed_ignored += len(records) - len(newest)
-            now = self._clock()
-            record = self.engine.record
-            for rec in newest.values():
-                if record(rec, now):
-                    self.counters.feed_applied += 1
-                else:
-                    self.counters.feed_ignored += 1
-            if len(records) < FEED_COUNT:
-                await asyncio.sleep(FEED_INTERVAL)
+                await self._feed_step()
+            except Exception as e:
+                self.task_errors.note("feed", e)
+                await asyncio.sleep(ERROR_PAUSE)
+
+    async def _feed_step(self) -> None:
+        assert self.store is not None
+        if not self.store_up:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            return
+        try:
+            records, self._feed_position = await self.store.feed(
+                self._feed_position, FEED_BLOCK_MS, FEED_COUNT
+            )
+        except StoreError as e:
+            self._store_failed(e)
+            return
+        newest: dict[bytes, FlowRecord] = {}
+        me = self.id
+        for rec in records:
+            if rec.writer != me:
+                newest[rec.key] = rec
+        self.counters.feed_ignored += len(records) - len(newest)
+        now = self._clock()
+        record = self.engine.record
+        for rec in newest.values():
+            if record(rec, now):
+                self.counters.feed_applied += 1
+            else:
+                self.counters.feed_ignored += 1
+        if len(records) < FEED_COUNT:
+            await asyncio.sleep(FEED_INTERVAL)
 
     # ------------------------------------------------------------ look-ups on a miss
     async def _lookup(self, pid: int, key: bytes) -> None:
         """Ask the store for ``key`` on behalf of held packet ``pid``; the engine decides again."""
         assert self.store is not None
         try:
-            (rec,) = await self.store.get([key])
-        except StoreError as e:
-            self.counters.lookup_errors += 1
-            self._store_failed(e)
-            self.engine.lookup_failed(pid)
-        else:
-            self.engine.lookup_done(pid, rec, self._clock())
+            try:
+                (rec,) = await self.store.get([key])
+            except StoreError as e:
+                self.counters.lookup_errors += 1
+                self._store_failed(e)
+                self.engine.lookup_failed(pid)
+            else:
+                self.engine.lookup_done(pid, rec, self._clock())
+        except Exception as e:  # never a task that dies with an exception nobody reads
+            self.task_errors.note("lookup", e)
+            with contextlib.suppress(Exception):
+                self.engine.lookup_failed(pid)  # fail closed: the held packet is dropped
         self.on_engine_output()
 
     # ------------------------------------------------------------ outage and recovery
@@ -311,22 +362,26 @@ class SharedTable:
         self._fail_pending()
 
     async def _watch_health(self) -> None:
-        assert self.store is not None
         while not self._stopping:
             await asyncio.sleep(HEALTH_INTERVAL)
             if self.store_up:
                 continue
             try:
-                await self.store.ping()
-                await self._resync()
-            except StoreError:
-                continue
-            self.store_up = True
-            self.engine.set_store_up(True)
-            self.counters.reconnects += 1
-            log.warning(
-                "instance %s: store back; %d flows resynchronized", self.id, self.counters.resynced_flows
-            )
+                await self._recover()
+            except Exception as e:  # the store stays down (fail closed); the next round tries again
+                self.task_errors.note("health", e)
+
+    async def _recover(self) -> None:
+        assert self.store is not None
+        try:
+            await self.store.ping()
+            await self._resync()
+        except StoreError:
+            return
+        self.store_up = True
+        self.engine.set_store_up(True)
+        self.counters.reconnects += 1
+        log.warning("instance %s: store back; %d flows resynchronized", self.id, self.counters.resynced_flows)
 
     async def _resync(self) -> None:
         """After an outage: learn what others wrote, then tell the store what we hold.
@@ -373,4 +428,6 @@ class SharedTable:
             "lookup_errors": c.lookup_errors,
             "lookup_negative_cached": self.engine.gate.negative_cached,
             "lookup_rate_limited": self.engine.gate.rate_limited,
+            "refused_writes": c.refused_writes,
+            "bad_records": dict(self.store.bad_records.by_source) if self.store is not None else {},
         }
