@@ -348,7 +348,7 @@ class Firewall:
             v = None
         after = ev.after
         if v is None:
-            if ev.before != _NONE:
+            if ev.before != _NONE or not self.table.room_for(key, now):
                 return False
         else:
             state = v & STATE_MASK
@@ -389,21 +389,30 @@ class Firewall:
                 window = relearn((v >> WINDOW_SHIFT) & WINDOW_MASK)
         if state == FlowState.REMOVED:
             return flows.pop(key, None) is not None
+        if v is None and not self.table.room_for(key, now):  # a new flow needs room
+            return False
         flows[key] = pack(
             state, rec.orig_is_lo, now_ms + self.timeout_ms(state, rec.proto), rec.version, window
         )
         return True
 
     def load(self, records: Iterable[FlowFacts], now: float) -> int:
-        """A joining instance's snapshot: one pass into an empty table, merges otherwise."""
-        flows = self.table.flows
+        """A joining instance's snapshot: one pass into an empty table, merges otherwise. Either
+        way within the table's bound (the flows beyond it are counted in ``table.refused``)."""
+        table = self.table
+        flows = table.flows
         if flows:
             return sum(self.merge(rec, now) for rec in records)
         now_ms = int(now * 1000)
         timeout = self.timeout_ms
+        limit = table.max_flows
         n = 0
         for rec in records:
-            if rec.state != FlowState.REMOVED:
+            if rec.state == FlowState.REMOVED:
+                continue
+            if len(flows) >= limit and rec.key not in flows:
+                table.refused += 1
+            else:
                 flows[rec.key] = pack(
                     rec.state, rec.orig_is_lo, now_ms + timeout(rec.state, rec.proto), rec.version
                 )

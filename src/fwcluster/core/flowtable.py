@@ -81,16 +81,25 @@ def bump(value: int) -> int:
     return (value & (LOW_MASK & ~VERSION_MASK & ~STATE_MASK)) | ((value + VERSION_ONE) & VERSION_MASK)
 
 
-class FlowTable:
-    """A bounded dict of flows. The firewall reads and writes ``flows`` directly on its hot path."""
+ROOM_SWEEP = 256  # keys a full table sweeps for room before it refuses a flow
 
-    __slots__ = ("_sweep", "flows", "max_flows", "removed")
+
+class FlowTable:
+    """A bounded dict of flows. The firewall reads and writes ``flows`` directly on its hot path.
+
+    The bound holds for every way in: a packet that opens a flow (the firewall checks it), and a
+    flow learned from elsewhere (the store's feed, a look-up's answer, a snapshot, a confirmed
+    deferred change), which asks :meth:`room_for` first; ``refused`` counts those turned away."""
+
+    __slots__ = ("_full_ms", "_sweep", "flows", "max_flows", "refused", "removed")
 
     def __init__(self, max_flows: int) -> None:
         self.flows: dict[bytes, int] = {}
         self.max_flows = max_flows
         self._sweep: Iterator[bytes] | None = None
         self.removed: list[StateChange] = []
+        self.refused = 0  # flows from elsewhere turned away: the table was full
+        self._full_ms = -1  # the last millisecond a sweep for room found none
 
     def __len__(self) -> int:
         return len(self.flows)
@@ -127,10 +136,28 @@ class FlowTable:
                 count += 1
                 state = FlowState(v & STATE_MASK)
                 version = next_version((v & VERSION_MASK) >> 8)
+                proto = key[0] if key else 0  # every key has its protocol first; never raise here
                 removed.append(
-                    StateChange(key, key[0], state, FlowState.REMOVED, bool(v & ORIG_IS_LO), now, version)
+                    StateChange(key, proto, state, FlowState.REMOVED, bool(v & ORIG_IS_LO), now, version)
                 )
         return count
+
+    def room_for(self, key: bytes, now: float) -> bool:
+        """May ``key`` be put into the table? Yes when it is there already (expired or not) or
+        the table is below its bound; a full table first sweeps ``ROOM_SWEEP`` keys for expired
+        flows (at most once per millisecond: a burst of refusals costs one sweep). A refusal is
+        counted in ``refused``."""
+        flows = self.flows
+        if len(flows) < self.max_flows or key in flows:
+            return True
+        now_ms = int(now * 1000)
+        if now_ms != self._full_ms:
+            self.sweep(now, ROOM_SWEEP)
+            if len(flows) < self.max_flows:
+                return True
+            self._full_ms = now_ms
+        self.refused += 1
+        return False
 
     def take_removed(self) -> list[StateChange]:
         """The REMOVED events since the last call."""
@@ -139,7 +166,3 @@ class FlowTable:
 
     def remove(self, key: bytes) -> int | None:
         return self.flows.pop(key, None)
-
-    def install(self, key: bytes, state: int, orig_is_lo: bool, version: int, expiry_ms: int) -> None:
-        """Put a flow learned from elsewhere (the shared store) into the table."""
-        self.flows[key] = pack(state, orig_is_lo, expiry_ms, version)

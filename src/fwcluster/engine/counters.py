@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from fwcluster.core.decision import ACCEPT_REASONS, INVALID_REASONS, MALFORMED_REASONS, Reason, Verdict
 
+# Where a flow learned from the store comes from (``flows_refused`` counts the ones a full table
+# turned away): the feed, a look-up's answer, a snapshot (join, refill, resync), a write's answer
+# or a confirmed deferred change.
+INSTALL_SOURCES = ("feed", "lookup", "load", "write")
+
 
 class Counters:
     __slots__ = (
         "by_reason",
         "errors",
+        "flows_refused",
         "held",
         "hold_timeouts",
         "lookup_hits",
@@ -43,6 +49,7 @@ class Counters:
         self.refreshes = 0  # handshakes seen from one side only: store asked, packet not held
         self.refreshed = 0  # ... and the store knew a newer state (then marked for the kernel)
         self.unshared = 0  # changes to share that the store could not take (down): resync later
+        self.flows_refused = dict.fromkeys(INSTALL_SOURCES, 0)  # by source: the table was full
 
     def snapshot(self) -> dict[str, object]:
         by = self.by_reason
@@ -69,5 +76,6 @@ class Counters:
             "write_refused": self.write_refused,
             "refreshes": self.refreshes,
             "refreshed": self.refreshed,
+            "flows_refused": dict(self.flows_refused),
             "reasons": {r.name.lower(): by[r] for r in Reason if by[r]},
         }

@@ -265,8 +265,10 @@ class Engine:
         """A change sync confirmation waited for did not reach the store: the ``on_timeout``
         verdict. Accepting commits the change (the packet passed, so the flow moved on)."""
         if self.policy.accept_on_timeout:
-            self.firewall.commit(ev, now)
-            self._accept(pid, reason)
+            if self._commit(ev, now):
+                self._accept(pid, reason)
+            else:
+                self._drop(pid, Reason.TABLE_FULL)
         else:
             self._drop(pid, why)
 
@@ -283,17 +285,19 @@ class Engine:
             if outcome is Outcome.REFUSED:
                 c.write_refused += 1
             if current is not None:
-                self.firewall.merge(current, now)
+                self._merge(current, now, "write")
             return
         assert h.change is not None
         if outcome is Outcome.CONFIRMED:
-            self.firewall.commit(h.change, now)
+            if not self._commit(h.change, now):
+                self._drop(ticket, Reason.TABLE_FULL)  # a new flow the full table has no room for
+                return
             if current is not None:
-                self.firewall.merge(current, now)
+                self._merge(current, now, "write")
             self._accept(ticket, h.reason, h.change.after)
         elif outcome is Outcome.REFUSED and current is not None:
             c.write_refused += 1
-            self.firewall.merge(current, now)
+            self._merge(current, now, "write")
             if h.attempts >= self.policy.retries:
                 self._drop(ticket, Reason.STORE_FAILED)
                 return
@@ -305,7 +309,7 @@ class Engine:
     def lookup_done(self, pid: int, rec: FlowFacts | None, now: float) -> None:
         """The store answered a look-up (``rec`` None: it does not know the flow)."""
         if pid == NO_TICKET:  # a refresh: nobody waits
-            if rec is not None and self.firewall.merge(rec, now):
+            if rec is not None and self._merge(rec, now, "lookup"):
                 self.counters.refreshed += 1
             return
         h = self.held.get(pid)
@@ -315,7 +319,7 @@ class Engine:
         c = self.counters
         if rec is not None:
             self.gate.known(rec.key)
-            if self.firewall.merge(rec, now):
+            if self._merge(rec, now, "lookup"):
                 c.lookup_hits += 1
                 c.resolved_by_store += 1
             else:
@@ -334,15 +338,41 @@ class Engine:
             self._drop(pid, Reason.LOOKUP_TIMEOUT)
 
     def record(self, rec: FlowFacts, now: float) -> bool:
-        """A record from the feed: into the table if newer. Returns whether it changed the table."""
-        if self.firewall.merge(rec, now):
+        """A record from the feed: into the table if newer (and, for a new flow, if the table has
+        room). Returns whether it changed the table."""
+        if self._merge(rec, now, "feed"):
             self.gate.known(rec.key)
             return True
         return False
 
     def load(self, records: Iterable[FlowFacts], now: float) -> int:
-        """A snapshot of the store (joining, or after an outage)."""
-        return self.firewall.load(records, now)
+        """A snapshot of the store (joining, or after an outage), within the table's bound."""
+        table = self.firewall.table
+        before = table.refused
+        n = self.firewall.load(records, now)
+        self.counters.flows_refused["load"] += table.refused - before
+        return n
+
+    def _merge(self, rec: FlowFacts, now: float, source: str) -> bool:
+        """The core's merge; a new flow a full table turned away is counted by ``source``."""
+        table = self.firewall.table
+        before = table.refused
+        changed = self.firewall.merge(rec, now)
+        if table.refused != before:
+            self.counters.flows_refused[source] += 1
+        return changed
+
+    def _commit(self, ev: StateChange, now: float) -> bool:
+        """The core's commit of a deferred change; False only when the change opens a flow the
+        full table has no room for (counted). (A flow that moved on meanwhile is not a refusal:
+        the newer knowledge wins and the packet passes, as before.)"""
+        table = self.firewall.table
+        before = table.refused
+        self.firewall.commit(ev, now)
+        if table.refused == before:
+            return True
+        self.counters.flows_refused["write"] += 1
+        return False
 
     def set_store_up(self, up: bool) -> None:
         if self.sharing and up != self.store_up:
