@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from scapy.layers.inet import IP, TCP
 
 from fwcluster.config import parse_config
@@ -23,6 +25,7 @@ from fwcluster.core.rules import PROTO_TCP, Action, RuleSet
 from fwcluster.core.states import FlowState
 from fwcluster.core.timeouts import Timeouts
 from fwcluster.engine.engine import Engine, EnginePolicy
+from fwcluster.instance.metrics import InstanceMetrics
 from fwcluster.instance.process import Instance
 from fwcluster.statetable.memory import MemoryStore
 from fwcluster.statetable.record import FlowRecord
@@ -209,3 +212,29 @@ def test_the_sweeper_survives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     asyncio.run(go())
     assert inst.task_errors.counts["sweeper"] == 1
     assert inst.stats()["task_errors"]["sweeper"] == 1
+
+
+def test_the_counters_render_as_metrics(tmp_path: Path) -> None:
+    """Task errors, flows refused by a full table, bad records and refused writes, by label."""
+    inst = instance(tmp_path)
+    inst.task_errors.note("feed", Oops("x"))
+    inst.counters.flows_refused["lookup"] = 3
+    assert inst.table.store is not None
+    inst.table.store.bad_records.note("load", b"", "key of 0 bytes")
+    inst.table.counters.refused_writes = 2
+    text = generate_latest(InstanceMetrics(inst).registry).decode()
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert values[("fwcluster_task_errors_total", (("task", "feed"),))] == 1
+    assert values[("fwcluster_task_errors_total", (("task", "sweeper"),))] == 0  # every task, from 0
+    assert values[("fwcluster_flows_refused_total", (("source", "lookup"),))] == 3
+    assert values[("fwcluster_flows_refused_total", (("source", "feed"),))] == 0
+    assert values[("fwcluster_store_bad_records_total", (("source", "load"),))] == 1
+    assert values[("fwcluster_store_bad_records_total", (("source", "write-answer"),))] == 0
+    assert values[("fwcluster_store_refused_writes_total", ())] == 2
+    stats = inst.stats()
+    assert stats["task_errors"]["feed"] == 1 and stats["flows_refused"]["lookup"] == 3
+    assert stats["store"]["bad_records"]["load"] == 1 and stats["store"]["refused_writes"] == 2

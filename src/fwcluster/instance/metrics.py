@@ -162,6 +162,11 @@ _STORE_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("lookup_misses", "store_lookup_misses_total", "Look-ups the store could not answer with a newer flow."),
     ("lookup_rate_limited", "store_lookup_rate_limited_total", "Look-ups skipped by the rate bound."),
     (
+        "refused_writes",
+        "store_refused_writes_total",
+        "Writes the store server refused itself (OOM under maxmemory, NOPERM): failed writes.",
+    ),
+    (
         "lookup_negative_cached",
         "store_lookup_negative_cached_total",
         "Look-ups skipped: the store recently said it does not hold the flow.",
@@ -207,6 +212,18 @@ def collect_stats(stats: Mapping[str, Any]) -> Iterator[Metric]:
     yield _gauge("flows", "Flows in the local table.", stats["flows"])
     yield _gauge("flows_max", "The local flow table's bound (conntrack.max_flows).", stats["max_flows"])
     yield _counter("flows_expired_total", "Flows removed by expiry.", stats["expired"])
+    yield _labelled(
+        "flows_refused_total",
+        "Flows from the store a full table turned away, by source (feed, lookup, load, write).",
+        "source",
+        stats.get("flows_refused", {}),
+    )
+    yield _labelled(
+        "task_errors_total",
+        "Exceptions a long-running task survived (one round failed, the task went on), by task.",
+        "task",
+        stats.get("task_errors", {}),
+    )
     yield _counter(
         "state_changes_total", "Flow state changes decided by this instance.", stats["state_changes"]
     )
@@ -263,6 +280,13 @@ def collect_stats(stats: Mapping[str, Any]) -> Iterator[Metric]:
     )
     for key, name, doc in _STORE_COUNTERS:
         yield _counter(name, doc, store[key])
+    yield _labelled(
+        "store_bad_records_total",
+        "Records from the store the strict decoder refused (skipped), by source "
+        "(feed, lookup, load, write-answer).",
+        "source",
+        store["bad_records"],
+    )
 
 
 class InstanceCollector:
