@@ -49,6 +49,7 @@ log = logging.getLogger("fwcluster.master")
 TICK = 0.01  # seconds between health checks while leading
 DISCOVER_INTERVAL = 1.0  # seconds between scans for registrations (a SCAN walks the whole keyspace)
 SCAN_COUNT = 1000
+OWNERS_REFRESH = 0.5  # seconds between reads of who holds buckets (others may steer by hand)
 MEMBERS = b"fwc:members"  # instance id -> role, kept by the leading master (control/admin.py)
 ROLES = frozenset({"joining", "ready", "active", "standby", "draining", "failed"})
 LEASE_KEYS = {"leader": LEADER_KEY, "epoch": EPOCH_KEY}
@@ -84,6 +85,8 @@ class Master:
         self.registered: dict[str, int] = {}  # instance id -> pid of its registration (fwc:reg:<id>)
         self.joining: set[str] = set()  # registered, not beating yet (loading the table)
         self._next_discover = 0.0
+        self._owners: set[str] = set()  # who held buckets at the last read (_owners_now)
+        self._owners_at = -OWNERS_REFRESH
         self.failovers = 0
         self._stop = asyncio.Event()
         self._failing: set[str] = set()  # loops whose last iteration failed (logged once)
@@ -311,35 +314,49 @@ class Master:
             if time.monotonic() >= self._next_discover:
                 await self._discover()
                 self._next_discover = time.monotonic() + DISCOVER_INTERVAL
-            ids = sorted(set(self.registered) - self.leaving)
+            # Registered or not: every instance steering knows is watched, so one that holds
+            # buckets and stops beating is failed over however it ended (a clean stop included).
+            ids = sorted((set(self.registered) | set(self.driver.driver.targets)) - self.leaving)
             keys = [HB_PREFIX + i.encode() for i in ids] + [REG_PREFIX + i.encode() for i in ids]
             values = await self.redis.mget(keys) if ids else []
         except (RedisError, OSError):
             return
+        owners = await self._owners_now()
         now = time.time()
         alive: list[str] = []
         newly_failed: list[tuple[str, str]] = []
         joining: set[str] = set()
         for instance_id, raw, reg in zip(ids, values[: len(ids)], values[len(ids) :], strict=True):
-            if reg is None:  # deregistered (a clean stop): no longer watched
-                self._forget(instance_id)
-                continue
-            registration = parse_beat(reg)
-            if registration is not None:
-                self.registered[instance_id] = registration[0]
-            else:
-                self.bad_record("registration", REG_PREFIX + instance_id.encode())
             beat = parse_beat(raw) if raw is not None else None
             if raw is not None and beat is None:  # skipped: as if it had not beaten
                 self.bad_record("heartbeat", HB_PREFIX + instance_id.encode())
+            if reg is None:
+                self.registered.pop(instance_id, None)  # deregistered (a clean stop), or never was
+                if beat is None:
+                    if instance_id in owners and instance_id not in self.failed:
+                        newly_failed.append((instance_id, "stopped"))  # its buckets would be black-holed
+                    continue
+            else:
+                registration = parse_beat(reg)
+                if registration is not None:
+                    self.registered[instance_id] = registration[0]
+                else:
+                    self.bad_record("registration", REG_PREFIX + instance_id.encode())
+                    self.registered.setdefault(instance_id, 0)
             if beat is not None:
                 pid, beat_time = beat
                 self.last_pid[instance_id], self.last_beat[instance_id] = pid, beat_time
                 is_running = running(pid)
             else:
                 is_running = False
-            reg_pid = self.registered[instance_id]
-            if beat is None and reg_pid and reg_pid != self.last_pid.get(instance_id) and running(reg_pid):
+            reg_pid = self.registered.get(instance_id, 0)
+            if (
+                beat is None
+                and reg_pid
+                and reg_pid != self.last_pid.get(instance_id)
+                and running(reg_pid)
+                and (instance_id not in owners or instance_id in self.failed)
+            ):
                 joining.add(instance_id)  # a new process, loading the table: not beating yet
                 continue
             if instance_id in self.failed:
@@ -367,10 +384,24 @@ class Master:
         for instance_id, reason in newly_failed:
             await self._fail_over(instance_id, reason, alive, now)
 
-    def _forget(self, instance_id: str) -> None:
-        self.registered.pop(instance_id, None)
-        self.last_pid.pop(instance_id, None)
-        self.last_beat.pop(instance_id, None)
+    async def _owners_now(self) -> set[str]:
+        """The instances holding buckets, read from the kernel (off the event loop) at most every
+        ``OWNERS_REFRESH`` and after each of our own steering writes."""
+        if time.monotonic() >= self._owners_at + OWNERS_REFRESH:
+            try:
+                self._owners = await asyncio.to_thread(self.owners)
+            except SteeringError as e:  # keep the last known owners; a line when this starts
+                if "owners" not in self._failing:
+                    self._failing.add("owners")
+                    event("steering-unreadable", master=self.id, error=str(e))
+                return self._owners
+            self._failing.discard("owners")
+            self._owners_at = time.monotonic()
+        return self._owners
+
+    def steered(self) -> None:
+        """Our own steering write happened: read the owners anew on the next tick."""
+        self._owners_at = -OWNERS_REFRESH
 
     async def _fail_over(self, instance_id: str, reason: str, healthy: list[str], now: float) -> None:
         """Move the buckets of a failed instance (only those) to the healthy ones.
@@ -407,6 +438,7 @@ class Master:
             self.metrics.failover_error(reason, "steering-refused")  # metrics
             return
         reroute_ms = (time.monotonic() - t0) * 1000
+        self.steered()
         self.failovers += 1
         self.metrics.failover(reason)  # metrics
         for i in targets:

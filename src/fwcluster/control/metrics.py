@@ -19,7 +19,7 @@ from fwcluster.instance.metrics import PREFIX
 if TYPE_CHECKING:
     from fwcluster.control.master import Master
 
-FAILURE_REASONS = ("heartbeat", "process-gone")  # why a master fails an instance over
+FAILURE_REASONS = ("heartbeat", "process-gone", "stopped")  # why a master fails an instance over
 FAILOVER_ERRORS = ("no-healthy-instance", "steering-refused")
 BAD_RECORD_SOURCES = ("leader", "epoch", "heartbeat", "registration", "member")
 TASKS = ("lease", "watch", "status")  # the master's loops: one failed iteration is counted, not fatal
