@@ -81,7 +81,7 @@ def test_bad_calls_get_one_line_errors_and_change_nothing(testbed: Builder, tmp_
     assert lead is not None
     url = api_url(lead)
     one_line_error(cli("--api", url, "scale", "3", netns=state.mgmt_netns), 2, "token")
-    one_line_error(cli("--api", url, "--token", "x" * 32, "scale", "3", netns=state.mgmt_netns), 2, "token")
+    one_line_error(cli("--api", url, "scale", "3", netns=state.mgmt_netns, token="x" * 32), 2, "token")
     one_line_error(cli("--api", "ftp://nowhere", "scale", "3"), 2, "http://")
     token = api_token(Path(state.run_dir))
     follower = next(m.id for m in state.masters if m.id != lead)

@@ -32,7 +32,7 @@ def test_redis_runs_in_mgmt_with_a_password_and_answers_the_instances(testbed: B
     password = store_password(state)
     assert len(password) >= 32
     assert state.store_backend == "redis"
-    assert state.store_url == f"redis://:{password}@198.18.255.1:6379/0"
+    assert state.store_url == f"redis://admin:{password}@198.18.255.1:6379/0"
     assert state.store_pid is not None and state.store_pid in pids_in_netns(state.mgmt_netns)
     assert Path(state.store_conf).stat().st_mode & 0o077 == 0  # the password is not world-readable
     for inst in state.instances:

@@ -144,7 +144,7 @@ def measure(state: Any, setup: Setup, seconds: int, streams: int) -> dict[str, A
 
 
 def run(seconds: int, streams: int, rounds: int, setups: tuple[Setup, ...] = SETUPS) -> dict[str, Any]:
-    from fwcluster.testbed.api import down, reconfigure, set_mode, up
+    from fwcluster.testbed import down, reconfigure, set_mode, up
 
     runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in setups}
     with tempfile.TemporaryDirectory(prefix="fwcluster-bulk-") as tmp:

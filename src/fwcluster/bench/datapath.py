@@ -169,7 +169,7 @@ class Plan:
 
 def run(config_path: str | None, plan: Plan) -> dict[str, Any]:
     from fwcluster.config import load_config
-    from fwcluster.testbed.api import down, set_filter_mode, up
+    from fwcluster.testbed import down, set_filter_mode, up
 
     described = config_path or "built-in: one instance, sync none, memory store, no masters"
     with tempfile.TemporaryDirectory(prefix="fwcluster-bench-") as tmp:

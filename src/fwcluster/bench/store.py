@@ -45,6 +45,7 @@ from fwcluster.bench.stats import percentile
 from fwcluster.core.packet import KEY4
 from fwcluster.core.states import FlowState
 from fwcluster.core.timeouts import Timeouts
+from fwcluster.credentials import write_secret
 from fwcluster.statetable.record import FlowRecord
 from fwcluster.statetable.redis_store import RedisStore
 from fwcluster.statetable.store import Store, StoreError
@@ -105,8 +106,10 @@ def redis_server(
     """Run a private redis-server on 127.0.0.1 and yield its URL (with its random password).
 
     A free port is picked by binding to port 0; if another process grabs it first, the start is
-    retried on a new port (3 attempts). No persistence (``--save ""``, no AOF). The server is
-    killed and its directory removed on the way out, whatever happened.
+    retried on a new port (3 attempts). No persistence (``save ""``, no AOF). The options
+    (``extra`` too) go into a config file (0600, in a 0700 temporary dir), so the password is on
+    no command line. The server is killed and its directory removed on the way out, whatever
+    happened.
     """
     path = shutil.which(binary)
     if path is None:
@@ -128,7 +131,9 @@ def redis_server(
                 "logfile": "",
                 **(extra or {}),
             }
-            argv = [path] + [arg for name, value in options.items() for arg in (f"--{name}", value)]
+            conf = workdir / "redis.conf"
+            write_secret(conf, "".join(f"{name} {_conf_value(value)}\n" for name, value in options.items()))
+            argv = [path, str(conf)]
             with log.open("ab") as out:
                 proc = subprocess.Popen(
                     argv,
@@ -151,6 +156,12 @@ def redis_server(
         if proc is not None:
             _stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _conf_value(value: str) -> str:
+    """A redis.conf value as the command line gives it: words as they are (``replicaof HOST PORT``),
+    an empty one quoted."""
+    return value if value.strip() else '""'
 
 
 def _die_with_parent() -> Callable[[], None] | None:

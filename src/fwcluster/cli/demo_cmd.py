@@ -90,7 +90,7 @@ def _run(netns: str, check: Check) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     from fwcluster.cli.status_cmd import collect
-    from fwcluster.testbed.api import down, up
+    from fwcluster.testbed import down, up
     from fwcluster.testbed.errors import TestbedError
 
     require_root("demo")

@@ -7,12 +7,12 @@ line on stderr naming what is wrong and a non-zero exit: 2 for bad input, 1 for 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
-from fwcluster import __version__
+from fwcluster import __version__, credentials
 from fwcluster.cli.errors import UserError
 from fwcluster.config import ConfigError
 
@@ -50,10 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         "masters over their Unix sockets, leader first)",
     )
     ap.add_argument(
-        "--token",
-        default=os.environ.get("FWCLUSTER_TOKEN"),
-        help="the admin API token for --api (default: $FWCLUSTER_TOKEN)",
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="read the admin API token for --api from FILE (mode 0600; the testbed's is "
+        "/run/fwcluster/api.token); default: $FWCLUSTER_TOKEN",
     )
+    ap.add_argument("--token", metavar="T", help=argparse.SUPPRESS)  # refused in main(): see _token
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
 
     tb = sub.add_parser("testbed", help="build, steer or remove the namespace testbed")
@@ -126,10 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """The admin API token: from --token-file or $FWCLUSTER_TOKEN, never from the command line."""
+    if args.token is not None:
+        raise UserError(
+            "--token: a token on the command line is readable by every local user: "
+            f"use --token-file FILE or ${credentials.TOKEN_ENV}"
+        )
+    try:
+        return credentials.api_token(args.token_file) or None
+    except credentials.CredentialError as e:
+        raise UserError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Command = args.func
     try:
+        args.token = _token(args)
         return func(args)
     except ConfigError as e:
         print(f"fwcluster: config error: {e}", file=sys.stderr)

@@ -24,7 +24,7 @@ def require_root(what: str) -> None:
 
 def collect() -> dict[str, Any]:
     """The status document: the contract outside tools rely on (see docs/architecture.md)."""
-    from fwcluster.testbed.api import load_state
+    from fwcluster.testbed import load_state
 
     state = load_state()
     if state is None:

@@ -12,7 +12,7 @@ from fwcluster.cli.status_cmd import require_root
 
 def up(args: argparse.Namespace) -> int:
     from fwcluster.config import load_config
-    from fwcluster.testbed.api import up as testbed_up
+    from fwcluster.testbed import up as testbed_up
     from fwcluster.testbed.errors import TestbedError
 
     load_config(args.config)  # a broken file stops us before anything is built
@@ -31,7 +31,7 @@ def up(args: argparse.Namespace) -> int:
 
 
 def down(args: argparse.Namespace) -> int:
-    from fwcluster.testbed.api import down as testbed_down
+    from fwcluster.testbed import down as testbed_down
 
     require_root("testbed down")
     testbed_down()
@@ -47,7 +47,7 @@ def steer(args: argparse.Namespace) -> int:
     """``fwcluster testbed steer``: show or move the balancers' bucket -> instance tables by hand."""
     import json
 
-    from fwcluster.testbed.api import (
+    from fwcluster.testbed import (
         require_state,
         steer_buckets,
         steer_move,

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from fwcluster import credentials
 from fwcluster.config import ConfigError, load_config
 from fwcluster.control.master import Master
 from fwcluster.instance.metrics import ListenAddr, MetricsServer, listen_option
@@ -19,14 +20,11 @@ def _api_options(api: str | None, token_file: Path | None) -> tuple[ListenAddr |
     addr = listen_option("--api", api)
     if addr is None:
         return None, None
-    if token_file is None:
-        raise ValueError("--api needs --api-token-file (no network API without a token)")
-    try:
-        token = token_file.read_text().strip()
-    except OSError as e:
-        raise ValueError(f"--api-token-file: {e.strerror or e}") from None
-    if len(token) < 16:
-        raise ValueError("--api-token-file: the token must be at least 16 characters")
+    token = credentials.api_token(token_file, "--api-token-file", min_length=16)
+    if not token:
+        raise ValueError(
+            f"--api needs --api-token-file or ${credentials.TOKEN_ENV} (no network API without a token)"
+        )
     return addr, token
 
 
@@ -35,7 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--id", required=True, help="master id, e.g. m1")
     ap.add_argument("--config", help="TOML config file (default: built-in)")
     ap.add_argument("--run-dir", type=Path, default=Path("/run/fwcluster"), help="the testbed's run dir")
-    ap.add_argument("--store-url", required=True, help="redis:// URL of the store (lease, heartbeats)")
+    ap.add_argument(
+        "--store-url",
+        metavar="URL",
+        help="redis:// URL of the store (lease, heartbeats) without a password (the command line is "
+        "public); with one: --store-url-file or $FWCLUSTER_STORE_URL",
+    )
+    ap.add_argument(
+        "--store-url-file",
+        type=Path,
+        metavar="FILE",
+        help="read the store URL from FILE (mode 0600, first line); the testbed passes this",
+    )
     ap.add_argument(
         "--metrics",
         metavar="ADDR:PORT",
@@ -47,21 +56,31 @@ def main(argv: list[str] | None = None) -> int:
         help="also serve the admin API on ADDR:PORT (needs --api-token-file; the Unix socket "
         "<run-dir>/<id>.api.sock is always served)",
     )
-    ap.add_argument("--api-token-file", type=Path, metavar="FILE", help="the token network clients must send")
+    ap.add_argument(
+        "--api-token-file",
+        type=Path,
+        metavar="FILE",
+        help="the token network clients must send (mode 0600; default: $FWCLUSTER_TOKEN)",
+    )
     args = ap.parse_args(argv)
     try:
         api_addr, token = _api_options(args.api, args.api_token_file)
         metrics_addr = listen_option("--metrics", args.metrics)
-    except ValueError as e:
+        store_url = credentials.store_url(args.store_url, args.store_url_file)
+        if not store_url:
+            env = credentials.STORE_URL_ENV
+            raise ValueError(f"a store URL is needed: --store-url-file FILE, ${env} or --store-url")
+    except ValueError as e:  # CredentialError is a ValueError
         print(f"fwcluster master: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = load_config(args.config)
-        master = Master(args.id, config, args.run_dir, args.store_url)
+        credentials.check_config_secrets(config, args.config)
+        master = Master(args.id, config, args.run_dir, store_url)
         master.api_addr = (api_addr.host, api_addr.port) if api_addr else None
         master.api_token = token
-    except (ConfigError, SteeringError) as e:
+    except (ConfigError, SteeringError, credentials.CredentialError) as e:
         print(f"fwcluster master: {e}", file=sys.stderr)
         return 2
     server: MetricsServer | None = None

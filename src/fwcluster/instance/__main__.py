@@ -1,4 +1,8 @@
-"""``python -m fwcluster.instance``: run one firewall instance (the testbed starts these)."""
+"""``python -m fwcluster.instance``: run one firewall instance (the testbed starts these).
+
+The store URL comes from ``--store-url-file`` (mode 0600), ``$FWCLUSTER_STORE_URL``, ``--store-url``
+(without a password) or the config's ``[store] url``, in that order of precedence.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from fwcluster import credentials
 from fwcluster.config import ConfigError, load_config
 from fwcluster.instance.metrics import listen_option
 from fwcluster.instance.process import Instance
@@ -25,7 +30,16 @@ def main(argv: list[str] | None = None) -> int:
         "--run-dir", type=Path, default=Path("/run/fwcluster"), help="where the control socket goes"
     )
     ap.add_argument(
-        "--store-url", default="", help="redis:// URL of the shared store (overrides [store] url)"
+        "--store-url",
+        metavar="URL",
+        help="redis:// URL of the shared store (overrides [store] url); one with a password is refused "
+        "here (the command line is public): use --store-url-file or $FWCLUSTER_STORE_URL",
+    )
+    ap.add_argument(
+        "--store-url-file",
+        type=Path,
+        metavar="FILE",
+        help="read the store URL from FILE (mode 0600, first line); the testbed passes this",
     )
     ap.add_argument(
         "--metrics",
@@ -35,17 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         metrics_addr = listen_option("--metrics", args.metrics)
-    except ValueError as e:
+        store_url = credentials.store_url(args.store_url, args.store_url_file)
+        config = load_config(args.config)
+        credentials.check_config_secrets(config, args.config)
+    except (ValueError, ConfigError) as e:  # CredentialError is a ValueError
         print(f"fwcluster instance: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(f"fwcluster instance: {e}", file=sys.stderr)
-        return 2
-    try:
-        instance = Instance(args.id, config, args.queue, args.run_dir, args.store_url, metrics_addr)
+        instance = Instance(args.id, config, args.queue, args.run_dir, store_url, metrics_addr)
         asyncio.run(instance.run())
     except (OSError, StoreConfigError) as e:
         print(f"fwcluster instance: cannot start {args.id}: {e}", file=sys.stderr)

@@ -101,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     run = args.run_dir.absolute()
     if args.worker:
-        import fwcluster.testbed.api
-        import fwcluster.testbed.scaling  # noqa: F401 - loaded before the request comes
+        import fwcluster.testbed.running  # noqa: F401 - loaded before the request comes (scaling with it)
 
         line = sys.stdin.readline()
         try:

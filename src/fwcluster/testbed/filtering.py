@@ -23,6 +23,8 @@ every mode keeps, at a priority before all of them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 from typing import Any
 
@@ -32,7 +34,9 @@ from fwcluster.engine.engine import FAST_PATH_MARK
 from fwcluster.steering.netns import CommandError, nft, nft_json, run_in
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.nftrules import KERNEL_TABLE, kernel_ruleset
+from fwcluster.testbed.state import InstanceState
 
+_PARALLEL = 16  # namespaces programmed at once (each step is a few short tool runs)
 GUARD_TABLE = "fwc_guard"
 _GUARD_PRIORITY = -200  # after raw (-300), before every filter (0)
 # Tables iptables-nft makes for the fwcluster mode.
@@ -152,6 +156,23 @@ def set_filter_mode(netns: str, mode: FilterMode | str, rules: Config | RuleSet,
         _sysctls(netns, KERNEL_SYSCTLS)  # the kernel's own firewall at its defaults
     else:
         _nft(netns, _drop_tables((("inet", KERNEL_TABLE), *_IPTABLES_TABLES)))
+
+
+def each_instance(records: Iterable[InstanceState], step: Callable[[InstanceState], None]) -> None:
+    """Run ``step`` for every instance namespace, several at a time; the first error propagates."""
+    with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
+        for future in [pool.submit(step, rec) for rec in records]:
+            future.result()
+
+
+def switch_modes(records: Sequence[InstanceState], mode: FilterMode | str, rules: Config | RuleSet) -> None:
+    """Put every given instance namespace into ``mode`` and record it in its record."""
+
+    def step(rec: InstanceState) -> None:
+        set_filter_mode(rec.netns, mode, rules, rec.queue)
+        rec.mode = parse_mode(mode).value
+
+    each_instance(records, step)
 
 
 def current_mode(netns: str) -> FilterMode:

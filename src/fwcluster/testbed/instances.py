@@ -1,9 +1,11 @@
 """Start firewall instance processes, one per fw namespace, and wait until each is ready.
 
 The contract with ``fwcluster.instance``: it is started as
-``python -m fwcluster.instance --id fwK --config C --queue Q --run-dir R [--store-url URL]``
+``python -m fwcluster.instance --id fwK --config C --queue Q --run-dir R [--store-url-file F]``
 inside ``fwc-fwK``, and it creates the Unix socket ``R/fwK.sock`` once it reads its queue and
-answers. ``--store-url`` is given when the testbed has a store URL (its own redis-server).
+answers. ``--store-url-file R/fwK.store-url`` (0600) is given when the testbed has a store URL (its
+own redis-server, or the config's): the URL may carry a password, so it is never on the command
+line.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from fwcluster.credentials import write_secret
 from fwcluster.steering.netns import netns_argv
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.processes import alive, spawn_detached
+from fwcluster.testbed.rundir import store_url_file
 from fwcluster.testbed.state import InstanceState
 
 READY_TIMEOUT = 10.0
@@ -47,7 +51,8 @@ def spawn(inst: InstanceState, config_path: Path, run_dir: Path, store_url: str 
     sock.unlink(missing_ok=True)
     command = instance_command(inst, config_path, run_dir)
     if store_url:
-        command = [*command, "--store-url", store_url]
+        secret = write_secret(store_url_file(run_dir, inst.id), store_url)
+        command = [*command, "--store-url-file", str(secret)]
     argv = netns_argv(inst.netns, command)
     # `ip netns exec` execs the command, so the pid is the instance's own.
     return spawn_detached(argv, inst.log).pid

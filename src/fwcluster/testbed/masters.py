@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from fwcluster.credentials import read_secret, write_secret
 from fwcluster.steering.netns import netns_argv
 from fwcluster.steering.spec import dump_spec
 from fwcluster.testbed import addressing as a
@@ -17,6 +17,7 @@ from fwcluster.testbed.balancers import balancers, target
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.processes import alive, spawn_detached
 from fwcluster.testbed.provision import AGENT_SOCKET
+from fwcluster.testbed.rundir import store_url_file
 from fwcluster.testbed.state import MasterState, TestbedState
 
 READY_TIMEOUT = 10.0
@@ -29,10 +30,8 @@ def api_token(run: Path) -> str:
     """The admin API token of this testbed (made once, readable by root only)."""
     path = run / TOKEN_FILE
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(24) + "\n")
-    return path.read_text().strip()
+        write_secret(path, secrets.token_hex(24))
+    return read_secret(path, "api token")
 
 
 def api_sockets(state: TestbedState) -> list[str]:
@@ -75,7 +74,8 @@ def spawn(master_id: str, state: TestbedState) -> MasterState:
     status = run / f"{master_id}.master.json"
     status.unlink(missing_ok=True)
     command = [sys.executable, "-m", "fwcluster.control", "--id", master_id, "--config", state.config_path]
-    command += ["--run-dir", str(run), "--store-url", state.store_url]
+    url_file = write_secret(store_url_file(run, master_id), state.store_url)
+    command += ["--run-dir", str(run), "--store-url-file", str(url_file)]
     k = int(master_id.lstrip("m"))
     command += ["--metrics", f"{a.mgmt_bridge_addr().ip4}:{MASTER_METRICS_PORT + k}"]
     api_token(run)

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from fwcluster.testbed.errors import TestbedError
+from fwcluster.testbed.lock import locked
 from fwcluster.testbed.processes import spawn_detached
-from fwcluster.testbed.state import TestbedState
+from fwcluster.testbed.state import TestbedState, require_state, save_state
 
 AGENT_SOCKET = "provision.sock"
 START_TIMEOUT = 10.0
@@ -37,12 +38,10 @@ START_TIMEOUT = 10.0
 def handle(run: Path, request: dict[str, Any]) -> dict[str, Any]:
     """Carry out one request under the testbed lock; every failure is a one-line error."""
     from fwcluster.testbed import scaling
-    from fwcluster.testbed.api import _locked, require_state
-    from fwcluster.testbed.state import save_state
 
     op = request.get("op")
     try:
-        with _locked(run):
+        with locked(run):
             state = require_state(run)
             if op == "add":
                 count = request.get("count")

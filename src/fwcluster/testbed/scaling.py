@@ -47,7 +47,7 @@ def add_instances(
     """Add ``count`` instances: namespace, links, fail-closed filter, steering target (no bucket),
     process; returns once each is ready, that is, has loaded the table (snapshot + feed)."""
     from fwcluster.config import load_config
-    from fwcluster.testbed.api import instance_record
+    from fwcluster.testbed.build import instance_record
 
     config = load_config(config_path)
     run = Path(state.run_dir)

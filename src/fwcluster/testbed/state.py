@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from fwcluster.credentials import write_secret
 from fwcluster.testbed.errors import TestbedError
 
 DEFAULT_RUN_DIR = Path("/run/fwcluster")
@@ -74,7 +75,7 @@ class TestbedState:
     docroot: str = ""
     files: dict[str, str] = field(default_factory=dict)  # URL path -> sha256 of the served files
     store_backend: str = ""  # "redis" | "memory"
-    store_url: str = ""  # what the instances get as --store-url ("" with the memory backend)
+    store_url: str = ""  # the store's admin URL ("" with the memory backend); this file is 0600
     store_pid: int | None = None  # the testbed's own redis-server (None: stopped or not ours)
     store_conf: str = ""  # its config file ("" when the store is not the testbed's own)
     masters: list[MasterState] = field(default_factory=list)
@@ -104,10 +105,11 @@ def state_path(run_dir: str | Path = DEFAULT_RUN_DIR) -> Path:
 
 
 def save_state(state: TestbedState) -> None:
-    """Write the state atomically (readers never see half a file)."""
+    """Write the state atomically (readers never see half a file), mode 0600: it holds the
+    store's admin URL."""
     path = state_path(state.run_dir)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(state.to_json())
+    write_secret(tmp, state.to_json())
     os.replace(tmp, path)
 
 
@@ -121,3 +123,11 @@ def load_state(run_dir: str | Path = DEFAULT_RUN_DIR) -> TestbedState | None:
         return TestbedState.from_json(text)
     except (ValueError, TypeError, KeyError) as e:
         raise TestbedError(f"{state_path(run_dir)}: unreadable testbed state: {e}") from None
+
+
+def require_state(run_dir: str | Path = DEFAULT_RUN_DIR) -> TestbedState:
+    """The recorded state; TestbedError when no testbed is up."""
+    state = load_state(run_dir)
+    if state is None:
+        raise TestbedError("no testbed is up (run `fwcluster testbed up` first)")
+    return state
