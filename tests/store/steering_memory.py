@@ -30,6 +30,7 @@ class MemoryDriver(SteeringDriver):
         self.delay = 0.0
         self.fault: Exception | None = None
         self.lock = threading.Lock()
+        self.entered = threading.Event()  # set when a write has begun
 
     def _check(self) -> None:
         if self.fault is not None:
@@ -50,6 +51,7 @@ class MemoryDriver(SteeringDriver):
 
     def assign(self, mapping: Mapping[int, str], direction: Direction = "both") -> None:
         self._check()
+        self.entered.set()
         if self.delay:
             time.sleep(self.delay)
         with self.lock:

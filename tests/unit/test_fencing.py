@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from fwcluster.steering import Balancer, NextHop, Target, make_driver
 from fwcluster.steering.fencing import EpochGate, FencedDriver, StaleEpochError
+from fwcluster.steering.netns import CommandError, bounded, run_in
 from fwcluster.steering.spec import driver_from_spec, dump_spec
 
 
@@ -48,3 +50,8 @@ def test_steering_spec_round_trips() -> None:
     again = driver_from_spec(spec)
     assert again.kind == "symmetric"
     assert sorted(again.targets) == ["fw1", "fw2"]
+
+
+def test_a_command_after_the_writers_deadline_is_not_run() -> None:
+    with bounded(time.monotonic() - 0.001), pytest.raises(CommandError, match="deadline passed"):
+        run_in("fwc-nowhere", ["true"])  # refused before anything runs (no namespace needed)

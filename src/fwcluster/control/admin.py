@@ -131,7 +131,7 @@ class Admin:
         added = promoted + [str(i) for i in reply.get("added", [])]
         t1 = time.monotonic()
         self.m.reload_spec(force=True)  # the agent described the new targets
-        moved = self._rebalance(current + added)
+        moved = await self._rebalance(current + added)
         t2 = time.monotonic()
         await self.m.publish_members()  # the new ones are "active"
         # where the time went: the agent building and starting them (until each is ready), the moves
@@ -167,7 +167,7 @@ class Admin:
         self.m.leaving.update(leaving)  # from now on, their end is not a failure
         try:
             await self.m.publish_members()  # "draining"
-            moved = self._rebalance(staying)
+            moved = await self._rebalance(staying)
             await self._provision({"op": "remove", "ids": leaving})
         finally:
             self.m.leaving.difference_update(leaving)
@@ -189,7 +189,7 @@ class Admin:
         self.m.leaving.add(instance_id)
         try:
             await self.m.publish_members()  # "draining"
-            moved = self._rebalance(others)
+            moved = await self._rebalance(others)
         finally:
             if not purpose:
                 self.m.leaving.discard(instance_id)
@@ -197,18 +197,28 @@ class Admin:
         self.m.note("drained", instance=instance_id, buckets=_counts(moved))
         return {"drained": instance_id, "moved": _jsonable(moved)}
 
-    def _rebalance(self, members: list[str]) -> dict[str, dict[int, str]]:
-        epoch = self.m.epoch
-        if epoch is None:
-            raise AdminError(409, f"master {self.m.id} lost the lead during the operation")
+    async def _rebalance(self, members: list[str]) -> dict[str, dict[int, str]]:
+        """Fair shares over ``members``, written through the fenced driver off the event loop
+        (each write bounded by the lease), never interleaved with a failover. Instances that
+        failed meanwhile get nothing."""
+        m = self.m
+        async with m.steer_lock:
+            epoch = m.epoch
+            if epoch is None:
+                raise AdminError(409, f"master {m.id} lost the lead during the operation")
+            members = [i for i in members if i not in m.failed]
+            if not members:
+                raise AdminError(409, "no healthy instance left to carry the buckets")
 
-        def fenced(mapping: Any, direction: Direction) -> None:
-            self.m.driver.assign(mapping, epoch, direction)
+            def fenced(mapping: Any, direction: Direction) -> None:
+                m.driver.assign(mapping, epoch, direction, m.lease_deadline)
 
-        try:
-            return rebalance(self.m.driver.driver, members, fenced)
-        except SteeringError as e:
-            raise AdminError(409, f"steering refused the move: {e}") from None
+            try:
+                return await asyncio.to_thread(rebalance, m.driver.driver, members, fenced)
+            except SteeringError as e:
+                raise AdminError(409, f"steering refused the move: {e}") from None
+            finally:
+                m.steered()
 
     def _known(self, instance_id: str) -> None:
         if instance_id not in self.m.driver.driver.targets:

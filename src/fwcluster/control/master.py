@@ -41,7 +41,7 @@ from fwcluster.control.metrics import MasterMetrics
 from fwcluster.instance.heartbeat import HB_PREFIX, ID, REG_PREFIX, parse_beat
 from fwcluster.procutil import running
 from fwcluster.steering.base import SteeringError
-from fwcluster.steering.fencing import EpochGate, FencedDriver, StaleEpochError
+from fwcluster.steering.fencing import EpochGate, FencedDriver
 from fwcluster.steering.spec import load_driver, load_provisioner, load_standby
 
 log = logging.getLogger("fwcluster.master")
@@ -49,6 +49,7 @@ log = logging.getLogger("fwcluster.master")
 TICK = 0.01  # seconds between health checks while leading
 DISCOVER_INTERVAL = 1.0  # seconds between scans for registrations (a SCAN walks the whole keyspace)
 SCAN_COUNT = 1000
+LEASE_SAFETY = 0.9  # steering writes must end within this share of the lease after its last renewal
 OWNERS_REFRESH = 0.5  # seconds between reads of who holds buckets (others may steer by hand)
 MEMBERS = b"fwc:members"  # instance id -> role, kept by the leading master (control/admin.py)
 ROLES = frozenset({"joining", "ready", "active", "standby", "draining", "failed"})
@@ -78,6 +79,8 @@ class Master:
         self._members: dict[str, str] = {}  # the membership last written to the store
         self.reload_spec()
         self.epoch: int | None = None
+        self.lease_deadline = 0.0  # time.monotonic() by which our steering writes must be done
+        self.steer_lock = asyncio.Lock()  # one steering change at a time (failover, admin moves)
         self.failed: set[str] = set()
         self.last_pid: dict[str, int] = {}  # instance id -> pid of its last heartbeat
         self.last_beat: dict[str, float] = {}  # instance id -> unix time of its last heartbeat
@@ -251,18 +254,23 @@ class Master:
 
     async def _lead(self) -> None:
         self.reload_spec()
+        t0 = time.monotonic()
         try:
             epoch = await self.lease.acquire_or_renew(self.driver.gate.newest())
         except (RedisError, OSError):
             epoch = None  # cannot reach the store: we cannot know that we still lead
+        # The store's TTL started after t0: until this deadline no other master can hold the lease.
+        self.lease_deadline = t0 + self.config.cluster.lease_ms / 1000 * LEASE_SAFETY if epoch else 0.0
         if epoch != self.epoch:
             if epoch is not None:
                 try:
                     # Tell the gate at once: from now on a deposed leader's writes are refused,
-                    # even before this one has moved a bucket.
-                    self.driver.gate.admit(epoch)
-                except StaleEpochError as e:
+                    # even before this one has moved a bucket (off the loop: a write of the old
+                    # leader may hold the gate until its lease runs out).
+                    await asyncio.to_thread(self.driver.gate.admit, epoch, self.lease_deadline)
+                except SteeringError as e:
                     event("lead-refused", master=self.id, epoch=epoch, error=str(e))
+                    self.lease_deadline = 0.0
                     return
                 event("leader", master=self.id, epoch=epoch)
                 await self._load_members()
@@ -382,7 +390,8 @@ class Master:
             self.joining = joining
             await self.publish_members()
         for instance_id, reason in newly_failed:
-            await self._fail_over(instance_id, reason, alive, now)
+            async with self.steer_lock:  # never between the reads and the writes of an admin move
+                await self._fail_over(instance_id, reason, alive, now)
 
     async def _owners_now(self) -> set[str]:
         """The instances holding buckets, read from the kernel (off the event loop) at most every
@@ -408,14 +417,17 @@ class Master:
 
         ``detect_ms``: for a dead process, the time since we last saw it alive (at most a tick
         plus the store round trip); for missed heartbeats, the time since its last heartbeat."""
-        assert self.epoch is not None
+        epoch = self.epoch
+        if epoch is None:  # lost the lease meanwhile
+            return
         pid = self.last_pid.get(instance_id, 0)
         since = self.last_beat if reason == "heartbeat" else self.last_ok
         detect_ms = (now - since.get(instance_id, now)) * 1000
         # Read first: should this fail, the instance is not marked failed, and the next tick tries again.
+        driver = self.driver.driver
         holds = (
-            self.driver.driver.buckets_of(instance_id, "both")
-            if instance_id in self.driver.driver.targets
+            await asyncio.to_thread(driver.buckets_of, instance_id, "both")
+            if instance_id in driver.targets
             else []
         )
         self.failed.add(instance_id)
@@ -432,7 +444,9 @@ class Master:
         targets = ready[:1] or [i for i in healthy if i not in self.standby] or healthy
         t0 = time.monotonic()
         try:
-            moved = self.driver.move(instance_id, targets, self.epoch)
+            moved = await asyncio.to_thread(
+                self.driver.move, instance_id, targets, epoch, "both", self.lease_deadline
+            )
         except SteeringError as e:
             event("failover-refused", instance=instance_id, reason=reason, error=str(e), master=self.id)
             self.metrics.failover_error(reason, "steering-refused")  # metrics
@@ -453,7 +467,7 @@ class Master:
             buckets={d: len(m) for d, m in moved.items()},
             detect_ms=round(detect_ms, 1),
             reroute_ms=round(reroute_ms, 1),
-            epoch=self.epoch,
+            epoch=epoch,
             master=self.id,
         )
         await self.publish_members()  # after the event line: its time is the reroute's

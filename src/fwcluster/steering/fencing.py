@@ -1,48 +1,73 @@
 """Fencing: a steering write carries the writer's leader epoch, and a write with an older epoch
 than one already seen is refused.
 
-The gate is a small file beside the testbed's state, locked with flock around each check: the
-highest epoch that ever wrote. A master deposed while it was busy (paused, cut off) still holds
-its old epoch; once the new leader has written with a higher one, every write of the old leader
-is refused, so two masters can never take turns programming the balancers.
+The gate is a small file beside the testbed's state: the highest epoch that ever wrote. A writer
+takes its flock, checks its epoch against the file, and keeps the lock until its write is done
+(:meth:`EpochGate.holding`): the check and the write are one step, so a new leader's epoch cannot
+be admitted between a deposed leader's check and its write, and a stale write can never land after
+a newer one. A master deposed while it was busy (paused, cut off) still holds its old epoch; once
+the new leader has been admitted with a higher one, every write of the old leader is refused.
+
+A write also carries a deadline (the end of the writer's lease, ``time.monotonic()``): a writer
+whose lease ran out, before the gate or while it waited for the lock, does not write, and the
+commands of a write started in time are cut off at the deadline (steering/netns.py ``bounded``).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from fwcluster.steering.base import Direction, SteeringDriver, SteeringError
+from fwcluster.steering.netns import bounded
+
+LOCK_POLL = 0.002  # seconds between tries for the gate's lock while a deadline runs
 
 
 class StaleEpochError(SteeringError):
     """A steering write with an epoch older than the newest one seen."""
 
 
+class LeaseExpiredError(SteeringError):
+    """A steering write whose writer's lease ran out before it could be made."""
+
+
 class EpochGate:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def admit(self, epoch: int) -> None:
-        """Raise StaleEpochError unless ``epoch`` is at least the newest seen; remember it."""
+    @contextmanager
+    def holding(self, epoch: int, deadline: float | None = None) -> Iterator[None]:
+        """Hold the gate for one write: lock, refuse a stale epoch (StaleEpochError) or a passed
+        deadline (LeaseExpiredError), remember the epoch, and keep the lock for the ``with`` block."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock(fd, deadline)
             raw = os.read(fd, 64).strip()
             newest = int(raw) if raw.isdigit() else 0
             if epoch < newest:
                 raise StaleEpochError(
                     f"steering write with epoch {epoch} refused: epoch {newest} has written"
                 )
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LeaseExpiredError(f"steering write with epoch {epoch} refused: its lease ran out")
             if epoch > newest:
                 os.lseek(fd, 0, os.SEEK_SET)
                 os.ftruncate(fd, 0)
                 os.write(fd, str(epoch).encode())
                 os.fsync(fd)
+            yield
         finally:
-            os.close(fd)
+            os.close(fd)  # releases the lock
+
+    def admit(self, epoch: int, deadline: float | None = None) -> None:
+        """Raise StaleEpochError unless ``epoch`` is at least the newest seen; remember it."""
+        with self.holding(epoch, deadline):
+            pass
 
     def newest(self) -> int:
         try:
@@ -52,19 +77,46 @@ class EpochGate:
         return int(raw) if raw.isdigit() else 0
 
 
+def _lock(fd: int, deadline: float | None) -> None:
+    if deadline is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LeaseExpiredError(
+                    "steering write refused: the gate stayed locked until the writer's lease ran out"
+                ) from None
+            time.sleep(LOCK_POLL)
+
+
 class FencedDriver:
-    """A steering driver whose writes pass the epoch gate first."""
+    """A steering driver whose writes happen inside the epoch gate, bounded by the lease."""
 
     def __init__(self, driver: SteeringDriver, gate: EpochGate) -> None:
         self.driver = driver
         self.gate = gate
 
-    def assign(self, mapping: Mapping[int, str], epoch: int, direction: Direction = "both") -> None:
-        self.gate.admit(epoch)
-        self.driver.assign(mapping, direction)
+    def assign(
+        self,
+        mapping: Mapping[int, str],
+        epoch: int,
+        direction: Direction = "both",
+        deadline: float | None = None,
+    ) -> None:
+        with self.gate.holding(epoch, deadline), bounded(deadline):
+            self.driver.assign(mapping, direction)
 
     def move(
-        self, from_id: str, to_ids: Sequence[str], epoch: int, direction: Direction = "both"
+        self,
+        from_id: str,
+        to_ids: Sequence[str],
+        epoch: int,
+        direction: Direction = "both",
+        deadline: float | None = None,
     ) -> dict[str, dict[int, str]]:
-        self.gate.admit(epoch)
-        return self.driver.move(from_id, to_ids, direction)
+        with self.gate.holding(epoch, deadline), bounded(deadline):
+            return self.driver.move(from_id, to_ids, direction)

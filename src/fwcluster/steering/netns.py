@@ -9,13 +9,17 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 NETNS_RUN_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
+# The deadline (time.monotonic()) of the write in progress on this thread, if any: see bounded().
+_deadline: ContextVar[float | None] = ContextVar("fwcluster_steering_deadline", default=None)
 
 
 class CommandError(RuntimeError):
@@ -36,6 +40,18 @@ def netns_argv(netns: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", netns, *argv]
 
 
+@contextmanager
+def bounded(deadline: float | None) -> Iterator[None]:
+    """Inside the block, every command of this thread ends by ``deadline`` (``time.monotonic()``):
+    one that would start after it is not run, one that runs past it is killed (CommandError).
+    ``None``: no bound beyond each command's own timeout."""
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
 def run_in(
     netns: str,
     argv: Sequence[str],
@@ -45,6 +61,12 @@ def run_in(
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` inside ``netns`` and capture its output; raise CommandError on failure."""
+    deadline = _deadline.get()
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CommandError(netns, argv, -1, "not run: the writer's deadline passed")
+        timeout = min(timeout, left)
     try:
         proc = subprocess.run(
             netns_argv(netns, argv),
