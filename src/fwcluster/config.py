@@ -68,6 +68,10 @@ class StoreConfig:
     outage: OutagePolicy = OutagePolicy.REFUSE
     replicas: int = 0  # sync confirm also waits for this many replicas (Redis WAIT)
     lookup_rate: int = 2000  # store look-ups per second on a local miss; beyond it the packet is invalid
+    # The testbed's own redis-server: maxmemory in MiB, with maxmemory-policy noeviction (a write
+    # beyond it is refused, never a flow silently evicted). A flow costs about 210 bytes there
+    # (key, value, TTL, its feed entry): 256 MiB hold over a million, 4x the default max_flows.
+    maxmemory_mb: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,7 +417,11 @@ def _check_ip(host: str, bad: Callable[[str], ConfigError]) -> None:
 
 
 def _store(t: dict[str, Any]) -> StoreConfig:
-    _only(t, ("backend", "url", "timeout_ms", "on_timeout", "outage", "replicas", "lookup_rate"), "store")
+    _only(
+        t,
+        ("backend", "url", "timeout_ms", "on_timeout", "outage", "replicas", "lookup_rate", "maxmemory_mb"),
+        "store",
+    )
     url = t.get("url", "")
     if not isinstance(url, str):
         raise ConfigError(f'store.url: expected a string ("" or {_URL_FORMS})')
@@ -427,6 +435,7 @@ def _store(t: dict[str, Any]) -> StoreConfig:
         outage=_choice(t, "store", "outage", OutagePolicy, OutagePolicy.REFUSE),
         replicas=_positive_int(t, "store", "replicas", 0, 0, 16),
         lookup_rate=_positive_int(t, "store", "lookup_rate", 2000, 1, 1_000_000),
+        maxmemory_mb=_positive_int(t, "store", "maxmemory_mb", 256, 16, 1_048_576),
     )
 
 

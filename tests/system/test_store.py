@@ -45,6 +45,27 @@ def test_redis_runs_in_mgmt_with_a_password_and_answers_the_instances(testbed: B
     # persistence is off
     assert _cli(state.mgmt_netns, "config", "get", "save").stdout.split() == ["save"]
     assert _cli(state.mgmt_netns, "config", "get", "appendonly").stdout.split() == ["appendonly", "no"]
+    # bounded, and refusing writes rather than evicting flows
+    assert _cli(state.mgmt_netns, "config", "get", "maxmemory").stdout.split() == [
+        "maxmemory",
+        str(256 << 20),
+    ]
+    policy = _cli(state.mgmt_netns, "config", "get", "maxmemory-policy").stdout.split()
+    assert policy == ["maxmemory-policy", "noeviction"]
+
+
+def test_the_store_s_memory_bound_comes_from_the_config(testbed: Builder, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[store]\nmaxmemory_mb = 16\n")
+    state = testbed(1, cfg)
+    assert _cli(state.mgmt_netns, "config", "get", "maxmemory").stdout.split() == ["maxmemory", str(16 << 20)]
+    # Past the bound a write is refused (OOM), nothing evicted: what the instance counts.
+    replies = [
+        _cli(state.mgmt_netns, "setrange", f"fwc:test:{i}", str((1 << 20) - 1), "x") for i in range(24)
+    ]
+    out = [r.stdout.strip() for r in replies]
+    assert out[0] == str(1 << 20) and any(r.startswith("OOM") for r in out), out
+    assert _cli(state.mgmt_netns, "strlen", "fwc:test:0").stdout.strip() == str(1 << 20)  # not evicted
 
 
 def test_client_and_server_cannot_reach_the_management_network(testbed: Builder) -> None:

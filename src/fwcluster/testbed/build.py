@@ -98,7 +98,7 @@ def _build(
     nginx_pid, docroot, sums = start_nginx(run, rundir.www_dir(run))
     store_url, store_conf = config.store.url, ""
     if config.store.backend is StoreBackend.REDIS and not store_url:
-        store_conf = str(store.write_conf(run, store.new_password()))
+        store_conf = str(store.write_conf(run, store.new_password(), config.store.maxmemory_mb))
         store_url = store.store_url(store.password_of(Path(store_conf)))
     topology.wait_ready(n)  # after the slow steps, which overlap the kernel's link-up work
     state = TestbedState(
