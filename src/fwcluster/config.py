@@ -108,6 +108,10 @@ class DatapathConfig:
     # kernel's conntrack so that the rest of it is forwarded without a trip to user space (SYN,
     # FIN and RST still come up). false: every packet is inspected in user space.
     fast_path: bool = True
+    # With the fast path on and nothing shared (level none): the engine decides a flow's first
+    # packet by the rules and the kernel's conntrack tracks the rest of it (handshake, data,
+    # close); what conntrack calls new or invalid still comes up. No effect when the level shares.
+    kernel_tracking: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,11 +355,12 @@ def _steering(t: dict[str, Any]) -> SteeringConfig:
 
 
 def _datapath(t: dict[str, Any]) -> DatapathConfig:
-    _only(t, ("fast_path",), "datapath")
-    fast = t.get("fast_path", True)
-    if not isinstance(fast, bool):
-        raise ConfigError(f"datapath.fast_path must be true or false, not {fast!r}")
-    return DatapathConfig(fast_path=fast)
+    _only(t, ("fast_path", "kernel_tracking"), "datapath")
+    flags = {name: t.get(name, True) for name in ("fast_path", "kernel_tracking")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"datapath.{name} must be true or false, not {value!r}")
+    return DatapathConfig(**flags)
 
 
 _URL_FORMS = "redis[s]://[[user]:password@]host[:port][/db] or unix://[[user]:password@]/path"

@@ -19,13 +19,14 @@ pytestmark = pytest.mark.netns
 BIG = "/files/10M.bin"
 
 
-def config(tmp_path: Path, kind: str, level: str = "full", fast: bool = True) -> Path:
-    cfg = tmp_path / f"{kind}-{level}.toml"
+def config(tmp_path: Path, kind: str, level: str = "full", fast: bool = True, kernel: bool = True) -> Path:
+    cfg = tmp_path / f"{kind}-{level}-{kernel}.toml"
     confirm = "sync" if level == "full" else "async"
     access = "clean" if level == "full" else "dirty"
     cfg.write_text(
         f'[sync]\nlevel = "{level}"\naccess = "{access}"\nconfirm = "{confirm}"\n'
-        f'[steering]\nkind = "{kind}"\n[datapath]\nfast_path = {str(fast).lower()}\n' + WEB_RULES
+        f'[steering]\nkind = "{kind}"\n[datapath]\nfast_path = {str(fast).lower()}\n'
+        f"kernel_tracking = {str(kernel).lower()}\n" + WEB_RULES
     )
     return cfg
 
@@ -97,3 +98,35 @@ def test_a_marked_flow_leaves_the_fast_path_at_its_fin_and_its_close_is_shared(
             break
         assert time.monotonic() < deadline, s
         time.sleep(0.2)
+
+
+def test_at_level_none_the_kernel_tracks_a_flow_after_its_first_packet(
+    testbed: Builder, tmp_path: Path
+) -> None:
+    state = testbed(1, config(tmp_path, "symmetric", level="none"), start_instances=True)
+    download(state, "/index.html", tmp_path / "warm")
+    before = stats(state)["fw1"]
+    for n in range(3):
+        assert download(state, BIG, tmp_path / f"big{n}") == state.files[BIG]
+    after = stats(state)["fw1"]
+    fast = after["fast_path"]  # type: ignore[index]
+    up = int(after["user_space_packets"]) - int(before["user_space_packets"])  # type: ignore[call-overload]
+    # three connections: their SYNs came up, the kernel tracked the rest
+    assert 3 <= up <= 6, after
+    assert fast["kernel_tracking"] and fast["kernel_marked"] >= 4 and fast["marked"] == 0
+    assert int(after["flows"]) == 0  # type: ignore[call-overload]
+    # the rules still decide: a port the rules drop gets nothing through
+    p = subprocess.run(
+        ["ip", "netns", "exec", state.client_netns, "curl", "-sS", "--max-time", "2",
+         f"http://{state.server_addr}:8080/"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert p.returncode != 0
+    assert int(stats(state)["fw1"]["reasons"]["rule_drop"]) >= 1  # type: ignore[index]
+
+
+def test_without_kernel_tracking_level_none_uses_the_fast_path(testbed: Builder, tmp_path: Path) -> None:
+    state = testbed(1, config(tmp_path, "symmetric", level="none", kernel=False), start_instances=True)
+    assert download(state, "/files/1M.bin", tmp_path / "big") == state.files["/files/1M.bin"]
+    fast = stats(state)["fw1"]["fast_path"]  # type: ignore[index]
+    assert not fast["kernel_tracking"] and fast["kernel_marked"] == 0 and fast["marked"] >= 1

@@ -328,3 +328,44 @@ def test_a_replied_udp_flow_is_marked_and_the_fast_path_can_be_off() -> None:
         e.packet(2, udp(reply=True), T0)
         e.packet(3, udp(), T0)
         assert marks(e) == ([2, 3] if fast else [])
+
+
+# --------------------------------------------------------------------------- kernel tracking
+def kernel_marks(e: Engine) -> list[int]:
+    out = list(e.kernel_marks)
+    e.kernel_marks.clear()
+    return out
+
+
+def test_kernel_tracking_hands_a_new_flow_to_the_kernel_and_keeps_nothing() -> None:
+    e = engine(SyncLevel.NONE, confirm=False, fast_path=True, kernel_tracking=True)
+    e.packet(1, SYN_PKT, T0)  # the rules decide the first packet ...
+    e.packet(2, udp(), T0)
+    assert kernel_marks(e) == [1, 2] and verdicts(e) == ([], []) and marks(e) == []
+    assert state(e) is None and len(e.firewall.table) == 0  # ... and the kernel tracks the rest
+    assert e.counters.kernel_tracked == 2
+    assert e.counters.by_reason[Reason.RULE_ACCEPT] == 2
+    e.packet(3, SYN_PKT, T0)  # a retransmitted SYN (conntrack: new) is decided again
+    assert kernel_marks(e) == [3]
+    e.packet(4, ACK_PKT, T0)  # what conntrack calls invalid meets no flow here
+    assert verdicts(e) == ([], [4]) and e.counters.by_reason[Reason.NO_FLOW] == 1
+
+
+def test_kernel_tracking_still_applies_the_rules() -> None:
+    e = engine(
+        SyncLevel.NONE,
+        confirm=False,
+        rules='[policy]\ndefault = "reject"\n',
+        fast_path=True,
+        kernel_tracking=True,
+    )
+    e.packet(1, SYN_PKT, T0)
+    assert kernel_marks(e) == [] and verdicts(e) == ([], [1]) and len(e.replies) == 1
+
+
+def test_kernel_tracking_is_off_when_the_level_shares() -> None:
+    for level in (SyncLevel.ESTABLISHED, SyncLevel.FULL):
+        e = engine(level, confirm=False, fast_path=True, kernel_tracking=True)
+        assert not e.kernel_tracking
+        e.packet(1, SYN_PKT, T0)
+        assert kernel_marks(e) == [] and verdicts(e) == ([1], []) and state(e) == S.SYN_SENT

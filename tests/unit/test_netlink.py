@@ -64,18 +64,20 @@ def test_a_batch_stays_below_the_lowest_held_id() -> None:
 
 
 @given(
-    st.lists(st.integers(0, 3), min_size=1, max_size=60),
+    st.lists(st.integers(0, 4), min_size=1, max_size=60),
 )
 def test_every_decided_packet_gets_its_verdict_and_no_held_one_does(fates: list[int]) -> None:
-    """fates per id: 0 accept, 1 drop, 2 held, 3 accept with a mark."""
+    """fates per id: 0 accept, 1 drop, 2 held, 3 accept with mark 1, 4 with mark 2."""
     ids = list(range(100, 100 + len(fates)))
     accepts = [i for i, f in zip(ids, fates, strict=True) if f == 0]
     drops = [i for i, f in zip(ids, fates, strict=True) if f == 1]
     held = [i for i, f in zip(ids, fates, strict=True) if f == 2]
     marked = [i for i, f in zip(ids, fates, strict=True) if f == 3]
-    msg = VerdictEncoder(0).encode(accepts, drops, min(held) if held else None, (marked, 1))
+    kernel = [i for i, f in zip(ids, fates, strict=True) if f == 4]
+    msg = VerdictEncoder(0).encode(accepts, drops, min(held) if held else None, [(marked, 1), (kernel, 2)])
     applied = kernel_applies(msg, set(ids))
     assert {i for i, (v, m) in applied.items() if v == NF_ACCEPT and m is None} == set(accepts)
     assert {i for i, (v, m) in applied.items() if m == 1} == set(marked)
+    assert {i for i, (v, m) in applied.items() if m == 2} == set(kernel)
     assert {i for i, (v, _) in applied.items() if v == NF_DROP} == set(drops)
     assert not set(held) & set(applied)

@@ -103,11 +103,14 @@ def _bucket_counts() -> dict[str, int] | None:
 
 
 def _fast(stats: dict[str, object]) -> str:
-    """Flows on the kernel fast path (``-`` when off or unknown)."""
+    """Flows on the kernel fast path (``-`` when off or unknown); with kernel tracking, the
+    entries of the namespace's conntrack as ``kernel:N``."""
     fast = stats.get("fast_path")
-    if not isinstance(fast, dict) or not fast.get("enabled") or fast.get("flows") is None:
+    if not isinstance(fast, dict) or not fast.get("enabled"):
         return "-"
-    return str(fast["flows"])
+    if fast.get("kernel_tracking") and fast.get("conntrack_entries") is not None:
+        return f"kernel:{fast['conntrack_entries']}"
+    return "-" if fast.get("flows") is None else str(fast["flows"])
 
 
 def status(args: argparse.Namespace) -> int:

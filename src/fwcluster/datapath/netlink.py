@@ -17,6 +17,7 @@ messages of a datagram in order.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from struct import Struct
 
 NETLINK_NETFILTER = 12
@@ -107,15 +108,16 @@ class VerdictEncoder:
         accepts: list[int],
         drops: list[int],
         floor: int | None,
-        marked: tuple[list[int], int] | None = None,
+        marked: Sequence[tuple[list[int], int]] = (),
     ) -> bytes:
-        """Verdicts for one round: ``drops``, ``accepts``, and ``marked`` = (ids, mark) accepted
-        with a packet mark; ``floor`` is the lowest id still held (None: none held)."""
+        """Verdicts for one round: ``drops``, ``accepts``, and ``marked``, groups of (ids, mark)
+        accepted with a packet mark; ``floor`` is the lowest id still held (None: none held)."""
         single = self._single
         parts = [single + VERDICT.pack(NF_DROP, pid) for pid in drops]
-        if marked is not None and marked[0]:
-            tail = self._mark_attr + MARK.pack(marked[1])
-            parts.extend(self._marked + VERDICT.pack(NF_ACCEPT, pid) + tail for pid in marked[0])
+        for ids, mark in marked:
+            if ids:
+                tail = self._mark_attr + MARK.pack(mark)
+                parts.extend(self._marked + VERDICT.pack(NF_ACCEPT, pid) + tail for pid in ids)
         if accepts:
             top = max(accepts)
             if floor is None or top < floor:

@@ -24,7 +24,7 @@ from netfilterqueue import NetfilterQueue
 
 from fwcluster.datapath.netlink import NETLINK_NETFILTER, VerdictEncoder, parse_packets
 from fwcluster.datapath.replies import ReplySender
-from fwcluster.engine.engine import FAST_PATH_MARK, Engine
+from fwcluster.engine.engine import FAST_PATH_MARK, KERNEL_MARK, Engine
 
 QUEUE_MAXLEN = 4096  # packets the kernel holds for us before it drops
 READ_BUDGET = 256  # packets handled per wake-up at most
@@ -46,6 +46,7 @@ class NfqueueDriver:
         self.overruns = 0  # the kernel told us it dropped packets (ENOBUFS on the socket)
         self.verdict_errors = 0  # verdicts the kernel refused (should stay 0)
         self.marked = 0  # packets accepted with the fast-path mark (about one per flow)
+        self.kernel_marked = 0  # first packets of flows handed to the kernel (kernel tracking)
         self._replies = replies
         self._encoder = VerdictEncoder(queue_num)
         self._buf = bytearray(RECV_SIZE)
@@ -89,14 +90,17 @@ class NfqueueDriver:
     def flush(self) -> None:
         """Send the verdicts (and REJECT answers) the engine has decided since the last flush."""
         e = self.engine
-        if e.accepts or e.drops or e.marks:
-            msg = self._encoder.encode(e.accepts, e.drops, e.batch_floor(), (e.marks, FAST_PATH_MARK))
+        if e.accepts or e.drops or e.marks or e.kernel_marks:
+            marked = ((e.marks, FAST_PATH_MARK), (e.kernel_marks, KERNEL_MARK))
+            msg = self._encoder.encode(e.accepts, e.drops, e.batch_floor(), marked)
             # On failure the ids stay with the engine's lists and the next flush covers them.
             self._sock.send(msg)
             self.marked += len(e.marks)
+            self.kernel_marked += len(e.kernel_marks)
             e.accepts.clear()
             e.drops.clear()
             e.marks.clear()
+            e.kernel_marks.clear()
         if e.replies:
             replies, e.replies = e.replies, []
             for reply in replies:

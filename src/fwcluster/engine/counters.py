@@ -18,6 +18,7 @@ class Counters:
         "flows_refused",
         "held",
         "hold_timeouts",
+        "kernel_tracked",
         "lookup_hits",
         "lookup_misses",
         "lookups",
@@ -50,6 +51,7 @@ class Counters:
         self.refreshed = 0  # ... and the store knew a newer state (then marked for the kernel)
         self.unshared = 0  # changes to share that the store could not take (down): resync later
         self.flows_refused = dict.fromkeys(INSTALL_SOURCES, 0)  # by source: the table was full
+        self.kernel_tracked = 0  # new flows handed to the kernel's conntrack (kernel tracking)
 
     def snapshot(self) -> dict[str, object]:
         by = self.by_reason
@@ -77,5 +79,6 @@ class Counters:
             "refreshes": self.refreshes,
             "refreshed": self.refreshed,
             "flows_refused": dict(self.flows_refused),
+            "kernel_tracked": self.kernel_tracked,
             "reasons": {r.name.lower(): by[r] for r in Reason if by[r]},
         }

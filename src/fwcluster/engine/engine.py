@@ -34,6 +34,15 @@ kernel, so the close is tracked (and shared) here. A flow moved here by a failov
 entry yet: its first packets come up, the replica or the store places them, and the flow is
 marked again.
 
+Kernel tracking. When nothing is shared (level ``none``) the engine has no transition to tell
+anyone, so with ``kernel_tracking`` on it decides only a flow's first packet (the rules: a SYN,
+a first UDP datagram, an echo request) and accepts it with :data:`KERNEL_MARK`: the kernel's
+conntrack, which the namespace runs with window tracking (``be_liberal=0``), tracks the
+handshake, the data and the close, and forwards what it calls established or related. What it
+calls new (a retransmitted SYN) or invalid comes up again: the SYN is decided again, anything
+else meets no flow here and is dropped, as the kernel's own firewall drops invalid packets.
+Nothing of such a flow enters the table (its opening change is deferred and never committed).
+
 A packet the local replica cannot place (no flow, or an invalid transition on a replica that may
 be stale) is held while the store is asked, within a rate bound and a negative cache. When the
 answer arrives the packet is decided again; a look-up that times out is a drop whatever
@@ -57,6 +66,7 @@ from fwcluster.engine.lookups import LookupGate
 
 NO_TICKET = -1  # a write no packet waits for
 FAST_PATH_MARK = 0x1  # the packet (and then conntrack) mark bit of a flow the kernel forwards
+KERNEL_MARK = 0x2  # ... of a flow the kernel tracks from its first packet on (kernel tracking)
 _ACCEPT = Verdict.ACCEPT
 _REJECT = Verdict.REJECT
 _RULE_ACCEPT = Reason.RULE_ACCEPT
@@ -91,6 +101,7 @@ class EnginePolicy:
     lookup_rate: float = 1000.0  # store look-ups per second at most
     retries: int = 2  # decisions again after a refused clean write
     fast_path: bool = False  # mark committed ESTABLISHED/REPLIED flows for the kernel to forward
+    kernel_tracking: bool = False  # hand new flows to the kernel's conntrack (only when not sharing)
 
 
 _WRITE, _LOOKUP = 0, 1
@@ -127,6 +138,7 @@ class Engine:
         # commands, drained by the I/O layers
         self.accepts: list[int] = []
         self.marks: list[int] = []  # accepted with FAST_PATH_MARK
+        self.kernel_marks: list[int] = []  # accepted with KERNEL_MARK: new flows the kernel tracks
         self.drops: list[int] = []
         self.replies: list[bytes] = []
         self.writes: list[tuple[int, StateChange]] = []
@@ -143,10 +155,15 @@ class Engine:
         # it is and the engine asks the store for the flow's newer state without holding it.
         self._refresh_handshakes = policy.fast_path and self.sharing
         self._refreshing: dict[bytes, float] = {}
+        # Kernel tracking: with nothing to share, the engine decides a flow's first packet by the
+        # rules and the kernel's conntrack tracks the rest (see the module doc).
+        self.kernel_tracking = policy.kernel_tracking and not self.sharing
         self._set_deferred()
 
     def _set_deferred(self) -> None:
         deferred: set[FlowState] = set(self.policy.publish) if self.policy.confirm else set()
+        if self.kernel_tracking:
+            deferred |= _OPENING  # the kernel's flows: nothing of them stays in the table
         if self.sharing and not self.store_up and self.policy.refuse_new_in_outage:
             deferred |= _OPENING  # refused below: they must leave no trace
         self.firewall.set_deferred(deferred)
@@ -184,6 +201,11 @@ class Engine:
                 self._accept(pid, d.reason, d.after)
                 return
             c.state_changes += 1
+            if self.kernel_tracking and ev.after in _OPENING:
+                self.kernel_marks.append(pid)
+                c.kernel_tracked += 1
+                c.by_reason[d.reason] += 1
+                return
             if self.sharing and not self.store_up:
                 if d.reason is _RULE_ACCEPT and policy.refuse_new_in_outage:
                     # The store is unreachable: no new flows (they could not be shared); the change

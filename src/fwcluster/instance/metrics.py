@@ -256,6 +256,11 @@ def collect_stats(stats: Mapping[str, Any]) -> Iterator[Metric]:
     if fast["flows"] is not None:
         yield _gauge("fast_path_flows", "Flows the kernel forwards on the fast path (counted every 2 s).",
                      fast["flows"])  # fmt: skip
+    yield _counter("kernel_tracked_total", "New flows handed to the kernel's conntrack (kernel tracking).",
+                   fast["kernel_marked"])  # fmt: skip
+    if fast["conntrack_entries"] is not None:
+        yield _gauge("conntrack_entries", "Entries in the instance namespace's conntrack table.",
+                     fast["conntrack_entries"])  # fmt: skip
     # heartbeats (only with a store URL)
     if stats.get("heartbeats") is not None:
         yield _counter("heartbeats_sent_total", "Heartbeats written to the store.", stats["heartbeats"])

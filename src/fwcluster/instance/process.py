@@ -22,7 +22,7 @@ from typing import Any
 
 from fwcluster.config import Config, HeldVerdict, OutagePolicy, SteeringKind
 from fwcluster.core.firewall import Firewall
-from fwcluster.datapath.fastpath import fast_path_flows
+from fwcluster.datapath.fastpath import conntrack_entries, fast_path_flows
 from fwcluster.datapath.nfqueue import NfqueueDriver
 from fwcluster.datapath.replies import ReplySender
 from fwcluster.engine.counters import Counters
@@ -78,6 +78,7 @@ class Instance:
                 refuse_new_in_outage=st.outage == OutagePolicy.REFUSE,
                 lookup_rate=st.lookup_rate,
                 fast_path=config.datapath.fast_path,
+                kernel_tracking=config.datapath.fast_path and config.datapath.kernel_tracking,
             ),
             self.counters,
             time.monotonic(),
@@ -130,6 +131,9 @@ class Instance:
                 "enabled": self.config.datapath.fast_path,
                 "marked": self.datapath.marked if self.datapath else 0,
                 "flows": self._fast_flows,  # conntrack entries with the mark (refreshed every 2 s)
+                "kernel_tracking": self.engine.kernel_tracking,
+                "kernel_marked": self.datapath.kernel_marked if self.datapath else 0,
+                "conntrack_entries": conntrack_entries(),  # all of them, kernel-tracked flows too
             },
             "sync": self.config.sync.as_dict(),
             "store": self.table.stats() if self.table.enabled else None,

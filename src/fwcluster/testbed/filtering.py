@@ -7,11 +7,16 @@ The fast path (the engine's ``FAST_PATH_MARK``): the instance accepts a packet o
 (UDP/ICMP: REPLIED) flow with packet mark 1; mangle POSTROUTING saves it into the packet's
 conntrack entry; in FORWARD, a packet whose conntrack entry carries the mark is accepted by the
 kernel unless it is a TCP segment with SYN, FIN or RST, which clears the mark and goes to the
-queue like every unmarked packet. No rule looks at ``ct state``: the kernel's conntrack carries
+queue like every unmarked packet. No fast-path rule looks at ``ct state``: the kernel's conntrack carries
 the mark and never decides. A packet it calls invalid (out of its window) has no entry, so no
 mark, and goes to the engine, which judges it; ``nf_conntrack_tcp_loose=1`` lets it pick up a
 flow mid-stream (after a failover, or with ECMP steering where it sees one direction only) so
 that the engine can mark that flow again.
+Kernel tracking (the engine's ``KERNEL_MARK``, level ``none`` only): the instance accepts the
+first packet of a new flow with packet mark 2 after the rules; saved in conntrack the same way,
+it makes FORWARD accept every packet conntrack calls established or related, so the handshake,
+the data and the close are tracked (window included) by the kernel; what conntrack calls new or
+invalid goes to the queue.
 - ``kernel``: the Linux kernel's own stateful firewall with the configured rules (the baseline).
 - ``direct``: plain forwarding, no filtering.
 
@@ -30,7 +35,7 @@ from typing import Any
 
 from fwcluster.config import Config
 from fwcluster.core.rules import RuleSet
-from fwcluster.engine.engine import FAST_PATH_MARK
+from fwcluster.engine.engine import FAST_PATH_MARK, KERNEL_MARK
 from fwcluster.steering.netns import CommandError, nft, nft_json, run_in
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.nftrules import KERNEL_TABLE, kernel_ruleset
@@ -80,6 +85,7 @@ def fwcluster_rules(queue: int) -> str:
     """The fail-closed filter of an instance namespace, with the fast path (iptables-restore
     input, the same for IPv4 and IPv6): one source of truth for the testbed and deploy/."""
     m = f"0x{FAST_PATH_MARK:x}"
+    k = f"0x{KERNEL_MARK:x}"
     return (
         "*raw\n"
         ":PREROUTING ACCEPT [0:0]\n"
@@ -93,11 +99,15 @@ def fwcluster_rules(queue: int) -> str:
         ":POSTROUTING ACCEPT [0:0]\n"
         # the instance's verdict set the packet mark: remember it for the flow
         f"-A POSTROUTING -m mark --mark {m}/{m} -j CONNMARK --or-mark {m}\n"
+        f"-A POSTROUTING -m mark --mark {k}/{k} -j CONNMARK --or-mark {k}\n"
         "COMMIT\n"
         "*filter\n"
         ":INPUT ACCEPT [0:0]\n"
         ":FORWARD ACCEPT [0:0]\n"
         ":OUTPUT ACCEPT [0:0]\n"
+        # a flow the kernel tracks (kernel tracking): its conntrack decides what passes; what it
+        # calls new (a retransmitted SYN) or invalid goes to the instance below
+        f"-A FORWARD -m connmark --mark {k}/{k} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
         # a flow on the fast path: the kernel forwards what cannot change its TCP state ...
         f"-A FORWARD -m connmark --mark {m}/{m} -p tcp --tcp-flags SYN,FIN,RST NONE -j ACCEPT\n"
         f"-A FORWARD -m connmark --mark {m}/{m} ! -p tcp -j ACCEPT\n"
