@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from fwcluster import __version__, credentials
 from fwcluster.cli.errors import UserError
@@ -20,6 +20,12 @@ Command = Callable[[argparse.Namespace], int]
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations: the top level's --token-file would otherwise swallow, or make
+        # ambiguous, a subcommand's --to ("testbed steer --move fw1 --to fw2").
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         # One line, not argparse's usage block: "fwcluster testbed up: error: ..."
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
