@@ -52,6 +52,14 @@ SCAN_COUNT = 1000
 LEASE_SAFETY = 0.9  # steering writes must end within this share of the lease after its last renewal
 OWNERS_REFRESH = 0.5  # seconds between reads of who holds buckets (others may steer by hand)
 MEMBERS = b"fwc:members"  # instance id -> role, kept by the leading master (control/admin.py)
+# Replace the membership hash (DEL, then HSET of the pairs in ARGV), atomically.
+WRITE_MEMBERS = """
+redis.call('DEL', KEYS[1])
+if #ARGV > 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV))
+end
+return #ARGV / 2
+"""
 ROLES = frozenset({"joining", "ready", "active", "standby", "draining", "failed"})
 LEASE_KEYS = {"leader": LEADER_KEY, "epoch": EPOCH_KEY}
 STEERING_SPEC = "steering.json"
@@ -70,6 +78,7 @@ class Master:
         self.run_dir = run_dir
         self.redis: Any = aioredis.Redis.from_url(store_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.lease = LeaderLease(self.redis, master_id, config.cluster.lease_ms, self._bad_lease)
+        self._write_members = self.redis.register_script(WRITE_MEMBERS)
         self._spec = run_dir / STEERING_SPEC
         self._spec_mtime = 0.0
         self.driver = FencedDriver(load_driver(self._spec), EpochGate(run_dir / STEERING_EPOCH))
@@ -233,14 +242,10 @@ class Master:
         owners = self.owners()
         members = {i: "joining" for i in self.joining}
         members |= {i: self.role_of(i, owners) for i in self.driver.driver.targets}
-        gone = [i for i in self._members if i not in members]
-        try:
-            pipe = self.redis.pipeline(transaction=True)
-            if gone:
-                pipe.hdel(MEMBERS, *gone)
-            if members:
-                pipe.hset(MEMBERS, mapping=members)
-            await pipe.execute()
+        if members == self._members:
+            return
+        try:  # the whole hash at once, in one script (no MULTI: the master's store user has none)
+            await self._write_members(keys=[MEMBERS], args=[x for kv in members.items() for x in kv])
         except (RedisError, OSError):
             return
         self._members = members
@@ -273,6 +278,7 @@ class Master:
                     self.lease_deadline = 0.0
                     return
                 event("leader", master=self.id, epoch=epoch)
+                self._members = {}  # write the membership anew
                 await self._load_members()
             else:
                 event("follower", master=self.id, previous_epoch=self.epoch)
