@@ -131,6 +131,10 @@ class Admin:
         added = promoted + [str(i) for i in reply.get("added", [])]
         t1 = time.monotonic()
         self.m.reload_spec(force=True)  # the agent described the new targets
+        # Provisioning takes seconds: an instance may have failed meanwhile. The active set is
+        # taken anew, and a failed instance (old or new) gets no bucket.
+        added = [i for i in added if i not in self.m.failed and i in self.m.driver.driver.targets]
+        current = [i for i in self.m.active() if i not in added]
         moved = await self._rebalance(current + added)
         t2 = time.monotonic()
         await self.m.publish_members()  # the new ones are "active"
