@@ -130,7 +130,8 @@ def test_clean_newer_version_same_or_higher_rank_applies(store: Store, run: Run)
         ((S.SYN_RECV, 5), (S.SYN_RECV, 5)),
         ((S.SYN_RECV, 5), (S.ESTABLISHED, 4)),  # lower version
         ((S.ESTABLISHED, 3), (S.SYN_SENT, 9)),  # a SYN does not reopen a live connection
-        ((S.TIME_WAIT, 7), (S.SYN_RECV, 9)),  # only a SYN reopens
+        ((S.TIME_WAIT, 7), (S.ESTABLISHED, 6)),  # an older write over a close: the same life, late
+        ((S.CLOSE, 7), (S.ESTABLISHED, 7)),
     ],
 )
 def test_clean_write_refused(
@@ -161,6 +162,22 @@ def test_clean_reopen_continues_the_version(store: Store, run: Run, closed: Flow
         # the new life walks on from there
         est = rec(KEY, S.ESTABLISHED, 10, writer="fw2")
         assert await store.write([(est, LONG_TTL)], clean=True) == [WriteResult(True, est)]
+
+    run(body())
+
+
+@pytest.mark.parametrize("closed", [S.TIME_WAIT, S.CLOSE])
+def test_a_newer_state_over_a_closed_connection_is_its_next_life(
+    store: Store, run: Run, closed: FlowState
+) -> None:
+    """At ``established`` the next life's SYN is not shared: its first write is ESTABLISHED,
+    lower in rank than TIME_WAIT, at a newer version (the engine renumbers past the store's)."""
+
+    async def body() -> None:
+        await store.write([(rec(KEY, closed, 7, writer="fw1"), LONG_TTL)], clean=True)
+        est = rec(KEY, S.ESTABLISHED, 8, writer="fw2")
+        assert await store.write([(est, LONG_TTL)], clean=True) == [WriteResult(True, est)]
+        assert await store.get([KEY]) == [est]
 
     run(body())
 

@@ -23,6 +23,7 @@ from fwcluster.core.flowtable import (
     ORIG_IS_LO,
     STATE_MASK,
     VERSION_MASK,
+    VERSION_MOD,
     WINDOW_MASK,
     WINDOW_SHIFT,
     FlowTable,
@@ -366,8 +367,9 @@ class Firewall:
         """Bring a record from elsewhere into the table if it is newer than what the table holds.
 
         Newer means a newer version (serial-number arithmetic: versions wrap) at the same or a
-        higher rank, or a new SYN that reopens a closed connection; a record never moves a flow
-        backwards. Returns whether the table changed."""
+        higher rank, or a new life of a closed connection (a new SYN, or any newer state over
+        TIME_WAIT or CLOSE); a record never moves a flow backwards. Returns whether the table
+        changed."""
         flows = self.table.flows
         now_ms = int(now * 1000)
         key = rec.key
@@ -379,7 +381,11 @@ class Firewall:
             version = (v & VERSION_MASK) >> 8
             if rec.version == version and state == cur:
                 return False
-            reopen = state == FlowState.SYN_SENT and cur in REOPENABLE
+            # A closed connection's next life: its SYN, or (at a level that does not share
+            # the handshake) its first shared state, newer than the close.
+            reopen = cur in REOPENABLE and (
+                state == FlowState.SYN_SENT or version_newer(rec.version, version)
+            )
             if not reopen:
                 if version_newer(version, rec.version) or RANK[state] < RANK[cur]:
                     return False
@@ -394,6 +400,17 @@ class Firewall:
         flows[key] = pack(
             state, rec.orig_is_lo, now_ms + self.timeout_ms(state, rec.proto), rec.version, window
         )
+        return True
+
+    def renumber(self, key: bytes, version: int, now: float) -> bool:
+        """Give the flow's entry ``version`` (its state stays): a connection reopened here whose
+        earlier life the store holds at a version this one has not passed yet. Its next change
+        is then newer than the store's record. False when there is no live entry."""
+        flows = self.table.flows
+        v = flows.get(key)
+        if v is None or (v >> EXPIRY_SHIFT) <= int(now * 1000):
+            return False
+        flows[key] = (v & ~VERSION_MASK) | ((version % VERSION_MOD) << 8)
         return True
 
     def load(self, records: Iterable[FlowFacts], now: float) -> int:

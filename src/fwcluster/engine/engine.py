@@ -60,7 +60,7 @@ from fwcluster.core.decision import Decision, Reason, StateChange, Verdict
 from fwcluster.core.firewall import Firewall, Flow, FlowFacts
 from fwcluster.core.packet import Parsed, parse
 from fwcluster.core.rules import PROTO_TCP
-from fwcluster.core.states import FlowState
+from fwcluster.core.states import REOPENABLE, FlowState
 from fwcluster.engine.counters import Counters
 from fwcluster.engine.lookups import LookupGate
 
@@ -76,6 +76,7 @@ REFRESH_INTERVAL = 0.02  # seconds between two refreshes of one flow's state fro
 REFRESH_MAX = 10_000  # flows remembered; the memory starts over beyond this
 # New flows: the states only a packet that opens a flow reaches.
 _OPENING = frozenset({FlowState.SYN_SENT, FlowState.UNREPLIED})
+_HANDSHAKE = frozenset({FlowState.SYN_SENT, FlowState.SYN_RECV})
 # A miss the shared table may resolve: the flow may live in the store (opened elsewhere, or moved
 # on elsewhere while our replica is stale). A UDP/ICMP packet the rules refuse may be the reply to
 # a request that crossed another instance.
@@ -319,7 +320,14 @@ class Engine:
             self._accept(ticket, h.reason, h.change.after)
         elif outcome is Outcome.REFUSED and current is not None:
             c.write_refused += 1
-            self._merge(current, now, "write")
+            ev = h.change
+            if current.state in REOPENABLE and ev.before in _HANDSHAKE and ev.after not in REOPENABLE:
+                # A handshake seen here meets an earlier life of the same four-tuple, closed in
+                # the store at a version this one has not passed (the SYN was not shared, or the
+                # flow started afresh here): the connection goes on past the store's version.
+                self.firewall.renumber(ev.key, current.version, now)
+            else:
+                self._merge(current, now, "write")
             if h.attempts >= self.policy.retries:
                 self._drop(ticket, Reason.STORE_FAILED)
                 return

@@ -134,6 +134,8 @@ def clean_allows(current: FlowRecord | None, new: FlowRecord) -> bool:
 
     - a flow nobody stored yet: yes;
     - a new SYN on a connection that is closed in the store (TIME_WAIT, CLOSE): yes, a reopen;
+      so is any newer state over a closed connection (at ``established`` the SYN of the next
+      life is not shared, its first write is ESTABLISHED: a lower rank than TIME_WAIT);
     - otherwise only a newer version (serial-number arithmetic, the versions wrap) that does not
       move the flow backwards.
     The Redis backend runs the same rule server-side (statetable/redis_store.py, CLEAN_WRITE),
@@ -141,8 +143,10 @@ def clean_allows(current: FlowRecord | None, new: FlowRecord) -> bool:
     """
     if current is None:
         return True
-    if new.state == S.SYN_SENT and current.state in REOPENABLE:
-        return True
+    if current.state in REOPENABLE and (
+        new.state == S.SYN_SENT or version_newer(new.version, current.version)
+    ):
+        return True  # the connection's next life (at a level that does not share the SYN: its first state)
     return version_newer(new.version, current.version) and RANK[new.state] >= RANK[current.state]
 
 

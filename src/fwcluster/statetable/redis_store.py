@@ -88,8 +88,10 @@ if cur then
       renumbered = true
     end
   else
+    -- newer, and not backwards; over a closed connection any newer state is its next life
     local ahead = (version - cv) % {VERSION_MOD}
-    if not (ahead > 0 and ahead < {VERSION_HALF} and RANK[state] >= RANK[cs]) then
+    local closed = cs == {int(FlowState.TIME_WAIT)} or cs == {int(FlowState.CLOSE)}
+    if not (ahead > 0 and ahead < {VERSION_HALF} and (closed or RANK[state] >= RANK[cs])) then
       return {{0, cur}}
     end
   end
