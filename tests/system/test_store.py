@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 from netns_helpers import Builder
 
+from fwcluster.steering.netns import inside
 from fwcluster.testbed import (
     TestbedError,
     load_state,
+    restart_instance,
     store_client_argv,
     store_password,
     store_ping,
@@ -111,3 +115,37 @@ def test_memory_backend_has_no_store(testbed: Builder, tmp_path: Path) -> None:
     state = testbed(1, cfg)
     assert (state.store_backend, state.store_url, state.store_pid) == ("memory", "", None)
     assert load_state() == state
+
+
+def test_every_instance_and_master_has_a_user_of_its_own(testbed: Builder, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[sync]\nlevel = "established"\n')
+    state = testbed(2, cfg, start_instances=True)
+    run = Path(state.run_dir)
+    urls = {f.name.split(".")[0]: f.read_text().strip() for f in run.glob("*.store-url")}
+    assert sorted(urls) == ["fw1", "fw2", "m1", "m2"]
+    assert [urlsplit(urls[k]).username for k in sorted(urls)] == ["inst-fw1", "inst-fw2", "master", "master"]
+    users = _cli(state.mgmt_netns, "acl", "users").stdout.split()
+    assert sorted(users) == ["admin", "default", "inst-fw1", "inst-fw2", "master"]
+    assert "off" in _cli(state.mgmt_netns, "acl", "getuser", "default").stdout.split()
+    with inside(state.mgmt_netns):
+        fw1 = redis.Redis.from_url(urls["fw1"], socket_timeout=5)
+        try:
+            assert fw1.set("fwc:hb:fw1", "1:1", px=1000)
+            for key in ("fwc:leader", "fwc:hb:fw2", "fwc:reg:fw2"):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    fw1.set(key, "1:1", px=1000)
+        finally:
+            fw1.close()
+        m1 = redis.Redis.from_url(urls["m1"], socket_timeout=5)
+        try:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                m1.set("fwc:f:x", "x")
+        finally:
+            m1.close()
+    # A restarted store knows every user (its ACL file), a restarted instance gets a new password.
+    store_stop()
+    store_start()
+    assert sorted(_cli(state.mgmt_netns, "acl", "users").stdout.split()) == sorted(users)
+    restart_instance("fw1")
+    assert (run / "fw1.store-url").read_text().strip() != urls["fw1"]

@@ -5,7 +5,9 @@ The contract with ``fwcluster.instance``: it is started as
 inside ``fwc-fwK``, and it creates the Unix socket ``R/fwK.sock`` once it reads its queue and
 answers. ``--store-url-file R/fwK.store-url`` (0600) is given when the testbed has a store URL (its
 own redis-server, or the config's): the URL may carry a password, so it is never on the command
-line.
+line. With the testbed's own redis, every start makes the instance's store user ``inst-fwK`` anew
+with a new password (testbed/store_acl.py: the flows, the feed and its own heartbeat and
+registration, nothing else).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from fwcluster.credentials import write_secret
 from fwcluster.steering.netns import netns_argv
+from fwcluster.testbed import store
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.processes import alive, spawn_detached
 from fwcluster.testbed.rundir import store_url_file
@@ -51,6 +54,8 @@ def spawn(inst: InstanceState, config_path: Path, run_dir: Path, store_url: str 
     sock.unlink(missing_ok=True)
     command = instance_command(inst, config_path, run_dir)
     if store_url:
+        if store.owns(run_dir):  # the testbed's own redis: a user of the instance's own
+            store_url = store.instance_url(run_dir, inst.id)
         secret = write_secret(store_url_file(run_dir, inst.id), store_url)
         command = [*command, "--store-url-file", str(secret)]
     argv = netns_argv(inst.netns, command)

@@ -13,6 +13,7 @@ from fwcluster.credentials import read_secret, write_secret
 from fwcluster.steering.netns import netns_argv
 from fwcluster.steering.spec import dump_spec
 from fwcluster.testbed import addressing as a
+from fwcluster.testbed import store
 from fwcluster.testbed.balancers import balancers, target
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.processes import alive, spawn_detached
@@ -74,7 +75,8 @@ def spawn(master_id: str, state: TestbedState) -> MasterState:
     status = run / f"{master_id}.master.json"
     status.unlink(missing_ok=True)
     command = [sys.executable, "-m", "fwcluster.control", "--id", master_id, "--config", state.config_path]
-    url_file = write_secret(store_url_file(run, master_id), state.store_url)
+    url = store.master_url(run) if state.store_conf else state.store_url  # the master user, if ours
+    url_file = write_secret(store_url_file(run, master_id), url)
     command += ["--run-dir", str(run), "--store-url-file", str(url_file)]
     k = int(master_id.lstrip("m"))
     command += ["--metrics", f"{a.mgmt_bridge_addr().ip4}:{MASTER_METRICS_PORT + k}"]

@@ -4,7 +4,8 @@ It listens on the bridge address (198.18.255.1, and 2001:2:0:fff::1 when it can)
 no snapshots and no append-only file (a restart starts empty) and a memory bound (``[store]
 maxmemory_mb``) past which writes are refused (``noeviction``: no flow is silently dropped).
 Nobody gets in without a user and password (Redis ACL users, the ``default`` user is off):
-``admin`` (the testbed, the benchmarks, ``redis-cli``) may do anything. Passwords never appear on
+``admin`` (the testbed, the benchmarks, ``redis-cli``) may do anything, ``master`` and each
+``inst-<id>`` only what their role needs (store_acl.py). Passwords never appear on
 a command line: redis-server reads its users from an ACL file (0600, passwords only as SHA-256
 hashes), redis-cli gets its password in ``REDISCLI_AUTH``, the testbed's processes read their URL
 from a file of their own (0600). Config, ACL file, log and pid file live in the run dir (0700).
@@ -18,12 +19,16 @@ import hashlib
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
+
+import redis
 
 from fwcluster.config import StoreConfig
 from fwcluster.credentials import read_secret, write_secret
-from fwcluster.steering.netns import CommandError, netns_argv, run_in
+from fwcluster.steering.netns import CommandError, inside, netns_argv, run_in
 from fwcluster.testbed import addressing as a
+from fwcluster.testbed import store_acl
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.processes import alive, spawn_detached, terminate
 
@@ -34,7 +39,8 @@ PING_TIMEOUT = 1.0  # seconds for one PING
 CONF_FILE = "redis.conf"
 ACL_FILE = "redis.acl"  # the users, passwords as SHA-256 hashes (0600)
 PASSWORD_FILE = "store.pass"  # the admin user's password (0600): redis-cli and store_password()
-ADMIN = "admin"
+MASTER_PASSWORD_FILE = "store-master.pass"  # the master user's (0600)
+ADMIN = store_acl.ADMIN
 MAXMEMORY_MB = StoreConfig().maxmemory_mb
 LOG_FILE = "redis.log"
 PID_FILE = "redis.pid"
@@ -56,11 +62,19 @@ def password_hash(password: str) -> str:
     return "#" + hashlib.sha256(password.encode()).hexdigest()
 
 
-def acl_text(admin_password: str) -> str:
-    """The users redis-server starts with: ``admin`` may do anything, ``default`` is off."""
+def acl_line(user: str, password: str | None, rules: list[str]) -> str:
+    """One user of an ACL file (``user NAME on #HASH RULES...``); no password: the rules alone."""
+    secret = ["on", password_hash(password)] if password is not None else []
+    return " ".join(["user", user, *secret, *rules]) + "\n"
+
+
+def acl_text(admin_password: str, master_password: str) -> str:
+    """The users redis-server starts with (store_acl.py): ``default`` off, ``admin``, ``master``.
+    Instances get theirs when they are started (:func:`instance_url`)."""
     return (
-        "user default off resetkeys resetchannels -@all\n"
-        f"user {ADMIN} on {password_hash(admin_password)} ~* &* +@all\n"
+        acl_line("default", None, store_acl.default_rules())
+        + acl_line(ADMIN, admin_password, store_acl.admin_rules())
+        + acl_line(store_acl.MASTER, master_password, store_acl.master_rules())
     )
 
 
@@ -85,12 +99,51 @@ proc-title-template "{{title}} {{listen-addr}} {{config-file}}"
 
 
 def write_conf(run_dir: Path, password: str, maxmemory_mb: int = MAXMEMORY_MB) -> Path:
-    """Write the config, the ACL file and the admin password (each 0600) and the data dir; return
-    the config's path."""
+    """Write the config, the ACL file, the admin and the master password (each 0600) and the data
+    dir; return the config's path."""
     (run_dir / DATA_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
     write_secret(run_dir / PASSWORD_FILE, password)
-    write_secret(run_dir / ACL_FILE, acl_text(password))
+    master = new_password()
+    write_secret(run_dir / MASTER_PASSWORD_FILE, master)
+    write_secret(run_dir / ACL_FILE, acl_text(password, master))
     return write_secret(run_dir / CONF_FILE, redis_conf(run_dir, maxmemory_mb))
+
+
+def owns(run_dir: Path) -> bool:
+    """Does the testbed run this store (so that it hands out users of its own)?"""
+    return (run_dir / ACL_FILE).exists()
+
+
+def master_url(run_dir: Path) -> str:
+    """The URL of the store's ``master`` user (lease, epoch, membership; reads heartbeats)."""
+    return store_url(read_secret(run_dir / MASTER_PASSWORD_FILE, "master password"), user=store_acl.MASTER)
+
+
+def instance_url(run_dir: Path, instance_id: str) -> str:
+    """Make (or renew) instance ``instance_id``'s user with a new password; return its URL.
+
+    A running server gets it with ``ACL SETUSER`` and writes its ACL file (``ACL SAVE``), so a
+    restarted server still knows it; a stopped one finds it in the ACL file when it starts."""
+    user = store_acl.instance_user(instance_id)
+    password = new_password()
+    rules = store_acl.instance_rules(instance_id)
+    if ping(password_file(run_dir)):
+        admin = store_url(password_of(run_dir / CONF_FILE))
+        try:
+            with inside(a.MGMT_NETNS):  # the connection is made (and used) in fwc-mgmt
+                r: Any = redis.Redis.from_url(admin, socket_timeout=5.0, socket_connect_timeout=5.0)
+                try:
+                    r.execute_command("ACL", "SETUSER", user, "reset", "on", password_hash(password), *rules)
+                    r.execute_command("ACL", "SAVE")
+                finally:
+                    r.close()
+        except (redis.RedisError, OSError) as e:
+            raise TestbedError(f"cannot make the store user {user}: {e}") from None
+    else:
+        acl = run_dir / ACL_FILE
+        lines = [ln + "\n" for ln in acl.read_text().splitlines() if ln.split()[:2] != ["user", user]]
+        write_secret(acl, "".join(lines) + acl_line(user, password, rules))
+    return store_url(password, user=user)
 
 
 def password_file(run_dir: Path) -> Path:

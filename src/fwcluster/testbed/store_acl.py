@@ -1,0 +1,74 @@
+"""The store's users, one per role, as Redis ACL rules (docs/architecture.md, "Threat model").
+
+The key layout they follow (issue 10):
+
+- ``fwc:f:<flow key>`` and the stream ``fwc:feed``: the instances read and write them;
+- ``fwc:hb:<id>`` (heartbeat) and ``fwc:reg:<id>`` (registration): written by instance ``<id>``
+  only, read by the masters;
+- ``fwc:leader``, ``fwc:epoch``, ``fwc:members`` (and ``fwc:instances``): the masters only.
+
+So ``inst-<id>`` may touch the flows, the feed and its own two keys, with only the commands an
+instance sends (statetable/redis_store.py, resp.py, instance/heartbeat.py); ``master`` the lease,
+epoch and membership, and only read heartbeats and registrations; ``admin`` (the testbed, the
+benchmarks, an operator's redis-cli) everything; ``default`` (no password) is off. Pure: the
+testbed writes these into the ACL file and ``ACL SETUSER`` (testbed/store.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+ADMIN = "admin"
+MASTER = "master"
+INSTANCE_PREFIX = "inst-"
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # as masters accept ids (no glob character in a key pattern)
+
+# Every command an instance sends (and those its scripts call: a script runs with the caller's
+# rights). (redis-py also sends CLIENT SETINFO on connecting to Redis 7.2+ and ignores a refusal;
+# Redis 7.0 here does not know the command.)
+INSTANCE_COMMANDS = (
+    "ping", "select",
+    "get", "mget", "set", "del", "scan",
+    "xadd", "xread", "xrevrange", "xrange",
+    "evalsha", "script|load", "wait",
+)  # fmt: skip
+# Every command a master sends: the lease scripts (get, set, del, pexpire, type), the membership
+# (hgetall; del + hset in one script), discovery (scan) and the health watch (mget).
+MASTER_COMMANDS = (
+    "ping", "select",
+    "get", "mget", "set", "del", "pexpire", "type", "scan",
+    "hgetall", "hset", "hdel",
+    "evalsha", "script|load",
+)  # fmt: skip
+MASTER_KEYS = (
+    "~fwc:leader", "~fwc:epoch", "~fwc:members", "~fwc:instances", "%R~fwc:hb:*", "%R~fwc:reg:*",
+)  # fmt: skip
+
+
+def instance_user(instance_id: str) -> str:
+    if not _ID.fullmatch(instance_id):
+        raise ValueError(f"{instance_id!r} is not an instance id (letters, digits, _ . -)")
+    return INSTANCE_PREFIX + instance_id
+
+
+def _rules(commands: tuple[str, ...], keys: tuple[str, ...]) -> list[str]:
+    return ["resetkeys", "resetchannels", "-@all", *(f"+{c}" for c in commands), *keys]
+
+
+def instance_rules(instance_id: str) -> list[str]:
+    """What instance ``instance_id`` may do (password rules not included)."""
+    instance_user(instance_id)  # a valid id: no glob character reaches a key pattern
+    keys = ("~fwc:f:*", "~fwc:feed", f"~fwc:hb:{instance_id}", f"~fwc:reg:{instance_id}")
+    return _rules(INSTANCE_COMMANDS, keys)
+
+
+def master_rules() -> list[str]:
+    return _rules(MASTER_COMMANDS, MASTER_KEYS)
+
+
+def admin_rules() -> list[str]:
+    return ["~*", "&*", "+@all"]
+
+
+def default_rules() -> list[str]:
+    return ["off", "resetkeys", "resetchannels", "-@all"]
