@@ -118,3 +118,12 @@ def test_the_cli_refuses_a_token_on_its_command_line(tmp_path: Path) -> None:
     loose.write_text("s3cret" * 4)
     loose.chmod(0o604)
     _one_line(_run("fwcluster", "--api", "http://127.0.0.1:1", "--token-file", str(loose), "status"), "chmod")
+
+
+def test_bench_store_takes_a_password_only_from_a_file(tmp_path: Path) -> None:
+    line = _one_line(_run("fwcluster", "bench", "store", "--url", "redis://:s3cret@127.0.0.1:1/15"))
+    assert "--url-file" in line
+    loose = tmp_path / "url"
+    loose.write_text("redis://:s3cret@127.0.0.1:1/15\n")
+    loose.chmod(0o644)
+    _one_line(_run("fwcluster", "bench", "store", "--url-file", str(loose)), "chmod")

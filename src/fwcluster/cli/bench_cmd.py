@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from fwcluster import credentials
 
 
 def add_parsers(
@@ -105,8 +108,15 @@ def add_parsers(
         "--url",
         type=_redis_url,
         metavar="URL",
-        help="redis://... of a server to measure (its fwcluster flows and feed are cleared: give it a "
-        "database nobody uses, e.g. redis://HOST:6379/15); default: start a private one on 127.0.0.1",
+        help="redis://... of a server to measure, without a password (its fwcluster flows and feed "
+        "are cleared: give it a database nobody uses, e.g. redis://HOST:6379/15); default: start a "
+        "private one on 127.0.0.1",
+    )
+    st.add_argument(
+        "--url-file",
+        type=Path,
+        metavar="FILE",
+        help="read that URL, password included, from FILE (mode 0600) instead",
     )
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.set_defaults(func=bench_store)
@@ -367,9 +377,22 @@ def bench_store(args: argparse.Namespace) -> int:
     from fwcluster.cli.errors import UserError
     from fwcluster.statetable.store import StoreError
 
-    where = "a private redis-server on 127.0.0.1" if args.url is None else store.redact(args.url)
+    if args.url and args.url_file:
+        raise UserError("bench store: give --url or --url-file, not both")
+    if args.url and credentials.has_password(args.url):
+        raise UserError(
+            "bench store: --url: a password on the command line is readable by every local user: "
+            "put the URL in a file only you can read and give --url-file FILE"
+        )
+    url = args.url
+    if args.url_file is not None:
+        try:
+            url = _redis_url(credentials.read_secret(args.url_file, "--url-file"))
+        except (credentials.CredentialError, argparse.ArgumentTypeError) as e:
+            raise UserError(f"bench store: {e}") from None
+    where = "a private redis-server on 127.0.0.1" if url is None else store.redact(url)
     try:
-        result = store.run(args.url, args.changes, args.rounds)
+        result = store.run(url, args.changes, args.rounds)
     except store.ServerStartError as e:
         raise UserError(f"bench store: {e}", code=1) from None
     except StoreError as e:
