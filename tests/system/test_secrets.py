@@ -18,7 +18,7 @@ import pytest
 from netns_helpers import Builder, curl, url
 from test_shared_state import config
 
-from fwcluster.testbed import TestbedState, restart_instance, store_client_argv, store_password
+from fwcluster.testbed import TestbedState, load_state, restart_instance, store_client_argv, store_password
 from fwcluster.testbed.masters import TOKEN_FILE, api_token, api_url
 from fwcluster.testbed.processes import all_pids
 from fwcluster.testbed.rundir import STORE_URL_SUFFIX, www_dir
@@ -115,6 +115,20 @@ def test_no_secret_on_any_command_line_or_in_a_readable_file(testbed: Builder, t
         for n in (3, 2):
             assert _admin_cli(state, "scale", str(n)).returncode == 0
             watch.add(secrets_of(state))
+        # A removed instance's store user is revoked and its URL file gone: the users left are
+        # those of the instances the testbed still has.
+        deadline = time.monotonic() + 30
+        while True:
+            users = subprocess.run(
+                [*store_client_argv(state=state), "ACL", "USERS"],
+                capture_output=True, text=True, timeout=10, check=False,
+            ).stdout.split()  # fmt: skip
+            have = {i.id for i in load_state().instances}
+            if {u.removeprefix("inst-") for u in users if u.startswith("inst-")} == have:
+                break
+            assert time.monotonic() < deadline, (users, have)
+            time.sleep(0.5)
+        assert {f.name.removesuffix(STORE_URL_SUFFIX) for f in run.glob(f"fw*{STORE_URL_SUFFIX}")} == have
     assert watch.scans > 50
     for name in ("redis-server", "nginx: worker", "redis-cli", "fwcluster.instance", "fwcluster.control"):
         assert any(name in s for s in watch.seen), (name, sorted(watch.seen))

@@ -12,11 +12,12 @@ from fwcluster.steering.balance import rebalance
 from fwcluster.testbed import addressing as a
 from fwcluster.testbed import instances as inst_proc
 from fwcluster.testbed import masters as master_proc
-from fwcluster.testbed import topology
+from fwcluster.testbed import store, topology
 from fwcluster.testbed.balancers import driver_for, target
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.filtering import FilterMode, install_guard, set_filter_mode
 from fwcluster.testbed.processes import alive, terminate
+from fwcluster.testbed.rundir import store_url_file
 from fwcluster.testbed.state import InstanceState, TestbedState
 
 
@@ -85,12 +86,16 @@ def remove_instances(state: TestbedState, ids: list[str]) -> list[str]:
     holding = [i for i in ids for d in driver.directions() if driver.buckets_of(i, d)]
     if holding:
         raise TestbedError(f"instance {holding[0]} still carries buckets: move them away first")
+    run = Path(state.run_dir)
     for rec in [r for r in state.instances if r.id in ids]:
         if rec.pid is not None and alive(rec.pid):
             terminate([rec.pid])
         driver.remove_target(rec.id)
         topology.remove_netns(rec.netns)
         state.instances.remove(rec)
+        if store.owns(run):  # its store user goes with it: those credentials open nothing now
+            store.remove_instance_user(run, rec.id)
+        store_url_file(run, rec.id).unlink(missing_ok=True)
     if state.masters:
         master_proc.write_steering_spec(state)
     return ids

@@ -127,23 +127,37 @@ def instance_url(run_dir: Path, instance_id: str) -> str:
     user = store_acl.instance_user(instance_id)
     password = new_password()
     rules = store_acl.instance_rules(instance_id)
+    _set_user(run_dir, user, ["SETUSER", user, "reset", "on", password_hash(password), *rules],
+              acl_line(user, password, rules))  # fmt: skip
+    return store_url(password, user=user)
+
+
+def remove_instance_user(run_dir: Path, instance_id: str) -> None:
+    """Revoke a removed instance's store user (and drop its URL file): its credentials open
+    nothing any more."""
+    user = store_acl.instance_user(instance_id)
+    _set_user(run_dir, user, ["DELUSER", user], "")
+
+
+def _set_user(run_dir: Path, user: str, command: list[str], acl_entry: str) -> None:
+    """Run ``ACL <command>`` on a running server and save its ACL file; edit the file itself
+    (``acl_entry`` replacing the user's line, "" to remove it) while the server is stopped."""
     if ping(password_file(run_dir)):
         admin = store_url(password_of(run_dir / CONF_FILE))
         try:
             with inside(a.MGMT_NETNS):  # the connection is made (and used) in fwc-mgmt
                 r: Any = redis.Redis.from_url(admin, socket_timeout=5.0, socket_connect_timeout=5.0)
                 try:
-                    r.execute_command("ACL", "SETUSER", user, "reset", "on", password_hash(password), *rules)
+                    r.execute_command("ACL", *command)
                     r.execute_command("ACL", "SAVE")
                 finally:
                     r.close()
         except (redis.RedisError, OSError) as e:
-            raise TestbedError(f"cannot make the store user {user}: {e}") from None
+            raise TestbedError(f"cannot change the store user {user}: {e}") from None
     else:
         acl = run_dir / ACL_FILE
         lines = [ln + "\n" for ln in acl.read_text().splitlines() if ln.split()[:2] != ["user", user]]
-        write_secret(acl, "".join(lines) + acl_line(user, password, rules))
-    return store_url(password, user=user)
+        write_secret(acl, "".join(lines) + acl_entry)
 
 
 def password_file(run_dir: Path) -> Path:
