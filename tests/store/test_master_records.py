@@ -185,3 +185,32 @@ def test_a_loop_survives_an_unexpected_error_and_the_failover_happens_after(
     errors = [ln for ln in lines if ln["event"] == "task-error" and ln["task"] == "watch"]
     assert len(errors) == 1 and "the kernel said no" in errors[0]["error"]  # one line, not one per tick
     assert [ln["instance"] for ln in lines if ln["event"] == "failover"] == ["fw1"]
+
+
+def test_buckets_a_failed_instance_still_holds_move_once_someone_is_healthy(
+    redis_url: str, run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fw1 dies while no other instance is healthy: its failover is impossible and its buckets
+    stay where they are. Once fw2 beats, the leader tries again and moves them (before, they
+    stayed black-holed until someone steered by hand)."""
+    r = redis.Redis.from_url(redis_url)
+    clean(r)
+    beat(r, "fw1", dead_pid())  # its process is gone; fw2 has neither beaten nor registered
+    m, driver = make_master(tmp_path, redis_url, ["fw1", "fw2"])
+    driver.assign(dict.fromkeys(range(8), "fw1"))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(m.run())
+        try:
+            await until(lambda: "fw1" in m.failed)
+            await asyncio.sleep(0.3)
+            assert driver.table("forward") == dict.fromkeys(range(8), "fw1")  # nowhere to go
+            beat(r, "fw2", os.getpid())
+            await until(lambda: driver.table("forward") == dict.fromkeys(range(8), "fw2"))
+        finally:
+            m._stop.set()
+            await task
+
+    run(scenario())
+    events = [json.loads(ln)["event"] for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    assert "failover-impossible" in events and events.count("failover") == 1

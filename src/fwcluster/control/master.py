@@ -51,6 +51,7 @@ DISCOVER_INTERVAL = 1.0  # seconds between scans for registrations (a SCAN walks
 SCAN_COUNT = 1000
 LEASE_SAFETY = 0.9  # steering writes must end within this share of the lease after its last renewal
 OWNERS_REFRESH = 0.5  # seconds between reads of who holds buckets (others may steer by hand)
+FAILOVER_RETRY = 1.0  # seconds between tries to move the buckets a failed instance still holds
 MEMBERS = b"fwc:members"  # instance id -> role, kept by the leading master (control/admin.py)
 # Replace the membership hash (DEL, then HSET of the pairs in ARGV), atomically.
 WRITE_MEMBERS = """
@@ -98,6 +99,8 @@ class Master:
         self.joining: set[str] = set()  # registered, not beating yet (loading the table)
         self._next_discover = 0.0
         self._owners: set[str] = set()  # who held buckets at the last read (_owners_now)
+        self._retry_at: dict[str, float] = {}  # failed instance -> when to retry moving its buckets
+        self._fail_reason: dict[str, str] = {}  # failed instance -> why it failed
         self._owners_at = -OWNERS_REFRESH
         self.failovers = 0
         self._stop = asyncio.Event()
@@ -398,6 +401,17 @@ class Master:
         for instance_id, reason in newly_failed:
             async with self.steer_lock:  # never between the reads and the writes of an admin move
                 await self._fail_over(instance_id, reason, alive, now)
+        # A failed instance that still holds buckets (no healthy instance then, or steering
+        # refused the move) black-holes them: try again, once a second, while someone is alive.
+        stranded = self.failed & owners - {i for i, _ in newly_failed} - self.leaving
+        if stranded and alive:
+            tick = time.monotonic()
+            for instance_id in sorted(stranded):
+                if self._retry_at.get(instance_id, 0.0) <= tick:
+                    self._retry_at[instance_id] = tick + FAILOVER_RETRY
+                    async with self.steer_lock:
+                        reason = self._fail_reason.get(instance_id, "heartbeat")
+                        await self._fail_over(instance_id, reason, alive, now)
 
     async def _owners_now(self) -> set[str]:
         """The instances holding buckets, read from the kernel (off the event loop) at most every
@@ -437,6 +451,7 @@ class Master:
             else []
         )
         self.failed.add(instance_id)
+        self._fail_reason[instance_id] = reason
         if not holds:  # a standby, or an instance already emptied: nothing to reroute
             event("instance-gone", instance=instance_id, reason=reason, pid=pid, master=self.id)
             return
