@@ -15,13 +15,13 @@ commands of a write started in time are cut off at the deadline (steering/netns.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from fwcluster.filelock import flock_until
 from fwcluster.steering.base import Direction, SteeringDriver, SteeringError
 from fwcluster.steering.netns import bounded
 
@@ -78,19 +78,10 @@ class EpochGate:
 
 
 def _lock(fd: int, deadline: float | None) -> None:
-    if deadline is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise LeaseExpiredError(
-                    "steering write refused: the gate stayed locked until the writer's lease ran out"
-                ) from None
-            time.sleep(LOCK_POLL)
+    if not flock_until(fd, deadline, LOCK_POLL):
+        raise LeaseExpiredError(
+            "steering write refused: the gate stayed locked until the writer's lease ran out"
+        )
 
 
 class FencedDriver:

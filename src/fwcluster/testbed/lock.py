@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fwcluster.filelock import flock_until
 from fwcluster.testbed.errors import TestbedError
 
 LOCK_TIMEOUT = 60.0
@@ -23,15 +24,8 @@ def locked(run_dir: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = run_dir.with_name(run_dir.name + ".lock")
     with open(lock, "a") as f:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TestbedError(f"another testbed command holds {lock}") from None
-                time.sleep(0.05)
+        if not flock_until(f, time.monotonic() + timeout, 0.05):
+            raise TestbedError(f"another testbed command holds {lock}")
         try:
             yield
         finally:
