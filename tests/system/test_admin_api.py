@@ -104,6 +104,9 @@ def test_scale_out_promotes_a_ready_standby_then_refills_the_pool(testbed: Build
     cfg = config(tmp_path, "full", "clean", "async")
     cfg.write_text(cfg.read_text() + "[cluster]\nstandby = 1\n")
     state = testbed(3, cfg, start_instances=True)
+    deadline = time.monotonic() + 15  # the leader publishes the membership once it leads
+    while members(state).get("fw4") != "standby" and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert members(state).get("fw4") == "standby"
     p = cli("scale", "4", "--json")
     assert p.returncode == 0, p.stderr
