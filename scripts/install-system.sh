@@ -10,6 +10,7 @@ PACKAGES=(
   redis-server                        # the shared state store
   curl iputils-ping tcpdump procps psmisc  # real clients and captures for demo and tests
   iperf3                              # bulk TCP throughput (bench bulk)
+  keepalived conntrackd               # the failover baseline (bench failover --baseline conntrackd)
   build-essential python3-dev python3-venv # to build the virtualenv and C extensions
 )
 
@@ -30,8 +31,9 @@ echo "install-system: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts the services on install; the testbed runs its own copies inside namespaces.
-for svc in nginx redis-server iperf3; do
+# Debian starts the services on install; the testbed runs its own copies inside namespaces
+# (a host conntrackd would sync the host's own conntrack table).
+for svc in nginx redis-server iperf3 keepalived conntrackd; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi
