@@ -162,6 +162,21 @@ def add_parsers(
     )
     _add_level(fo)
     fo.add_argument("--no-scale", action="store_true", help="skip the scale-with-many-flows trial (faster)")
+    fo.add_argument(
+        "--baseline",
+        choices=("conntrackd",),
+        help="also run the sigkill trial through the kernel firewall + conntrackd (FTFW) + keepalived "
+        "(VRRP) pair, in namespaces of its own (fwb-*), and a control without conntrackd; reported "
+        "side by side with fwcluster's",
+    )
+    fo.add_argument(
+        "--advert-int",
+        type=_advert_ints,
+        default=(1.0, 0.1),
+        metavar="SECONDS,...",
+        help="with --baseline: keepalived advert intervals to test (default 1,0.1; the control "
+        "runs at the shortest)",
+    )
     fo.add_argument("--json", action="store_true", help="print one JSON object")
     fo.set_defaults(func=bench_failover)
     _add_study(sub, positive)
@@ -213,6 +228,16 @@ def _add_study(sub: Any, positive: Callable[[int, int], Callable[[str], int]]) -
         "--sizes", type=_sizes, default=(3, 6, 9), help="cluster sizes (default 3,6,9; must hold 3)"
     )
     st.set_defaults(func=bench_study)
+
+
+def _advert_ints(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(dict.fromkeys(float(x) for x in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of seconds") from None
+    if not all(0.01 <= v <= 255 for v in values):
+        raise argparse.ArgumentTypeError("advert intervals must be 0.01..255 seconds")
+    return values
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -458,17 +483,50 @@ def bench_sync(args: argparse.Namespace) -> int:
 
 def bench_failover(args: argparse.Namespace) -> int:
     from fwcluster.bench import failover
+    from fwcluster.bench.baseline import pairtrial
     from fwcluster.cli.status_cmd import require_root
 
     require_root("bench failover")
     levels = tuple(dict.fromkeys(args.level or failover.LEVELS))
     doc = failover.run(args.trials, 0 if args.no_scale else args.flows, levels)
+    if args.baseline:
+        doc["baseline"] = pairtrial.run(args.trials, args.advert_int)
+        doc["baseline"]["side_by_side"] = pairtrial.side_by_side(doc["levels"], doc["baseline"])
     if args.json:
         print(json.dumps(doc))
         return 0
     setup = "3 instances, 2 masters, {}/clean/async"
     _level_tables(doc, lambda lv: f"fwcluster bench failover ({args.trials} trials; {setup.format(lv)})")
+    if args.baseline:
+        _baseline_tables(doc["baseline"])
     return 0
+
+
+def _baseline_tables(base: dict[str, Any]) -> None:
+    for name, res in base["variants"].items():
+        t = Table(title=f"baseline {name} ({base['trials']} trials; kernel firewall, keepalived)")
+        for col in ("figure", "median", "p90", "min", "max", "trials"):
+            t.add_column(col, justify="left" if col == "figure" else "right")
+        for fig, f in res["figures"].items():
+            t.add_row(fig, str(f["median"]), str(f["p90"]), str(f["min"]), str(f["max"]), str(f["n"]))
+        Console().print(t)
+    t = Table(title="SIGKILL of the active node, side by side (gap and stall: median [min-max] ms)")
+    for col in ("setup", "intact", "incomplete: intact", "short failed", "forwarding gap", "TCP stall"):
+        t.add_column(col, justify="left" if col == "setup" else "right")
+
+    def spread(f: dict[str, float]) -> str:
+        return f"{f['median']} [{f['min']}-{f['max']}]" if f["n"] else "none"
+
+    def incomplete(row: dict[str, Any]) -> str:
+        return "-" if row["incomplete"] is None else f"{row['incomplete_intact']}/{row['incomplete']}"
+
+    for row in base["side_by_side"]:
+        t.add_row(
+            row["setup"], f"{row['intact']}/{row['downloads']}", incomplete(row),
+            str(row["steady_requests_failed"]),
+            spread(row["forwarding_gap_ms"]), spread(row["tcp_stall_ms"]),
+        )  # fmt: skip
+    Console().print(t)
 
 
 def bench_study(args: argparse.Namespace) -> int:
