@@ -112,9 +112,9 @@ def test_variants_and_control() -> None:
 
 
 def test_long_flows_leave_short_requests_out() -> None:
-    long = [Seen(float(i), "s.80", "c.1000") for i in range(5)]
+    long = [Seen(i / 10, "s.80", "c.1000") for i in range(pairtrial.LONG_FLOW_PACKETS)]
     short = [Seen(1.0, "s.80", "c.2000")]
-    late = [Seen(9.0, "s.80", "c.3000")] * 5
+    late = [Seen(9.0, "s.80", "c.3000")] * pairtrial.LONG_FLOW_PACKETS
     assert pairtrial.long_flows(long + short + late, 8.0) == {frozenset(("s.80", "c.1000"))}
 
 

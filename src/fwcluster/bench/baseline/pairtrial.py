@@ -12,14 +12,18 @@ priority 0, which would hand over at once; conntrackd cannot flush a last update
 then has to notice the silence (3 x advert_int + skew), take the VIPs, and commit the state it
 was sent into its kernel before the retransmissions that arrive are accepted.
 
+b forwards nothing before the crash, so its first forwarded packet after it (tcpdump in b) is
+the moment forwarding resumed (``forwarding_gap_ms``: the short requests keep a new connection
+coming every few ms); ``long_download_gap_ms`` is the first packet of a long download it
+forwards, which also waits for that download's retransmission or for curl to read again
+(``--limit-rate`` reads in bursts and sleeps between them).
+
 Measured per trial: the long downloads not yet complete on disk at the crash (one that was
 survives trivially; an incomplete one may still have its rest in the client's socket buffer,
 bounded to 256 KiB), those that arrived intact (sha256 of each file; also counted among the
-incomplete ones), the short
-requests that failed, the forwarding gap (from the crash to the first packet of a long download
-that b forwards, tcpdump in b), the TCP stall (the longest silence on any long download, seen in
-the client, from 0.5 s before the crash until the downloads ended; long downloads only, see
-``long_flows``) and the time from the crash
+incomplete ones), the short requests that failed, the forwarding gaps (above), the TCP stall
+(the longest silence on any long download, seen in the client, from 0.5 s before the crash
+until the downloads ended; long downloads only, see ``long_flows``) and the time from the crash
 until b's notify script ran (``vrrp_takeover_ms``; with conntrackd, ``commit_ms`` for the
 script's four steps). Variants: conntrackd at each advert interval, and keepalived alone (no
 state follows the VIPs) at the shortest one, the control.
@@ -46,7 +50,10 @@ from fwcluster.testbed.server import LARGE_FILES, make_docroot
 
 ADVERT_INTS = (1.0, 0.1)  # keepalived's default, and the tuned interval operators use
 STREAM_SIZE = LARGE_FILES[STREAM.rsplit("/", 1)[1]]
-LONG_FLOW_PACKETS = 3  # a short request's response is one data segment
+# A short request's response is one data segment; its port may come again for a later one (the
+# short requests open thousands of connections per second through the kernel), a long download
+# has hundreds of segments.
+LONG_FLOW_PACKETS = 20
 DOWNLOAD_TIMEOUT = 40.0  # curl gives up after 30 s (--max-time)
 
 
@@ -92,7 +99,7 @@ def _size(path: Path) -> int:
 
 
 def long_flows(seen: list[Seen], before: float) -> set[frozenset[str]]:
-    """The long downloads among the connections seen before ``before``: those with several data
+    """The long downloads among the connections seen before ``before``: those with many data
     segments. A short request (one data segment) is left out: its port may be reused by a new
     connection after the crash, which would pass for the old one resuming (a false early gap)
     or for a long silence of it (a false stall)."""
@@ -113,11 +120,13 @@ def trial(variant: Variant, ruleset: RuleSet, run_dir: Path, www: Path, digest: 
         net.build_network(ruleset)
         pair.pids.append(net.start_nginx(run_dir, www, www / "www"))
         pair.start_daemons()
+        # The client's capture runs from the start: a rate-limited curl reads in bursts and then
+        # sleeps, so a long download may be idle just before the crash.
+        client = LiveCapture(net.CLIENT, f"tcp src port {net.HTTP_PORT} and greater 200")
         procs = _downloads(net.CLIENT, net.SERVER_ADDR, files)
         steady = SteadyLoad(_Ends(net.CLIENT, net.SERVER_ADDR), 5, 5.0)
         time.sleep(1.0)
         backup = LiveCapture(net.NODE_B, f"tcp port {net.HTTP_PORT}", "out")
-        client = LiveCapture(net.CLIENT, f"tcp src port {net.HTTP_PORT} and greater 200")
         time.sleep(0.3)
         behind = [i for i in range(DOWNLOADS) if _size(files / f"d{i}") < STREAM_SIZE]
         t_kill = time.time()
@@ -134,6 +143,7 @@ def trial(variant: Variant, ruleset: RuleSet, run_dir: Path, www: Path, digest: 
         }
         streams = long_flows(data, t_kill)
         first = first_of(forwarded, streams, t_kill)
+        resumed = min((f.t for f in forwarded if f.t >= t_kill), default=float("nan"))
         data = [s for s in data if frozenset((s.src, s.dst)) in streams]
         b = pair.node("b")
         takeover = _notified(b.log, "notify primary")
@@ -144,7 +154,8 @@ def trial(variant: Variant, ruleset: RuleSet, run_dir: Path, www: Path, digest: 
             "long_downloads_intact": float(len(ok)),
             "long_downloads_lost": float(DOWNLOADS - len(ok)),
             "steady_requests_failed": float(steady_failed),
-            "forwarding_gap_ms": (first - t_kill) * 1000 if first is not None else float("nan"),
+            "forwarding_gap_ms": (resumed - t_kill) * 1000,
+            "long_download_gap_ms": (first - t_kill) * 1000 if first is not None else float("nan"),
             "tcp_stall_ms": longest_silence(data, t_kill - 0.5, t_end) * 1000,
             "vrrp_takeover_ms": (takeover - t_kill) * 1000,
             "commit_ms": (done - takeover) * 1000 if variant.conntrackd else float("nan"),
