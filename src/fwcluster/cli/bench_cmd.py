@@ -510,12 +510,12 @@ def _baseline_tables(base: dict[str, Any]) -> None:
         for fig, f in res["figures"].items():
             t.add_row(fig, str(f["median"]), str(f["p90"]), str(f["min"]), str(f["max"]), str(f["n"]))
         Console().print(t)
-    t = Table(title="SIGKILL of the active node, side by side (gap and stall: median [min-max] ms)")
+    t = Table(title="SIGKILL of the active node, side by side (gap and stall: median (min-max) ms)")
     for col in ("setup", "intact", "incomplete: intact", "short failed", "forwarding gap", "TCP stall"):
         t.add_column(col, justify="left" if col == "setup" else "right")
 
     def spread(f: dict[str, float]) -> str:
-        return f"{f['median']} [{f['min']}-{f['max']}]" if f["n"] else "none"
+        return f"{f['median']} ({f['min']}-{f['max']})" if f["n"] else "none"
 
     def incomplete(row: dict[str, Any]) -> str:
         return "-" if row["incomplete"] is None else f"{row['incomplete_intact']}/{row['incomplete']}"
