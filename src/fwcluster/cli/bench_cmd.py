@@ -162,6 +162,7 @@ def add_parsers(
     )
     _add_level(fo)
     fo.add_argument("--no-scale", action="store_true", help="skip the scale-with-many-flows trial (faster)")
+    _add_steering(fo)
     fo.add_argument("--json", action="store_true", help="print one JSON object")
     fo.set_defaults(func=bench_failover)
     _add_study(sub, positive)
@@ -172,8 +173,18 @@ def add_parsers(
     )
     sc.add_argument("--trials", type=positive(1, 100), default=10, help="trials per level (default 10)")
     _add_level(sc)
+    _add_steering(sc)
     sc.add_argument("--json", action="store_true", help="print one JSON object")
     sc.set_defaults(func=bench_scale)
+
+
+def _add_steering(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--steering",
+        choices=("symmetric", "ecmp"),
+        default="symmetric",
+        help="steering kind of the testbed's load balancers (default symmetric)",
+    )
 
 
 def _add_level(parser: argparse.ArgumentParser) -> None:
@@ -462,11 +473,11 @@ def bench_failover(args: argparse.Namespace) -> int:
 
     require_root("bench failover")
     levels = tuple(dict.fromkeys(args.level or failover.LEVELS))
-    doc = failover.run(args.trials, 0 if args.no_scale else args.flows, levels)
+    doc = failover.run(args.trials, 0 if args.no_scale else args.flows, levels, args.steering)
     if args.json:
         print(json.dumps(doc))
         return 0
-    setup = "3 instances, 2 masters, {}/clean/async"
+    setup = "3 instances, 2 masters, {}/clean/async, " + args.steering
     _level_tables(doc, lambda lv: f"fwcluster bench failover ({args.trials} trials; {setup.format(lv)})")
     return 0
 
@@ -506,9 +517,11 @@ def bench_scale(args: argparse.Namespace) -> int:
     from fwcluster.cli.status_cmd import require_root
 
     require_root("bench scale")
-    doc = scale.run(args.trials, tuple(dict.fromkeys(args.level or scale.LEVELS)))
+    doc = scale.run(args.trials, tuple(dict.fromkeys(args.level or scale.LEVELS)), args.steering)
     if args.json:
         print(json.dumps(doc))
         return 0
-    _level_tables(doc, lambda lv: f"bench scale 3 -> 6 -> 3 ({args.trials} trials; {lv}/clean/async)")
+    _level_tables(
+        doc, lambda lv: f"bench scale 3 -> 6 -> 3 ({args.trials} trials; {lv}/clean/async, {args.steering})"
+    )
     return 0
