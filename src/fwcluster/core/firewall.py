@@ -33,12 +33,14 @@ from fwcluster.core.flowtable import (
     version_newer,
 )
 from fwcluster.core.packet import (
+    ACK,
     FIN,
     ICMP6_ECHO_REPLY,
     ICMP6_ECHO_REQUEST,
     ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST,
     RST,
+    SYN,
     Parsed,
     parse,
     tcp_checksum_ok,
@@ -400,6 +402,42 @@ class Firewall:
         flows[key] = pack(
             state, rec.orig_is_lo, now_ms + self.timeout_ms(state, rec.proto), rec.version, window
         )
+        return True
+
+    def pickup(self, buf: bytes, now: float) -> bool:
+        """Take a TCP segment of a connection nobody knows (no flow here, none in the store) as
+        ESTABLISHED: a mid-stream pickup, what the kernel's ``nf_conntrack_tcp_loose`` does for
+        every such segment. The engine calls it only just after a failover, for a segment the
+        store confirmed it knows nothing of: a connection established on the failed instance in
+        its last millisecond, whose async write died with it.
+
+        Only an ACK without SYN or RST (FIN allowed), only for a connection the rules would
+        admit in one of its two directions (which one opened it: the direction the rules admit,
+        the packet's own first), and within the table's bound. The window is unknown, learned
+        from the next segments of each side, as for a flow from the store. Returns whether the
+        flow is now in the table (then decide the packet)."""
+        p = parse(buf)
+        if not isinstance(p, Parsed) or p.proto != PROTO_TCP:
+            return False
+        if p.flags & (SYN | RST) or not p.flags & ACK:
+            return False
+        key = p.key
+        now_ms = int(now * 1000)
+        v = self.table.flows.get(key)
+        if v is not None and (v >> EXPIRY_SHIFT) > now_ms:
+            return False
+        src, dst = int.from_bytes(p.src), int.from_bytes(p.dst)
+        evaluate = self.ruleset.evaluate
+        if evaluate(PROTO_TCP, p.version, src, dst, p.sport, p.dport)[0] == Action.ACCEPT:
+            orig_is_lo = p.from_lo
+        elif evaluate(PROTO_TCP, p.version, dst, src, p.dport, p.sport)[0] == Action.ACCEPT:
+            orig_is_lo = not p.from_lo
+        else:
+            return False
+        if not self.table.room_for(key, now):
+            return False
+        state = FlowState.ESTABLISHED
+        self.table.flows[key] = pack(state, orig_is_lo, now_ms + self.timeout_ms(state, PROTO_TCP))
         return True
 
     def renumber(self, key: bytes, version: int, now: float) -> bool:
