@@ -11,6 +11,7 @@ from __future__ import annotations
 from fwcluster.core.decision import Reason
 from fwcluster.core.states import FlowState
 from fwcluster.engine.engine import Engine, EnginePolicy
+from fwcluster.statetable.record import FlowRecord
 from fwcluster.statetable.settings import SyncLevel
 from fwcluster.statetable.shared import PUBLISHED
 
@@ -73,3 +74,24 @@ def test_just_after_a_failover_the_store_s_miss_is_picked_up_and_its_retransmiss
     assert e.lookups[-1] == (3, key_of(other))
     e.lookup_done(3, None, T0 + 0.301)
     assert e.accepts == [2, 3] and e.counters.picked_up == 2
+
+
+def test_at_full_a_flow_known_only_by_its_syn_is_taken_on_in_its_own_direction() -> None:
+    """At `full` the SYN's write may have come through and the SYN-ACK's and ESTABLISHED's not:
+    the server's response is then invalid in SYN_SENT, and the store knows no more."""
+    policy = EnginePolicy(publish=PUBLISHED[SyncLevel.FULL], confirm=False)
+    e = Engine(firewall(WEB, windows=True), policy, now=T0)
+    syn_sent = FlowRecord(KEY, FlowState.SYN_SENT, True, 1, 6, "fw1")
+    assert e.record(syn_sent, T0)  # from the feed
+    e.packet(1, RESPONSE, T0 + 0.2)
+    assert e.lookups == [(1, KEY)]
+    e.lookup_done(1, syn_sent, T0 + 0.201)  # the store has the SYN only
+    assert e.drops == [1] and e.counters.picked_up == 0  # no failover: dropped as before
+    e.pickup = True
+    e.packet(2, RESPONSE, T0 + 0.6)
+    assert e.lookups[-1] == (2, KEY)
+    e.lookup_done(2, syn_sent, T0 + 0.601)
+    assert e.accepts == [2] and e.counters.picked_up == 1
+    assert e.firewall.state_of(KEY, T0 + 0.6) == FlowState.FIN_WAIT
+    (_, ev), *_ = e.writes
+    assert ev.after == FlowState.FIN_WAIT and ev.orig_is_lo and ev.version == 3  # past the store's 1

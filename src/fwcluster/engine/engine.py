@@ -253,11 +253,7 @@ class Engine:
                     return
                 # Not asked: the store said a moment ago that it does not know this flow (a
                 # retransmission after a miss). Just after a failover that is the pickup's case.
-                if (
-                    reason is Reason.NO_FLOW
-                    and self.gate.recently_unknown(key, now)
-                    and self._pickup(buf, now)
-                ):
+                if self.gate.recently_unknown(key, now) and self._pickup(buf, now):
                     self._settle(pid, buf, self._decide(buf, now), now, True, deadline, attempts)
                     return
         self._drop(pid, reason)
@@ -368,11 +364,11 @@ class Engine:
                 c.resolved_by_store += 1
             else:
                 c.lookup_misses += 1
+                self._pickup(h.buf, now)  # the store knows no more than the table
         else:
             c.lookup_misses += 1
             self.gate.unknown(h.key, now)
-            if h.reason is Reason.NO_FLOW:
-                self._pickup(h.buf, now)  # decided below, on the flow it may have taken
+            self._pickup(h.buf, now)  # decided below, on the flow it may have taken
         d = self._decide(h.buf, now)
         self._settle(pid, h.buf, d, now, True, h.deadline, h.attempts)
 
