@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from fwcluster.instance.heartbeat import HB_PREFIX, REG_PREFIX, Heartbeat, parse_beat
+from fwcluster.instance.heartbeat import HB_PREFIX, REG_PREFIX, TAKEOVER_KEY, Heartbeat, parse_beat
 
 from .conftest import Run
 
@@ -57,3 +57,30 @@ def test_a_wedged_loop_stops_the_beats(redis_url: str, run: Run) -> None:
 
     seen, skipped = run(scenario())
     assert seen is None and skipped > 0
+
+
+def test_the_beats_bring_the_news_of_a_failover(redis_url: str, run: Run) -> None:
+    """While the master's takeover key exists, ``takeover`` is true (the engine then picks up
+    TCP segments nobody knows); once it expires, false again."""
+    r = redis.Redis.from_url(redis_url)
+    r.delete(TAKEOVER_KEY)
+
+    async def wait_for(hb: Heartbeat, value: bool) -> bool:
+        deadline = time.monotonic() + 10
+        while hb.takeover != value and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return hb.takeover == value
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        hb = Heartbeat(redis_url, "hb3", interval_ms=20, ttl_ms=100, stall_ms=1000)
+        hb.start()
+        await asyncio.sleep(0.1)
+        before = hb.takeover
+        r.set(TAKEOVER_KEY, "1:fw1", px=300)
+        during = await wait_for(hb, True)
+        after = await wait_for(hb, False)
+        await hb.stop()
+        return before, during, after
+
+    before, during, after = run(scenario())
+    assert not before and during and after

@@ -129,3 +129,16 @@ def test_a_master_leads_and_watches_but_writes_no_flow(users: dict[str, str], ru
     _refused(lambda: r.delete("fwc:reg:fw2"))
     _refused(lambda: r.execute_command("FLUSHALL"))
     r.close()
+
+
+def test_the_takeover_key_is_the_master_s_to_write_and_the_instances_to_read(users: dict[str, str]) -> None:
+    """After a failover the leader sets ``fwc:takeover``; every instance's heartbeat reads it
+    (Engine.pickup). An instance cannot set it (to open the pickup at will) nor remove it."""
+    master = _as(users["master"])
+    assert master.set("fwc:takeover", "1:fw1", px=5000)
+    master.close()
+    r = _as(users["inst-fw2"])
+    assert r.get("fwc:takeover") == b"1:fw1"
+    _refused(lambda: r.set("fwc:takeover", "9:fw9", px=60_000))
+    _refused(lambda: r.delete("fwc:takeover"))
+    r.close()

@@ -24,10 +24,12 @@ def start_downloads(
     url_path: str = "/slow/1M.bin",
     stall_abort: int = 10,
     rate: str | None = None,
+    local_ports: tuple[int, int] | None = None,
 ) -> list[Download]:
     """``count`` curl processes in the client namespace, each fetching ``url_path`` to a file
     (reading at most ``rate`` bytes/s, e.g. "200K": a steady stream); a download that moves no
-    data for ``stall_abort`` seconds gives up."""
+    data for ``stall_abort`` seconds gives up. ``local_ports``: bind a local port in this range
+    (below the ephemeral range, so a capture can tell these downloads from short requests)."""
     out.mkdir(parents=True, exist_ok=True)
     downloads = []
     for i in range(count):
@@ -36,6 +38,8 @@ def start_downloads(
         argv += ["--speed-limit", "1", "--speed-time", str(stall_abort)]
         if rate:
             argv += ["--limit-rate", rate]
+        if local_ports:
+            argv += ["--local-port", f"{local_ports[0]}-{local_ports[1]}"]
         argv += ["-o", str(target), f"http://{state.server_addr}{url_path}"]
         downloads.append(Download(target, subprocess.Popen(argv, stderr=subprocess.PIPE)))
     return downloads

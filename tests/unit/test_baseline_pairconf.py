@@ -122,13 +122,12 @@ def test_side_by_side_rows() -> None:
     fw = {"long_downloads_lost": [0.0, 1.0], "steady_requests_failed": [0.0, 2.0],
           "reroute_gap_ms": [40.0, 60.0], "tcp_stall_ms": [800.0, 900.0]}  # fmt: skip
     ours = {"established": {"raw": fw}}
-    raw = {"steady_requests_failed": [1.0], "forwarding_gap_ms": [300.0], "tcp_stall_ms": [500.0],
-           "long_downloads_incomplete": [12.0], "incomplete_intact": [12.0]}  # fmt: skip
+    raw = {"steady_requests_failed": [1.0], "forwarding_gap_ms": [300.0], "tcp_stall_ms": [500.0]}
     base = {"variants": {"conntrackd/advert_int=0.1": {"downloads": 20, "intact": 20, "raw": raw}}}
     rows = pairtrial.side_by_side(ours, base)
     assert rows[0]["setup"] == "fwcluster/established" and rows[0]["intact"] == 39
-    assert rows[0]["forwarding_gap_ms"]["median"] == 50.0 and rows[0]["incomplete"] is None
-    assert rows[1]["incomplete_intact"] == 12 and rows[1]["tcp_stall_ms"]["n"] == 1
+    assert rows[0]["forwarding_gap_ms"]["median"] == 50.0
+    assert rows[1]["intact"] == 20 and rows[1]["tcp_stall_ms"]["n"] == 1
 
 
 def test_advert_int_option() -> None:

@@ -20,11 +20,13 @@ Bounded: every trial has timeouts; the testbed is torn down at the end, whatever
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,48 +35,69 @@ from typing import Any
 
 from rich.progress import Progress
 
-from fwcluster.bench.capture import LiveCapture, first_of, flows, longest_silence
+from fwcluster.bench.capture import LiveCapture, Seen, first_of, flows, longest_silence
 from fwcluster.bench.datapath import SteadyLoad
 from fwcluster.testbed.masters import admin_call, master_events
 
 DOWNLOADS = 20
-# A steady stream: the client reads at a fixed rate, so each download keeps sending small
-# segments (server-side pacing, as /slow/ does, sends bursts with idle gaps that would hide
-# the reroute gap behind the application's own silence).
+# A steady stream: the client reads at a fixed rate from a small receive buffer, so each
+# download keeps sending small segments (server-side pacing, as /slow/ does, sends bursts with
+# idle gaps that would hide the reroute gap behind the application's own silence).
 STREAM = "/files/10M.bin"
-STREAM_RATE = "2M"  # bytes per second per download: 5 s each
+STREAM_RATE = 2_000_000  # bytes per second per download: 5 s each (bench/stream.py reads them)
+# The downloads bind their local ports here, below the client's ephemeral range (32768-60999),
+# so the capture sees only them: the short requests' ephemeral ports come back within a trial,
+# and the time between two short connections on one port read as a "stall" of the download.
+STREAM_PORTS = (20000, 21999)
+STREAM_CAPTURE = f"tcp src port 80 and dst portrange {STREAM_PORTS[0]}-{STREAM_PORTS[1]} and greater 200"
 
 
 LEVELS = ("none", "established", "full")
 
 
-def _config(tmp: Path, level: str = "full") -> Path:
-    f = tmp / f"failover-{level}.toml"
+STEERING = ("symmetric", "ecmp")
+
+
+def _config(tmp: Path, level: str = "full", steering: str = "symmetric") -> Path:
+    f = tmp / f"failover-{level}-{steering}.toml"
     f.write_text(
         f'[sync]\nlevel = "{level}"\naccess = "clean"\nconfirm = "async"\n'
+        f'[steering]\nkind = "{steering}"\n'
         '[policy]\ndefault = "drop"\n[[rules]]\naction = "accept"\nproto = "tcp"\ndport = 80\n'
     )
     return f
 
 
-def _downloads(client_netns: str, server: str, tmp: Path) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for i in range(DOWNLOADS):
-        argv = [
-            "ip",
-            "netns",
-            "exec",
-            client_netns,
-            "curl",
-            "-s",
-            "--max-time",
-            "30",
-            "-o",
-            str(tmp / f"d{i}"),
-        ]
-        argv += ["--limit-rate", STREAM_RATE]
-        procs.append(subprocess.Popen([*argv, f"http://{server}{STREAM}"]))
-    return procs
+class Streams:
+    """The long downloads of a trial: ``bench/stream.py`` in the client namespace."""
+
+    def __init__(self, client_netns: str, server_addr: str, expected: str) -> None:
+        argv = ["ip", "netns", "exec", client_netns, sys.executable, "-m", "fwcluster.bench.stream",
+                "--host", server_addr, "--path", STREAM, "--count", str(DOWNLOADS),
+                "--rate", str(STREAM_RATE), "--ports", "{}-{}".format(*STREAM_PORTS),
+                "--timeout", "30"]  # fmt: skip
+        self.expected = expected  # the file's SHA-256
+        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+
+    def lost(self, timeout: float = 40.0) -> int:
+        """Downloads that failed or arrived other than intact (all of them if the reader failed)."""
+        try:
+            out, _ = self._proc.communicate(timeout=timeout)
+            return sum(1 for d in json.loads(out) if d["error"] or d["sha256"] != self.expected)
+        except (subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+            self._proc.kill()
+            self._proc.wait()
+            return DOWNLOADS
+
+
+def stall_ms(data: list[Seen], t_kill: float) -> float:
+    """The TCP stall around a kill: the longest silence on any stream, by kernel capture stamps,
+    from 0.5 s before the kill to 2 s after it (a silence running into the end counts)."""
+    return longest_silence(data, t_kill - 0.5, t_kill + 2.0, to_end=True, kernel=True) * 1000
+
+
+def _downloads(state: Any) -> Streams:
+    return Streams(state.client_netns, state.server_addr, state.files.get(STREAM, ""))
 
 
 def _wait_event(state: Any, kind: str, after: float, timeout: float = 5.0) -> dict[str, Any] | None:
@@ -103,28 +126,30 @@ def _reset(state: Any) -> Any:
     return state
 
 
-def trial_sigkill(state: Any, tmp: Path) -> dict[str, float]:
+def trial_sigkill(state: Any) -> dict[str, float]:
     state = _reset(state)
-    procs = _downloads(state.client_netns, state.server_addr, tmp)
+    streams = _downloads(state)
     steady = SteadyLoad(state, 5, 5.0)
     time.sleep(1.0)
     out = {i.id: LiveCapture(i.netns, "tcp port 80", "out") for i in state.instances}
-    client = LiveCapture(state.client_netns, "tcp src port 80 and greater 200")
-    time.sleep(0.3)
+    client = LiveCapture(state.client_netns, STREAM_CAPTURE)
+    time.sleep(0.6)
     t_kill = time.time()
     os.kill(state.instance("fw1").pid, signal.SIGKILL)
     fo = _wait_event(state, "failover", t_kill)
     time.sleep(2.0)
     seen = {k: c.stop() for k, c in out.items()}
     data = client.stop()
-    lost = sum(1 for p in procs if p.wait(timeout=40) != 0)
+    lost = streams.lost()
     steady_failed = int(steady.join()["failed"])
     dead = flows(seen["fw1"], t_kill)
     firsts = [t for k, s in seen.items() if k != "fw1" and (t := first_of(s, dead, t_kill)) is not None]
     return {
         "reroute_gap_ms": (min(firsts) - t_kill) * 1000 if firsts else float("nan"),
         "reroute_done_ms": (fo["time"] - t_kill) * 1000 if fo else float("nan"),
-        "tcp_stall_ms": longest_silence(data, t_kill - 0.5, t_kill + 2.0) * 1000,
+        "tcp_stall_ms": stall_ms(data, t_kill),
+        # the same measure over the half second before the kill: the streams' own pacing
+        "stream_gap_before_ms": longest_silence(data, t_kill - 0.5, t_kill, kernel=True) * 1000,
         "master_detect_ms": float(fo["detect_ms"]) if fo else float("nan"),
         "master_reroute_ms": float(fo["reroute_ms"]) if fo else float("nan"),
         "long_downloads_lost": float(lost),
@@ -291,7 +316,9 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def run(trials: int, flows: int, levels: tuple[str, ...] = ("full",)) -> dict[str, Any]:
+def run(
+    trials: int, flows: int, levels: tuple[str, ...] = ("full",), steering: str = "symmetric"
+) -> dict[str, Any]:
     """``trials`` of each failure for each sync level (a fresh testbed per level), then with
     ``flows`` flows in the table the time from a scale request to the new instance's first packet."""
     from fwcluster.testbed import down, require_state, up
@@ -309,14 +336,14 @@ def run(trials: int, flows: int, levels: tuple[str, ...] = ("full",)) -> dict[st
                         into.setdefault(k, []).append(v)
 
                 down()
-                state = up(3, str(_config(tmp, level)))
+                state = up(3, str(_config(tmp, level, steering)))
                 try:
                     for i in range(trials):
                         for kind in ("sigkill", "sigstop", "takeover"):
                             progress.update(task, description=f"{level}: trial {i + 1}/{trials}: {kind}")
                             state = require_state()  # restarts change pids: always work from the file
                             if kind == "sigkill":
-                                add(trial_sigkill(state, tmp))
+                                add(trial_sigkill(state))
                             elif kind == "sigstop":
                                 add(trial_sigstop(state))
                             else:
@@ -332,4 +359,4 @@ def run(trials: int, flows: int, levels: tuple[str, ...] = ("full",)) -> dict[st
                 finally:
                     down()
                 per_level[level] = {"figures": {k: _summary(v) for k, v in results.items()}, "raw": results}
-    return {"trials": trials, "flows": flows, "levels": per_level}
+    return {"trials": trials, "flows": flows, "steering": steering, "levels": per_level}

@@ -26,8 +26,8 @@ TRIALS = 10
 LEVELS = ("none", "established", "full")
 
 
-def trial(state: Any, tmp: Path) -> dict[str, float]:
-    procs = _downloads(state.client_netns, state.server_addr, tmp)
+def trial(state: Any) -> dict[str, float]:
+    streams = _downloads(state)
     steady = SteadyLoad(state, 5, 6.0)
     time.sleep(1.0)
     t0 = time.monotonic()
@@ -37,7 +37,7 @@ def trial(state: Any, tmp: Path) -> dict[str, float]:
     t2 = time.monotonic()
     back = admin_call(state, "POST", "/v1/scale", {"active": 3})
     t3 = time.monotonic()
-    lost = sum(1 for p in procs if p.wait(timeout=60) != 0)
+    lost = streams.lost(60.0)
     failed = int(steady.join()["failed"])
     return {
         "scale_out_ms": (t1 - t0) * 1000,
@@ -49,7 +49,9 @@ def trial(state: Any, tmp: Path) -> dict[str, float]:
     }
 
 
-def run(trials: int = TRIALS, levels: tuple[str, ...] = LEVELS) -> dict[str, Any]:
+def run(
+    trials: int = TRIALS, levels: tuple[str, ...] = LEVELS, steering: str = "symmetric"
+) -> dict[str, Any]:
     from fwcluster.testbed import down, require_state, up
 
     per_level: dict[str, dict[str, Any]] = {}
@@ -60,14 +62,14 @@ def run(trials: int = TRIALS, levels: tuple[str, ...] = LEVELS) -> dict[str, Any
             for level in levels:
                 results: dict[str, list[float]] = {}
                 down()
-                up(3, str(_config(tmp, level)))
+                up(3, str(_config(tmp, level, steering)))
                 try:
                     for i in range(trials):
                         progress.update(task, description=f"{level}: trial {i + 1}/{trials}: 3 -> 6 -> 3")
-                        for k, v in trial(require_state(), tmp).items():
+                        for k, v in trial(require_state()).items():
                             results.setdefault(k, []).append(v)
                         progress.advance(task)
                 finally:
                     down()
                 per_level[level] = {"figures": {k: _summary(v) for k, v in results.items()}, "raw": results}
-    return {"trials": trials, "levels": per_level}
+    return {"trials": trials, "steering": steering, "levels": per_level}

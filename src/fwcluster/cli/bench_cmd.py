@@ -177,6 +177,7 @@ def add_parsers(
         help="with --baseline: keepalived advert intervals to test (default 1,0.1; the control "
         "runs at the shortest)",
     )
+    _add_steering(fo)
     fo.add_argument("--json", action="store_true", help="print one JSON object")
     fo.set_defaults(func=bench_failover)
     _add_study(sub, positive)
@@ -187,8 +188,18 @@ def add_parsers(
     )
     sc.add_argument("--trials", type=positive(1, 100), default=10, help="trials per level (default 10)")
     _add_level(sc)
+    _add_steering(sc)
     sc.add_argument("--json", action="store_true", help="print one JSON object")
     sc.set_defaults(func=bench_scale)
+
+
+def _add_steering(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--steering",
+        choices=("symmetric", "ecmp"),
+        default="symmetric",
+        help="steering kind of the testbed's load balancers (default symmetric)",
+    )
 
 
 def _add_level(parser: argparse.ArgumentParser) -> None:
@@ -488,14 +499,14 @@ def bench_failover(args: argparse.Namespace) -> int:
 
     require_root("bench failover")
     levels = tuple(dict.fromkeys(args.level or failover.LEVELS))
-    doc = failover.run(args.trials, 0 if args.no_scale else args.flows, levels)
+    doc = failover.run(args.trials, 0 if args.no_scale else args.flows, levels, args.steering)
     if args.baseline:
         doc["baseline"] = pairtrial.run(args.trials, args.advert_int)
         doc["baseline"]["side_by_side"] = pairtrial.side_by_side(doc["levels"], doc["baseline"])
     if args.json:
         print(json.dumps(doc))
         return 0
-    setup = "3 instances, 2 masters, {}/clean/async"
+    setup = "3 instances, 2 masters, {}/clean/async, " + args.steering
     _level_tables(doc, lambda lv: f"fwcluster bench failover ({args.trials} trials; {setup.format(lv)})")
     if args.baseline:
         _baseline_tables(doc["baseline"])
@@ -511,18 +522,15 @@ def _baseline_tables(base: dict[str, Any]) -> None:
             t.add_row(fig, str(f["median"]), str(f["p90"]), str(f["min"]), str(f["max"]), str(f["n"]))
         Console().print(t)
     t = Table(title="SIGKILL of the active node, side by side (gap and stall: median (min-max) ms)")
-    for col in ("setup", "intact", "incomplete: intact", "short failed", "forwarding gap", "TCP stall"):
+    for col in ("setup", "intact", "short failed", "forwarding gap", "TCP stall"):
         t.add_column(col, justify="left" if col == "setup" else "right")
 
     def spread(f: dict[str, float]) -> str:
         return f"{f['median']} ({f['min']}-{f['max']})" if f["n"] else "none"
 
-    def incomplete(row: dict[str, Any]) -> str:
-        return "-" if row["incomplete"] is None else f"{row['incomplete_intact']}/{row['incomplete']}"
-
     for row in base["side_by_side"]:
         t.add_row(
-            row["setup"], f"{row['intact']}/{row['downloads']}", incomplete(row),
+            row["setup"], f"{row['intact']}/{row['downloads']}",
             str(row["steady_requests_failed"]),
             spread(row["forwarding_gap_ms"]), spread(row["tcp_stall_ms"]),
         )  # fmt: skip
@@ -564,9 +572,11 @@ def bench_scale(args: argparse.Namespace) -> int:
     from fwcluster.cli.status_cmd import require_root
 
     require_root("bench scale")
-    doc = scale.run(args.trials, tuple(dict.fromkeys(args.level or scale.LEVELS)))
+    doc = scale.run(args.trials, tuple(dict.fromkeys(args.level or scale.LEVELS)), args.steering)
     if args.json:
         print(json.dumps(doc))
         return 0
-    _level_tables(doc, lambda lv: f"bench scale 3 -> 6 -> 3 ({args.trials} trials; {lv}/clean/async)")
+    _level_tables(
+        doc, lambda lv: f"bench scale 3 -> 6 -> 3 ({args.trials} trials; {lv}/clean/async, {args.steering})"
+    )
     return 0

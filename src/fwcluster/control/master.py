@@ -38,7 +38,7 @@ from fwcluster.control.admin import Admin
 from fwcluster.control.api import AdminApi
 from fwcluster.control.lease import EPOCH_KEY, LEADER_KEY, LeaderLease
 from fwcluster.control.metrics import MasterMetrics
-from fwcluster.instance.heartbeat import HB_PREFIX, ID, REG_PREFIX, parse_beat
+from fwcluster.instance.heartbeat import HB_PREFIX, ID, REG_PREFIX, TAKEOVER_KEY, parse_beat
 from fwcluster.procutil import running
 from fwcluster.steering.base import SteeringError
 from fwcluster.steering.fencing import EpochGate, FencedDriver
@@ -51,6 +51,9 @@ DISCOVER_INTERVAL = 1.0  # seconds between scans for registrations (a SCAN walks
 SCAN_COUNT = 1000
 LEASE_SAFETY = 0.9  # steering writes must end within this share of the lease after its last renewal
 OWNERS_REFRESH = 0.5  # seconds between reads of who holds buckets (others may steer by hand)
+# After a failover, how long instances pick up TCP segments that no one knows (Engine.pickup):
+# TCP's retransmissions of such a connection come at 0.2, 0.6, 1.4, 3 s after the loss.
+TAKEOVER_MS = 5000
 FAILOVER_RETRY = 1.0  # seconds between tries to move the buckets a failed instance still holds
 MEMBERS = b"fwc:members"  # instance id -> role, kept by the leading master (control/admin.py)
 # Replace the membership hash (DEL, then HSET of the pairs in ARGV), atomically.
@@ -473,6 +476,11 @@ class Master:
             self.metrics.failover_error(reason, "steering-refused")  # metrics
             return
         reroute_ms = (time.monotonic() - t0) * 1000
+        # Tell the instances (their heartbeats read the key): connections established on the
+        # failed instance in its last moment may have no state anywhere; for TAKEOVER_MS they
+        # are picked up mid-stream (Engine.pickup). Best effort: without it they time out.
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.set(TAKEOVER_KEY, f"{epoch}:{instance_id}", px=TAKEOVER_MS)
         self.steered()
         self.failovers += 1
         self.metrics.failover(reason)  # metrics

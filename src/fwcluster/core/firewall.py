@@ -33,12 +33,14 @@ from fwcluster.core.flowtable import (
     version_newer,
 )
 from fwcluster.core.packet import (
+    ACK,
     FIN,
     ICMP6_ECHO_REPLY,
     ICMP6_ECHO_REQUEST,
     ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST,
     RST,
+    SYN,
     Parsed,
     parse,
     tcp_checksum_ok,
@@ -54,6 +56,7 @@ from fwcluster.core.window import relearn, segment, step
 _new = tuple.__new__
 _S = [FlowState(i) if i in FlowState._value2member_map_ else FlowState.NONE for i in range(16)]
 _NONE = FlowState.NONE
+_HANDSHAKE = frozenset({FlowState.SYN_SENT, FlowState.SYN_RECV})
 _ACCEPT = Verdict.ACCEPT
 _DROP = Verdict.DROP
 _UNREPLIED = FlowState.UNREPLIED
@@ -400,6 +403,51 @@ class Firewall:
         flows[key] = pack(
             state, rec.orig_is_lo, now_ms + self.timeout_ms(state, rec.proto), rec.version, window
         )
+        return True
+
+    def pickup(self, buf: bytes, now: float) -> bool:
+        """Take a TCP segment of a connection nobody knows (no flow here, none in the store) as
+        ESTABLISHED: a mid-stream pickup, what the kernel's ``nf_conntrack_tcp_loose`` does for
+        every such segment. The engine calls it only just after a failover, for a segment the
+        store confirmed it knows nothing of: a connection established on the failed instance in
+        its last millisecond, whose async write died with it.
+
+        Only an ACK without SYN or RST (FIN allowed), only for a connection the rules would
+        admit in one of its two directions (which one opened it: the direction the rules admit,
+        the packet's own first), and within the table's bound; or for a flow known here only in
+        its handshake (SYN_SENT, SYN_RECV: a segment the table calls invalid), which keeps its
+        direction. The window is unknown, learned
+        from the next segments of each side, as for a flow from the store. Returns whether the
+        flow is now in the table (then decide the packet)."""
+        p = parse(buf)
+        if not isinstance(p, Parsed) or p.proto != PROTO_TCP:
+            return False
+        if p.flags & (SYN | RST) or not p.flags & ACK:
+            return False
+        key = p.key
+        now_ms = int(now * 1000)
+        v = self.table.flows.get(key)
+        version = 1
+        if v is not None and (v >> EXPIRY_SHIFT) > now_ms:
+            # Known only in its handshake (at `full` the SYN's or SYN-ACK's write came through,
+            # the ESTABLISHED one died): its own direction, a version past the store's.
+            if _S[v & STATE_MASK] not in _HANDSHAKE:
+                return False
+            orig_is_lo = (v & ORIG_IS_LO) != 0
+            version = next_version((v & VERSION_MASK) >> 8)
+        else:
+            src, dst = int.from_bytes(p.src), int.from_bytes(p.dst)
+            evaluate = self.ruleset.evaluate
+            if evaluate(PROTO_TCP, p.version, src, dst, p.sport, p.dport)[0] == Action.ACCEPT:
+                orig_is_lo = p.from_lo
+            elif evaluate(PROTO_TCP, p.version, dst, src, p.dport, p.sport)[0] == Action.ACCEPT:
+                orig_is_lo = not p.from_lo
+            else:
+                return False
+            if not self.table.room_for(key, now):
+                return False
+        state = FlowState.ESTABLISHED
+        self.table.flows[key] = pack(state, orig_is_lo, now_ms + self.timeout_ms(state, PROTO_TCP), version)
         return True
 
     def renumber(self, key: bytes, version: int, now: float) -> bool:

@@ -22,6 +22,7 @@ class Counters:
         "lookup_hits",
         "lookup_misses",
         "lookups",
+        "picked_up",
         "refreshed",
         "refreshes",
         "refused_in_outage",
@@ -49,6 +50,7 @@ class Counters:
         self.write_refused = 0  # clean writes the store refused (it held something newer)
         self.refreshes = 0  # handshakes seen from one side only: store asked, packet not held
         self.refreshed = 0  # ... and the store knew a newer state (then marked for the kernel)
+        self.picked_up = 0  # TCP segments nobody knew taken mid-stream just after a failover
         self.unshared = 0  # changes to share that the store could not take (down): resync later
         self.flows_refused = dict.fromkeys(INSTALL_SOURCES, 0)  # by source: the table was full
         self.kernel_tracked = 0  # new flows handed to the kernel's conntrack (kernel tracking)
@@ -75,6 +77,7 @@ class Counters:
             "hold_timeouts": self.hold_timeouts,
             "refused_in_outage": self.refused_in_outage,
             "resolved_by_store": self.resolved_by_store,
+            "picked_up": self.picked_up,
             "write_refused": self.write_refused,
             "refreshes": self.refreshes,
             "refreshed": self.refreshed,

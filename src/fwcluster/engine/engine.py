@@ -159,6 +159,11 @@ class Engine:
         # Kernel tracking: with nothing to share, the engine decides a flow's first packet by the
         # rules and the kernel's conntrack tracks the rest (see the module doc).
         self.kernel_tracking = policy.kernel_tracking and not self.sharing
+        # Just after a failover (the instance learns it from the store: instance/heartbeat.py),
+        # a TCP segment that neither the table nor the store knows is picked up mid-stream
+        # (Firewall.pickup): its connection was established on the failed instance in the
+        # millisecond before it died, and the async write of that state died with it.
+        self.pickup = False
         self._set_deferred()
 
     def _set_deferred(self) -> None:
@@ -245,6 +250,11 @@ class Engine:
                         pid, Held(_LOOKUP, now + policy.hold_timeout, buf, None, reason, attempts, key)
                     )
                     self.lookups.append((pid, key))
+                    return
+                # Not asked: the store said a moment ago that it does not know this flow (a
+                # retransmission after a miss). Just after a failover that is the pickup's case.
+                if self.gate.recently_unknown(key, now) and self._pickup(buf, now):
+                    self._settle(pid, buf, self._decide(buf, now), now, True, deadline, attempts)
                     return
         self._drop(pid, reason)
         if d.verdict is _REJECT and d.reply is not None:
@@ -354,11 +364,20 @@ class Engine:
                 c.resolved_by_store += 1
             else:
                 c.lookup_misses += 1
+                self._pickup(h.buf, now)  # the store knows no more than the table
         else:
             c.lookup_misses += 1
             self.gate.unknown(h.key, now)
+            self._pickup(h.buf, now)  # decided below, on the flow it may have taken
         d = self._decide(h.buf, now)
         self._settle(pid, h.buf, d, now, True, h.deadline, h.attempts)
+
+    def _pickup(self, buf: bytes, now: float) -> bool:
+        """A mid-stream pickup (``self.pickup``, see __init__), counted."""
+        if not self.pickup or not self.firewall.pickup(buf, now):
+            return False
+        self.counters.picked_up += 1
+        return True
 
     def lookup_failed(self, pid: int) -> None:
         """The store could not answer: the packet was never decided, so it is dropped."""

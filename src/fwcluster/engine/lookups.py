@@ -50,6 +50,11 @@ class LookupGate:
         self._tokens -= 1.0
         return True
 
+    def recently_unknown(self, key: bytes, now: float) -> bool:
+        """Did the store answer that it does not know ``key`` within the negative TTL?"""
+        until = self._negative.get(key)
+        return until is not None and until > now
+
     def unknown(self, key: bytes, now: float) -> None:
         """The store did not know ``key``."""
         if len(self._negative) >= NEGATIVE_MAX:

@@ -35,6 +35,9 @@ from redis.exceptions import RedisError
 
 HB_PREFIX = b"fwc:hb:"
 REG_PREFIX = b"fwc:reg:"
+# Set by the leading master for a few seconds after it failed an instance over (PX); every beat
+# reads it, and while it exists the engine picks up TCP segments nobody knows (Engine.pickup).
+TAKEOVER_KEY = b"fwc:takeover"
 STALL_MS = 2000  # the event loop may be busy this long (backlog after a pause) and still count as alive
 
 log = logging.getLogger("fwcluster.instance")
@@ -51,6 +54,7 @@ class Heartbeat:
         self.sent = 0
         self.failed = 0
         self.skipped = 0  # beats withheld because the event loop made no progress
+        self.takeover = False  # did the last beat find TAKEOVER_KEY (a failover just happened)?
         self._r = redis.Redis.from_url(url, socket_timeout=max(0.1, self.interval * 2))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,7 +93,13 @@ class Heartbeat:
                     pipe = self._r.pipeline(transaction=False)
                     pipe.set(key, f"{pid}:{int(time.time() * 1000)}", px=self.ttl_ms)
                     pipe.set(self._reg_key, self._registration)
-                    pipe.execute()
+                    pipe.get(TAKEOVER_KEY)
+                    beat, reg, takeover = pipe.execute(raise_on_error=False)
+                    for res in (beat, reg):
+                        if isinstance(res, Exception):
+                            raise res
+                    # An error here (a store user without the read right) is "no takeover".
+                    self.takeover = isinstance(takeover, bytes)
                     self.sent += 1
                     failing = False
                 except Exception as e:  # one failed beat never ends the thread

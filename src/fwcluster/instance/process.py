@@ -249,3 +249,5 @@ class Instance:
         """One bounded step of the expiry sweep."""
         budget = max(1024, int(len(self.firewall.table) * SWEEP_INTERVAL / SWEEP_PASS))
         self.expired += self.engine.expire(now, budget)
+        if self.heartbeat is not None:
+            self.engine.pickup = self.heartbeat.takeover  # the beats' news, every sweep (100 ms)

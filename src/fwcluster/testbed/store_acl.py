@@ -41,7 +41,8 @@ MASTER_COMMANDS = (
     "evalsha", "script|load",
 )  # fmt: skip
 MASTER_KEYS = (
-    "~fwc:leader", "~fwc:epoch", "~fwc:members", "~fwc:instances", "%R~fwc:hb:*", "%R~fwc:reg:*",
+    "~fwc:leader", "~fwc:epoch", "~fwc:members", "~fwc:instances", "~fwc:takeover",
+    "%R~fwc:hb:*", "%R~fwc:reg:*",
 )  # fmt: skip
 
 
@@ -58,7 +59,7 @@ def _rules(commands: tuple[str, ...], keys: tuple[str, ...]) -> list[str]:
 def instance_rules(instance_id: str) -> list[str]:
     """What instance ``instance_id`` may do (password rules not included)."""
     instance_user(instance_id)  # a valid id: no glob character reaches a key pattern
-    keys = ("~fwc:f:*", "~fwc:feed", f"~fwc:hb:{instance_id}", f"~fwc:reg:{instance_id}")
+    keys = ("~fwc:f:*", "~fwc:feed", f"~fwc:hb:{instance_id}", f"~fwc:reg:{instance_id}", "%R~fwc:takeover")
     return _rules(INSTANCE_COMMANDS, keys)
 
 

@@ -15,23 +15,20 @@ was sent into its kernel before the retransmissions that arrive are accepted.
 b forwards nothing before the crash, so its first forwarded packet after it (tcpdump in b) is
 the moment forwarding resumed (``forwarding_gap_ms``: the short requests keep a new connection
 coming every few ms); ``long_download_gap_ms`` is the first packet of a long download it
-forwards, which also waits for that download's retransmission or for curl to read again
-(``--limit-rate`` reads in bursts and sleeps between them).
+forwards.
 
-Measured per trial: the long downloads not yet complete on disk at the crash (one that was
-survives trivially; an incomplete one may still have its rest in the client's socket buffer,
-bounded to 256 KiB), those that arrived intact (sha256 of each file; also counted among the
-incomplete ones), the short requests that failed, the forwarding gaps (above), the TCP stall
-(the longest silence on any long download, seen in the client, from 0.5 s before the crash
-until the downloads ended; long downloads only, see ``long_flows``) and the time from the crash
-until b's notify script ran (``vrrp_takeover_ms``; with conntrackd, ``commit_ms`` for the
-script's four steps). Variants: conntrackd at each advert interval, and keepalived alone (no
-state follows the VIPs) at the shortest one, the control.
+Measured per trial: the long downloads that arrived intact (SHA-256 of each body; the streams of
+``bench/stream.py``, read at a steady rate for 5 s each, so all are in flight at the crash), the
+short requests that failed, the forwarding gaps (above), the TCP stall (the longest silence on
+any long download, kernel capture stamps in the client, from 0.5 s before the crash to 2 s
+after it, as fwcluster's trial measures it) and the time from the crash until b's notify script
+ran (``vrrp_takeover_ms``; with conntrackd, ``commit_ms`` for the script's four steps).
+Variants: conntrackd at each advert interval, and keepalived alone (no state follows the VIPs)
+at the shortest one, the control.
 """
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -41,20 +38,19 @@ from typing import Any
 from rich.progress import Progress
 
 from fwcluster.bench.baseline import pairnet as net
-from fwcluster.bench.capture import LiveCapture, Seen, first_of, longest_silence
+from fwcluster.bench.capture import LiveCapture, Seen, first_of
 from fwcluster.bench.datapath import SteadyLoad
-from fwcluster.bench.failover import DOWNLOADS, STREAM, _config, _downloads, _summary
+from fwcluster.bench.failover import DOWNLOADS, STREAM, STREAM_CAPTURE, Streams, _config, _summary, stall_ms
 from fwcluster.config import load_config
 from fwcluster.core.rules import RuleSet
-from fwcluster.testbed.server import LARGE_FILES, make_docroot
+from fwcluster.testbed.server import make_docroot
 
 ADVERT_INTS = (1.0, 0.1)  # keepalived's default, and the tuned interval operators use
-STREAM_SIZE = LARGE_FILES[STREAM.rsplit("/", 1)[1]]
 # A short request's response is one data segment; its port may come again for a later one (the
 # short requests open thousands of connections per second through the kernel), a long download
 # has hundreds of segments.
 LONG_FLOW_PACKETS = 20
-DOWNLOAD_TIMEOUT = 40.0  # curl gives up after 30 s (--max-time)
+DOWNLOAD_TIMEOUT = 40.0  # each stream gives up after 30 s (--timeout)
 
 
 @dataclass(frozen=True)
@@ -91,13 +87,6 @@ def _notified(log: Path, what: str) -> float:
     return times[-1] if times else float("nan")
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
 def long_flows(seen: list[Seen], before: float) -> set[frozenset[str]]:
     """The long downloads among the connections seen before ``before``: those with many data
     segments. A short request (one data segment) is left out: its port may be reused by a new
@@ -114,49 +103,37 @@ def long_flows(seen: list[Seen], before: float) -> set[frozenset[str]]:
 def trial(variant: Variant, ruleset: RuleSet, run_dir: Path, www: Path, digest: str) -> dict[str, float]:
     """One crash of the master of a fresh pair (see the module's doc)."""
     pair = net.Pair(run_dir, net.node_plans(run_dir, variant.advert_int, variant.conntrackd))
-    files = run_dir / "downloads"
-    files.mkdir(mode=0o700)
     try:
         net.build_network(ruleset)
         pair.pids.append(net.start_nginx(run_dir, www, www / "www"))
         pair.start_daemons()
-        # The client's capture runs from the start: a rate-limited curl reads in bursts and then
-        # sleeps, so a long download may be idle just before the crash.
-        client = LiveCapture(net.CLIENT, f"tcp src port {net.HTTP_PORT} and greater 200")
-        procs = _downloads(net.CLIENT, net.SERVER_ADDR, files)
+        # The same streams as fwcluster's trial (bench/stream.py: a steady rate for 5 s each, on
+        # ports of their own), so every download is in flight at the crash.
+        streams = Streams(net.CLIENT, net.SERVER_ADDR, digest)
         steady = SteadyLoad(_Ends(net.CLIENT, net.SERVER_ADDR), 5, 5.0)
         time.sleep(1.0)
+        client = LiveCapture(net.CLIENT, STREAM_CAPTURE)
         backup = LiveCapture(net.NODE_B, f"tcp port {net.HTTP_PORT}", "out")
         time.sleep(0.3)
-        behind = [i for i in range(DOWNLOADS) if _size(files / f"d{i}") < STREAM_SIZE]
         t_kill = time.time()
         pair.crash("a")
-        codes = [p.wait(timeout=DOWNLOAD_TIMEOUT) for p in procs]
-        t_end = time.time()
+        lost = streams.lost(DOWNLOAD_TIMEOUT)
         forwarded = backup.stop()
         data = client.stop()
         steady_failed = int(steady.join().get("failed", 0))
-        ok = {
-            i
-            for i, rc in enumerate(codes)
-            if rc == 0 and hashlib.sha256((files / f"d{i}").read_bytes()).hexdigest() == digest
-        }
-        streams = long_flows(data, t_kill)
-        first = first_of(forwarded, streams, t_kill)
+        streams_seen = long_flows(data, t_kill)
+        first = first_of(forwarded, streams_seen, t_kill)
         resumed = min((f.t for f in forwarded if f.t >= t_kill), default=float("nan"))
-        data = [s for s in data if frozenset((s.src, s.dst)) in streams]
         b = pair.node("b")
         takeover = _notified(b.log, "notify primary")
         done = _notified(b.log, "primary done")
         return {
-            "long_downloads_incomplete": float(len(behind)),
-            "incomplete_intact": float(sum(1 for i in behind if i in ok)),
-            "long_downloads_intact": float(len(ok)),
-            "long_downloads_lost": float(DOWNLOADS - len(ok)),
+            "long_downloads_intact": float(DOWNLOADS - lost),
+            "long_downloads_lost": float(lost),
             "steady_requests_failed": float(steady_failed),
             "forwarding_gap_ms": (resumed - t_kill) * 1000,
             "long_download_gap_ms": (first - t_kill) * 1000 if first is not None else float("nan"),
-            "tcp_stall_ms": longest_silence(data, t_kill - 0.5, t_end) * 1000,
+            "tcp_stall_ms": stall_ms(data, t_kill),
             "vrrp_takeover_ms": (takeover - t_kill) * 1000,
             "commit_ms": (done - takeover) * 1000 if variant.conntrackd else float("nan"),
         }
@@ -215,8 +192,8 @@ def _spread(values: list[float]) -> dict[str, float]:
 def side_by_side(ours: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per setup: fwcluster's ``sigkill`` trial at each sync level (``ours``: the
     ``levels`` of ``bench.failover.run``) and each baseline variant, with the same figures.
-    fwcluster's gap is its ``reroute_gap_ms`` (first packet another instance forwards), and its
-    intact downloads are those whose curl ended well (full length; not checksummed there)."""
+    fwcluster's gap is its ``reroute_gap_ms`` (first packet another instance forwards); intact
+    downloads are checksummed on both sides (bench/stream.py)."""
     rows = []
     for level, res in ours.items():
         raw = res["raw"]
@@ -224,8 +201,6 @@ def side_by_side(ours: dict[str, Any], baseline: dict[str, Any]) -> list[dict[st
         rows.append({
             "setup": f"fwcluster/{level}",
             "downloads": DOWNLOADS * len(lost),
-            "incomplete": None,
-            "incomplete_intact": None,
             "intact": int(DOWNLOADS * len(lost) - sum(lost)),
             "steady_requests_failed": int(sum(raw.get("steady_requests_failed", []))),
             "forwarding_gap_ms": _spread(raw.get("reroute_gap_ms", [])),
@@ -236,8 +211,6 @@ def side_by_side(ours: dict[str, Any], baseline: dict[str, Any]) -> list[dict[st
         rows.append({
             "setup": name,
             "downloads": res["downloads"],
-            "incomplete": int(sum(raw["long_downloads_incomplete"])),
-            "incomplete_intact": int(sum(raw["incomplete_intact"])),
             "intact": res["intact"],
             "steady_requests_failed": int(sum(raw["steady_requests_failed"])),
             "forwarding_gap_ms": _spread(raw["forwarding_gap_ms"]),
