@@ -13,8 +13,10 @@ Detection, every ``TICK``:
   (SIGSTOP) or cut-off instance.
 
 Failover: the failed instance's buckets, and only those, move to the healthy instances through
-the fenced steering driver, with the leader's epoch. One JSON line per event on stdout (the
-master's log): what failed, why, and how long detection and rerouting took.
+the fenced steering driver, with the leader's epoch: to a ready standby if there is one; else, with
+``[sync] follow = "backup"``, all to the failed instance's designated backup (statetable/ring.py),
+which already holds its flows; else spread over the healthy active instances. One JSON line per
+event on stdout (the master's log): what failed, why, and how long detection and rerouting took.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from fwcluster.control.lease import EPOCH_KEY, LEADER_KEY, LeaderLease
 from fwcluster.control.metrics import MasterMetrics
 from fwcluster.instance.heartbeat import HB_PREFIX, ID, REG_PREFIX, parse_beat
 from fwcluster.procutil import running
+from fwcluster.statetable.redis_store import MEMBERS as MEMBERS_KEY
+from fwcluster.statetable.ring import RING_ROLES, backup_of
+from fwcluster.statetable.settings import Follow
 from fwcluster.steering.base import SteeringError
 from fwcluster.steering.fencing import EpochGate, FencedDriver
 from fwcluster.steering.spec import load_driver, load_provisioner, load_standby
@@ -52,7 +57,7 @@ SCAN_COUNT = 1000
 LEASE_SAFETY = 0.9  # steering writes must end within this share of the lease after its last renewal
 OWNERS_REFRESH = 0.5  # seconds between reads of who holds buckets (others may steer by hand)
 FAILOVER_RETRY = 1.0  # seconds between tries to move the buckets a failed instance still holds
-MEMBERS = b"fwc:members"  # instance id -> role, kept by the leading master (control/admin.py)
+MEMBERS = MEMBERS_KEY  # instance id -> role, kept by the leading master (control/admin.py)
 # Replace the membership hash (DEL, then HSET of the pairs in ARGV), atomically.
 WRITE_MEMBERS = """
 redis.call('DEL', KEYS[1])
@@ -238,11 +243,12 @@ class Master:
             if i in owners and i not in self.failed and i not in self.leaving
         ]
 
-    async def publish_members(self) -> None:
-        """Write the membership (instance id -> role) to the store; the leader keeps it."""
+    async def publish_members(self, owners: set[str] | None = None) -> None:
+        """Write the membership (instance id -> role) to the store; the leader keeps it (the
+        instances read it too: with ``follow = "backup"`` who backs up whom follows from it)."""
         if self.epoch is None:
             return
-        owners = self.owners()
+        owners = self.owners() if owners is None else owners
         members = {i: "joining" for i in self.joining}
         members |= {i: self.role_of(i, owners) for i in self.driver.driver.targets}
         if members == self._members:
@@ -398,6 +404,9 @@ class Master:
         if joining != self.joining:
             self.joining = joining
             await self.publish_members()
+        else:
+            # Buckets moved (a scale step, an operator's move): the roles, and so the ring, change.
+            await self.publish_members(owners)
         for instance_id, reason in newly_failed:
             async with self.steer_lock:  # never between the reads and the writes of an admin move
                 await self._fail_over(instance_id, reason, alive, now)
@@ -463,6 +472,13 @@ class Master:
         # without one, they spread over the healthy active instances.
         ready = [i for i in self.standby if i in healthy]
         targets = ready[:1] or [i for i in healthy if i not in self.standby] or healthy
+        if not ready and self.config.sync.follow == Follow.BACKUP:
+            # The designated backup follows the failed instance's changes: it holds its flows.
+            # (The others would find them only by look-ups; see docs/architecture.md.) The ring
+            # is the one the instances follow: from the membership published last.
+            backup = backup_of(instance_id, [i for i, r in self._members.items() if r in RING_ROLES])
+            if backup is not None and backup in healthy:
+                targets = [backup]
         t0 = time.monotonic()
         try:
             moved = await asyncio.to_thread(

@@ -103,6 +103,7 @@ class EnginePolicy:
     retries: int = 2  # decisions again after a refused clean write
     fast_path: bool = False  # mark committed ESTABLISHED/REPLIED flows for the kernel to forward
     kernel_tracking: bool = False  # hand new flows to the kernel's conntrack (only when not sharing)
+    refresh: bool = False  # refresh handshakes from the store without the fast path (see below)
 
 
 _WRITE, _LOOKUP = 0, 1
