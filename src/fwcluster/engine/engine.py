@@ -155,7 +155,9 @@ class Engine:
         # replica stays in SYN_RECV (the client's ACK crossed another instance) until the feed
         # brings ESTABLISHED, and the server's data all come up meanwhile. Such a packet passes as
         # it is and the engine asks the store for the flow's newer state without holding it.
-        self._refresh_handshakes = policy.fast_path and self.sharing
+        # ``refresh`` asks for it without the fast path too: with ``follow = "backup"`` the
+        # stream of the instance that saw the client's ACK is not followed here.
+        self._refresh_handshakes = (policy.fast_path or policy.refresh) and self.sharing
         self._refreshing: dict[bytes, float] = {}
         # Kernel tracking: with nothing to share, the engine decides a flow's first packet by the
         # rules and the kernel's conntrack tracks the rest (see the module doc).
