@@ -138,3 +138,20 @@ def test_a_backup_follows_its_predecessor_and_retargets(redis_url: str, run: Run
 
     run(scenario())
     admin.close()
+
+
+def test_bad_entries_in_a_writers_stream_are_skipped_and_counted(redis_url: str, run: Run) -> None:
+    _flush(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    admin.xadd("fwc:feed:a", {"foo": "bar"})
+    admin.xadd("fwc:feed:a", {"k": fk(b"x"), "v": b"junk"})
+    a, b = _store(redis_url), _store(redis_url)
+    try:
+        run(a.write([(rec(b"good", S.ESTABLISHED, 1, "a"), LONG_TTL)], False))
+        got, pos = run(b.follow({"a": "0-0"}, 10, 100))
+        assert [r.key for r in got] == [fk(b"good")] and pos["a"] != "0-0"
+        assert b.bad_records.by_source["feed"] == 2
+    finally:
+        run(a.close())
+        run(b.close())
+        admin.close()
