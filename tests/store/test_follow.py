@@ -155,3 +155,20 @@ def test_bad_entries_in_a_writers_stream_are_skipped_and_counted(redis_url: str,
         run(a.close())
         run(b.close())
         admin.close()
+
+
+def test_a_membership_that_cannot_be_read_is_none_and_counted(redis_url: str, run: Run) -> None:
+    """A key of another type where the membership should be: no ring (nothing followed), counted;
+    not an outage."""
+    _flush(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    admin.set("fwc:members", "junk")
+    a = _store(redis_url)
+    try:
+        assert run(a.members()) == {}
+        assert a.bad_records.by_source["members"] == 1
+        run(a.ping())  # the store is up
+    finally:
+        run(a.close())
+        admin.delete("fwc:members")
+        admin.close()

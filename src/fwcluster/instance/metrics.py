@@ -290,7 +290,7 @@ def collect_stats(stats: Mapping[str, Any]) -> Iterator[Metric]:
     yield _labelled(
         "store_bad_records_total",
         "Records from the store the strict decoder refused (skipped), by source "
-        "(feed, lookup, load, write-answer).",
+        "(feed, lookup, load, write-answer, members).",
         "source",
         store["bad_records"],
     )

@@ -35,7 +35,7 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from fwcluster.core.flowtable import VERSION_HALF, VERSION_MOD
 from fwcluster.core.rules import PROTO_TCP
@@ -397,6 +397,11 @@ class RedisStore(Store):
     async def members(self) -> dict[str, str]:
         try:
             raw = await self._r.hgetall(MEMBERS)
+        except ResponseError as e:
+            # The server answered, but no hash (WRONGTYPE) or no right to read it (NOPERM, a store
+            # whose ACL predates follow = "backup"): no membership, counted; the store is up.
+            self.bad_records.note("members", MEMBERS, str(e)[:80])
+            return {}
         except (RedisError, OSError) as e:
             raise StoreError(str(e)) from e
         out = {}
