@@ -7,7 +7,10 @@ brings the store's records back to it, following the three knobs.
   ticket until :meth:`Engine.write_done` tells it the outcome).
 
 Background tasks: the writer (pipelined batches), the feed follower (other instances' changes,
-handed to the engine, which merges them into the replica) and the health watch (notices an
+handed to the engine, which merges them into the replica: with ``[sync] follow = "all"`` every
+instance's, from the one feed; with ``"backup"`` only those of the instances this one backs up,
+from their own streams, re-targeted when the membership changes: statetable/ring.py) and the
+health watch (notices an
 outage, reconnects, resynchronizes). Look-ups the engine asks for run as tasks of their own.
 The flow table itself is the engine's: nothing here reads or writes it but through the engine.
 Nothing here raises into the datapath: store trouble becomes counters and outcomes. Records the
