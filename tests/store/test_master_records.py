@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -222,8 +223,8 @@ def test_with_follow_backup_a_failed_instance_goes_to_its_backup_and_the_ring_cl
 ) -> None:
     """follow = "backup" (the default): the leader publishes the membership, the ring follows from
     it (fw1 -> fw2 -> fw3 -> fw4), and a failed fw2's buckets all go to fw3, the one that followed
-    its changes; the membership then closes the ring over it (fw3 follows fw1). A move by hand
-    (no failure) is published too."""
+    its changes; the membership then closes the ring over it (fw3 follows fw1), and a little later
+    the fair shares come back (only fw3's excess moves). A move by hand is published too."""
     r = redis.Redis.from_url(redis_url)
     clean(r)
     ids = ["fw1", "fw2", "fw3", "fw4"]
@@ -243,8 +244,14 @@ def test_with_follow_backup_a_failed_instance_goes_to_its_backup_and_the_ring_cl
             beat(r, "fw2", dead_pid())
             await until(lambda: "fw2" in m.failed and members().get("fw2") == "failed")
             assert followed("fw3", members()) == {"fw1"}
+            fwd = driver.table("forward")
+            assert [fwd[b] for b in range(8)] == ["fw1", "fw1", "fw3", "fw3", "fw3", "fw3", "fw4", "fw4"]
+            # REBALANCE_DELAY later the fair shares come back: only fw3's excess moves
+            await until(lambda: sorted(Counter(driver.table("forward").values()).values()) == [2, 3, 3])
+            after = driver.table("forward")
+            assert all(after[b] == fwd[b] for b in range(8) if fwd[b] != "fw3")
             # by hand, fw4's buckets to fw1: fw4 is ready now, still in the ring
-            driver.assign({6: "fw1", 7: "fw1"})
+            driver.assign({b: "fw1" for b, i in after.items() if i == "fw4"})
             m.steered()
             await until(lambda: members().get("fw4") == "ready")
         finally:
@@ -252,7 +259,8 @@ def test_with_follow_backup_a_failed_instance_goes_to_its_backup_and_the_ring_cl
             await task
 
     run(scenario())
-    fwd = driver.table("forward")
-    assert [fwd[b] for b in range(6)] == ["fw1", "fw1", "fw3", "fw3", "fw3", "fw3"]
-    (fo,) = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if '"failover"' in ln]
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    (fo,) = [ln for ln in lines if ln["event"] == "failover"]
     assert fo["instance"] == "fw2" and fo["to"] == ["fw3"]
+    (rb,) = [ln for ln in lines if ln["event"] == "rebalanced"]
+    assert rb["to"] == ["fw1", "fw3", "fw4"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fwcluster.config import ConfigError, parse_config
-from fwcluster.statetable.ring import backup_of, followed
+from fwcluster.statetable.ring import backup_of, followed, to_preload
 from fwcluster.statetable.settings import Follow
 
 
@@ -47,3 +47,13 @@ def test_follow_knob() -> None:
     assert parse_config({"sync": {"follow": "all"}}, "t").sync.follow == Follow.ALL
     with pytest.raises(ConfigError, match=r"sync\.follow"):
         parse_config({"sync": {"follow": "some"}}, "t")
+
+
+def test_the_failed_ones_flows_are_preloaded_once_by_those_in_the_ring() -> None:
+    members = {"a": "active", "b": "failed", "c": "active", "d": "ready", "s": "standby", "j": "joining"}
+    assert to_preload("a", members, []) == {"b"}
+    assert to_preload("c", members, ["b"]) == set()  # it followed b: it holds b's flows
+    assert to_preload("d", members, []) == {"b"}
+    assert to_preload("s", members, []) == set()  # a standby follows every active one
+    assert to_preload("j", members, []) == set()
+    assert to_preload("b", members, []) == set()

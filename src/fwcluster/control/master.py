@@ -15,7 +15,8 @@ Detection, every ``TICK``:
 Failover: the failed instance's buckets, and only those, move to the healthy instances through
 the fenced steering driver, with the leader's epoch: to a ready standby if there is one; else, with
 ``[sync] follow = "backup"``, all to the failed instance's designated backup (statetable/ring.py),
-which already holds its flows; else spread over the healthy active instances. One JSON line per
+which already holds its flows, and the fair shares come back ``REBALANCE_DELAY`` later; else
+spread over the healthy active instances. One JSON line per
 event on stdout (the master's log): what failed, why, and how long detection and rerouting took.
 """
 
@@ -36,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from fwcluster.config import Config
-from fwcluster.control.admin import Admin
+from fwcluster.control.admin import Admin, AdminError
 from fwcluster.control.api import AdminApi
 from fwcluster.control.lease import EPOCH_KEY, LEADER_KEY, LeaderLease
 from fwcluster.control.metrics import MasterMetrics
@@ -57,6 +58,10 @@ SCAN_COUNT = 1000
 LEASE_SAFETY = 0.9  # steering writes must end within this share of the lease after its last renewal
 OWNERS_REFRESH = 0.5  # seconds between reads of who holds buckets (others may steer by hand)
 FAILOVER_RETRY = 1.0  # seconds between tries to move the buckets a failed instance still holds
+# follow = "backup": after a failover to the backup, the fair shares come back this much later,
+# once the others had time to read the membership (every 0.5 s) and bulk-load the failed
+# instance's flows by its index (statetable/shared.py); a flow not loaded yet is looked up.
+REBALANCE_DELAY = 2.0
 MEMBERS = MEMBERS_KEY  # instance id -> role, kept by the leading master (control/admin.py)
 # Replace the membership hash (DEL, then HSET of the pairs in ARGV), atomically.
 WRITE_MEMBERS = """
@@ -105,6 +110,7 @@ class Master:
         self._next_discover = 0.0
         self._owners: set[str] = set()  # who held buckets at the last read (_owners_now)
         self._retry_at: dict[str, float] = {}  # failed instance -> when to retry moving its buckets
+        self._rebalance_at = 0.0  # time.monotonic() of the rebalance after a failover to a backup
         self._fail_reason: dict[str, str] = {}  # failed instance -> why it failed
         self._owners_at = -OWNERS_REFRESH
         self.failovers = 0
@@ -421,6 +427,27 @@ class Master:
                     async with self.steer_lock:
                         reason = self._fail_reason.get(instance_id, "heartbeat")
                         await self._fail_over(instance_id, reason, alive, now)
+        if self._rebalance_at and time.monotonic() >= self._rebalance_at and not newly_failed:
+            self._rebalance_at = 0.0
+            await self._rebalance()
+
+    async def _rebalance(self) -> None:
+        """The fair shares again over the active instances, after a failover put all of the
+        failed one's buckets on its backup (only the excess moves, as in a scale step)."""
+        members = self.active()
+        try:
+            moved = await self.admin.rebalance(members)
+        except AdminError as e:
+            event("rebalance-refused", error=e.message, master=self.id)
+            return
+        event(
+            "rebalanced",
+            to=members,
+            buckets={d: len(mv) for d, mv in moved.items()},
+            epoch=self.epoch,
+            master=self.id,
+        )
+        await self.publish_members()
 
     async def _owners_now(self) -> set[str]:
         """The instances holding buckets, read from the kernel (off the event loop) at most every
@@ -479,6 +506,7 @@ class Master:
             backup = backup_of(instance_id, [i for i, r in self._members.items() if r in RING_ROLES])
             if backup is not None and backup in healthy:
                 targets = [backup]
+                self._rebalance_at = time.monotonic() + REBALANCE_DELAY
         t0 = time.monotonic()
         try:
             moved = await asyncio.to_thread(

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 ACTIVE = "active"
 READY = "ready"
 STANDBY = "standby"
+FAILED = "failed"
 RING_ROLES = frozenset({ACTIVE, READY})
 
 
@@ -32,6 +33,15 @@ def backup_of(instance: str, members: Iterable[str]) -> str | None:
     if len(r) < 2:
         return None
     return r[(r.index(instance) + 1) % len(r)]
+
+
+def to_preload(me: str, members: Mapping[str, str], had: Iterable[str]) -> frozenset[str]:
+    """The failed instances whose flows ``me`` loads once by their index, so the rebalance after
+    a failover to the backup finds them here: every failed one, when ``me`` is in the ring, except
+    those it followed (``had``: it holds their flows already)."""
+    if members.get(me) not in RING_ROLES:
+        return frozenset()
+    return frozenset(i for i, r in members.items() if r == FAILED and i != me) - set(had)
 
 
 def followed(me: str, members: Mapping[str, str]) -> frozenset[str]:

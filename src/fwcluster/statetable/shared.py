@@ -35,7 +35,7 @@ from fwcluster.core.states import FlowState
 from fwcluster.engine.engine import NO_TICKET, Engine, Outcome
 from fwcluster.statetable.guard import ERROR_PAUSE, CountedLog, TaskErrors
 from fwcluster.statetable.record import FlowRecord
-from fwcluster.statetable.ring import followed
+from fwcluster.statetable.ring import FAILED, followed, to_preload
 from fwcluster.statetable.settings import Access, Confirm, Follow, SyncLevel, SyncSettings
 from fwcluster.statetable.store import ReplicaLagError, Store, StoreError
 
@@ -122,6 +122,7 @@ class SharedTable:
         # membership is read next
         self.follow_all = settings.follow == Follow.ALL
         self._following: dict[str, str] = {}
+        self._preloaded: set[str] = set()  # failed instances whose flows were loaded (once each)
         self._members_at = 0.0
         if store is not None:
             store.per_writer = not self.follow_all
@@ -362,9 +363,19 @@ class SharedTable:
         (statetable/ring.py). A writer followed anew: its stream position first, then its flows
         (the store's index of them), then its changes from that position, so none is lost."""
         assert self.store is not None
-        want = followed(self.id, await self.store.members()) - {self.id}
+        members = await self.store.members()
+        want = followed(self.id, members) - {self.id}
+        # A failed instance's flows, once: the master rebalances its buckets after a failover
+        # to its backup (its successor, which followed it and needs nothing).
+        self._preloaded &= {i for i, r in members.items() if r == FAILED}
+        for writer in sorted(to_preload(self.id, members, [*self._following, *self._preloaded])):
+            records = await self.store.owned(writer)
+            self.engine.load(records, self._clock())
+            self.counters.bulk_loaded += len(records)
+            self._preloaded.add(writer)
         for writer in sorted(set(self._following) - want):
             del self._following[writer]
+            self._preloaded.add(writer)  # it holds that writer's flows: no load if it failed
             self.counters.follow_switches += 1
         for writer in sorted(want - set(self._following)):
             position = await self.store.position(writer)
