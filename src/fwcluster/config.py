@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from fwcluster.core.rules import ACTION_BY_NAME, PROTO_BY_NAME, Action, Network, Rule, RuleSet
 from fwcluster.core.timeouts import Timeouts
-from fwcluster.statetable.settings import Access, Confirm, SyncLevel, SyncSettings
+from fwcluster.statetable.settings import Access, Confirm, Follow, SyncLevel, SyncSettings
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -133,6 +133,7 @@ DEFAULT_TOML = """\
 level = "established"   # none | established | full
 access = "dirty"        # dirty | clean
 confirm = "async"       # async | sync
+follow = "backup"       # backup | all: whose changes an instance applies (all: the seed's design)
 
 [policy]
 default = "drop"        # accept | drop | reject
@@ -210,11 +211,12 @@ def _choice(table: dict[str, Any], where: str, key: str, enum: type[E], default:
 
 
 def _sync(t: dict[str, Any]) -> SyncSettings:
-    _only(t, ("level", "access", "confirm"), "sync")
+    _only(t, ("level", "access", "confirm", "follow"), "sync")
     return SyncSettings(
         level=_choice(t, "sync", "level", SyncLevel, SyncLevel.ESTABLISHED),
         access=_choice(t, "sync", "access", Access, Access.DIRTY),
         confirm=_choice(t, "sync", "confirm", Confirm, Confirm.ASYNC),
+        follow=_choice(t, "sync", "follow", Follow, Follow.BACKUP),
     )
 
 

@@ -30,7 +30,7 @@ from fwcluster.core.timeouts import Timeouts
 from fwcluster.engine.engine import Engine, EnginePolicy
 from fwcluster.statetable.record import FlowRecord
 from fwcluster.statetable.redis_store import FEED, PREFIX, RedisStore
-from fwcluster.statetable.settings import Access, Confirm, SyncLevel, SyncSettings
+from fwcluster.statetable.settings import Access, Confirm, Follow, SyncLevel, SyncSettings
 from fwcluster.statetable.shared import PUBLISHED, SharedTable
 
 from .helpers import LONG_TTL, Run, S
@@ -82,7 +82,7 @@ BAD_FIELDS: list[dict[bytes, bytes]] = [
 
 
 def settings(confirm: Confirm = Confirm.SYNC) -> SyncSettings:
-    return SyncSettings(SyncLevel.FULL, Access.CLEAN, confirm)
+    return SyncSettings(SyncLevel.FULL, Access.CLEAN, confirm, Follow.ALL)  # the one feed: fwc:feed
 
 
 def new_engine(sync: SyncSettings, max_flows: int = 1000) -> Engine:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from fwcluster.config import load_config
 from fwcluster.control.lease import EPOCH_KEY, LEADER_KEY
 from fwcluster.control.master import MEMBERS, Master
 from fwcluster.instance.heartbeat import HB_PREFIX, REG_PREFIX
+from fwcluster.statetable.ring import followed
 from fwcluster.steering import Balancer
 from fwcluster.steering.spec import dump_spec
 
@@ -214,3 +216,51 @@ def test_buckets_a_failed_instance_still_holds_move_once_someone_is_healthy(
     run(scenario())
     events = [json.loads(ln)["event"] for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
     assert "failover-impossible" in events and events.count("failover") == 1
+
+
+def test_with_follow_backup_a_failed_instance_goes_to_its_backup_and_the_ring_closes(
+    redis_url: str, run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """follow = "backup" (the default): the leader publishes the membership, the ring follows from
+    it (fw1 -> fw2 -> fw3 -> fw4), and a failed fw2's buckets all go to fw3, the one that followed
+    its changes; the membership then closes the ring over it (fw3 follows fw1), and a little later
+    the fair shares come back (only fw3's excess moves). A move by hand is published too."""
+    r = redis.Redis.from_url(redis_url)
+    clean(r)
+    ids = ["fw1", "fw2", "fw3", "fw4"]
+    for i in ids:
+        beat(r, i, os.getpid())
+    m, driver = make_master(tmp_path, redis_url, ids)
+    driver.assign({b: ids[b // 2] for b in range(8)})
+
+    def members() -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in r.hgetall(MEMBERS).items()}
+
+    async def scenario() -> None:
+        task = asyncio.create_task(m.run())
+        try:
+            await until(lambda: members() == dict.fromkeys(ids, "active"))
+            assert followed("fw3", members()) == {"fw2"}
+            beat(r, "fw2", dead_pid())
+            await until(lambda: "fw2" in m.failed and members().get("fw2") == "failed")
+            assert followed("fw3", members()) == {"fw1"}
+            fwd = driver.table("forward")
+            assert [fwd[b] for b in range(8)] == ["fw1", "fw1", "fw3", "fw3", "fw3", "fw3", "fw4", "fw4"]
+            # REBALANCE_DELAY later the fair shares come back: only fw3's excess moves
+            await until(lambda: sorted(Counter(driver.table("forward").values()).values()) == [2, 3, 3])
+            after = driver.table("forward")
+            assert all(after[b] == fwd[b] for b in range(8) if fwd[b] != "fw3")
+            # by hand, fw4's buckets to fw1: fw4 is ready now, still in the ring
+            driver.assign({b: "fw1" for b, i in after.items() if i == "fw4"})
+            m.steered()
+            await until(lambda: members().get("fw4") == "ready")
+        finally:
+            m._stop.set()
+            await task
+
+    run(scenario())
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    (fo,) = [ln for ln in lines if ln["event"] == "failover"]
+    assert fo["instance"] == "fw2" and fo["to"] == ["fw3"]
+    (rb,) = [ln for ln in lines if ln["event"] == "rebalanced"]
+    assert rb["to"] == ["fw1", "fw3", "fw4"]

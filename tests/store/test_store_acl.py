@@ -142,3 +142,36 @@ def test_the_takeover_key_is_the_master_s_to_write_and_the_instances_to_read(use
     _refused(lambda: r.set("fwc:takeover", "9:fw9", px=60_000))
     _refused(lambda: r.delete("fwc:takeover"))
     r.close()
+
+
+def test_an_instance_writes_its_own_stream_and_index_and_reads_the_others(
+    users: dict[str, str], run: Run
+) -> None:
+    """follow = "backup": fw1 writes fwc:feed:fw1 and fwc:o:fw1 (dirty and clean), reads fw2's
+    stream and index and the membership, and can write none of those."""
+    store = RedisStore(users["inst-fw1"], timeout=2.0)
+    store.per_writer = True
+    key2 = KEY[:-1] + b"\x77"
+    try:
+        run(store.ping())
+        (dirty,) = run(
+            store.write([(FlowRecord(KEY, FlowState.ESTABLISHED, True, 3, 6, "fw1"), 60_000)], False)
+        )
+        (clean,) = run(
+            store.write([(FlowRecord(key2, FlowState.ESTABLISHED, True, 1, 6, "fw1"), 60_000)], True)
+        )
+        assert dirty.refused is None and clean.refused is None and dirty.applied and clean.applied
+        assert {r.key for r in run(store.owned("fw1"))} == {KEY, key2}
+        assert run(store.position("fw2")) == "0-0"  # reading another's stream is allowed
+        assert run(store.owned("fw2")) == []
+        assert run(store.members()) == {}
+        records, _ = run(store.follow({"fw2": "0-0"}, 10, 10))
+        assert records == []
+    finally:
+        run(store.close())
+    r = _as(users["inst-fw1"])
+    _refused(lambda: r.xadd("fwc:feed:fw2", {"k": KEY, "v": b"x"}))
+    _refused(lambda: r.zadd("fwc:o:fw2", {KEY: 1}))
+    _refused(lambda: r.delete("fwc:o:fw2"))
+    _refused(lambda: r.hset("fwc:members", "fw1", "active"))
+    r.close()

@@ -397,3 +397,21 @@ def test_a_newer_state_from_the_store_replaces_a_local_close() -> None:
     assert not e.firewall.merge(rec(S.ESTABLISHED, 6), T0)  # the same life, late: ignored
     assert e.firewall.merge(rec(S.ESTABLISHED, 8), T0)  # the next life
     assert state(e) == S.ESTABLISHED
+
+
+# --------------------------------------------------------------------------- handshake refresh
+def test_refresh_asks_the_store_for_a_handshake_without_the_fast_path() -> None:
+    """follow = "backup" with ECMP: the ESTABLISHED the peer direction's instance wrote comes in no
+    stream this one follows, so a packet on a flow in SYN_RECV asks the store (nobody waits)."""
+    for refresh in (False, True):
+        e = engine(SyncLevel.FULL, confirm=False, refresh=refresh)
+        e.packet(1, SYN_PKT, T0)
+        e.packet(2, SYNACK, T0)
+        # the server's first data, before the client's ACK crossed here: SYN_RECV stays
+        e.packet(3, tcp(ACK, reply=True, seq=1000, ack=1001, data=b"x"), T0 + 0.001)
+        assert state(e) == S.SYN_RECV
+        assert verdicts(e) == ([1, 2, 3], [])
+        assert ((NO_TICKET, KEY) in e.lookups) is refresh
+        if refresh:
+            e.lookup_done(NO_TICKET, rec(S.ESTABLISHED, 3), T0 + 0.002)
+            assert state(e) == S.ESTABLISHED

@@ -128,7 +128,7 @@ def test_values_near_good_ones_never_raise_anything_else(key: bytes, tail: bytes
 
 def test_bad_records_are_counted_by_source_and_logged_now_and_then(caplog: pytest.LogCaptureFixture) -> None:
     bad = BadRecords()
-    assert bad.by_source == {"feed": 0, "lookup": 0, "load": 0, "write-answer": 0}
+    assert bad.by_source == {"feed": 0, "lookup": 0, "load": 0, "write-answer": 0, "members": 0}
     caplog.set_level(logging.WARNING, "fwcluster.statetable")
     assert bad.decode("feed", KEY4, b"3:1:3:6:fw2") is not None
     for _ in range(50):

@@ -29,7 +29,7 @@ from fwcluster.instance.metrics import InstanceMetrics
 from fwcluster.instance.process import Instance
 from fwcluster.statetable.memory import MemoryStore
 from fwcluster.statetable.record import FlowRecord
-from fwcluster.statetable.settings import Access, Confirm, SyncLevel, SyncSettings
+from fwcluster.statetable.settings import Access, Confirm, Follow, SyncLevel, SyncSettings
 from fwcluster.statetable.shared import PUBLISHED, SharedTable
 from fwcluster.statetable.store import WriteResult
 
@@ -85,7 +85,7 @@ class FaultyStore(MemoryStore):
 
 
 def table(store: MemoryStore) -> SharedTable:
-    sync = SyncSettings(SyncLevel.FULL, Access.CLEAN, Confirm.SYNC)
+    sync = SyncSettings(SyncLevel.FULL, Access.CLEAN, Confirm.SYNC, Follow.ALL)
     fw = Firewall(RuleSet(default=Action.ACCEPT), Timeouts(), 1000, windows=False)
     engine = Engine(fw, EnginePolicy(publish=PUBLISHED[sync.level], confirm=True, hold_timeout=5.0))
     return SharedTable("fw1", engine, sync, store)

@@ -33,9 +33,9 @@ def setup_name(level: str, access: str, confirm: str) -> str:
     return f"{level}/{access}/{confirm}"
 
 
-def config_text(level: str, access: str, confirm: str) -> str:
+def config_text(level: str, access: str, confirm: str, follow: str = "backup") -> str:
     return (
-        f'[sync]\nlevel = "{level}"\naccess = "{access}"\nconfirm = "{confirm}"\n'
+        f'[sync]\nlevel = "{level}"\naccess = "{access}"\nconfirm = "{confirm}"\nfollow = "{follow}"\n'
         "[cluster]\nmasters = 0\n"  # instances restart between setups: no failover wanted
         '[policy]\ndefault = "drop"\n'
         '[[rules]]\naction = "accept"\nproto = "tcp"\ndport = 80\n'

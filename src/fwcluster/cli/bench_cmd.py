@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fwcluster import credentials
+from fwcluster.bench.sync import SETTINGS
+from fwcluster.statetable.settings import Follow
 
 
 def add_parsers(
@@ -238,6 +240,19 @@ def _add_study(sub: Any, positive: Callable[[int, int], Callable[[str], int]]) -
     st.add_argument(
         "--sizes", type=_sizes, default=(3, 6, 9), help="cluster sizes (default 3,6,9; must hold 3)"
     )
+    st.add_argument(
+        "--follow",
+        type=_follows,
+        default=("backup",),
+        help="[sync] follow designs to measure side by side, e.g. all,backup (all: the seed's, every "
+        "instance follows every change; default backup)",
+    )
+    st.add_argument(
+        "--settings",
+        type=_settings,
+        help="only these level/access/confirm settings, at every size (default: all 12 at 3 instances, "
+        "none/dirty/async, established/dirty/async and full/clean/sync beyond)",
+    )
     st.set_defaults(func=bench_study)
 
 
@@ -249,6 +264,24 @@ def _advert_ints(text: str) -> tuple[float, ...]:
     if not all(0.01 <= v <= 255 for v in values):
         raise argparse.ArgumentTypeError("advert intervals must be 0.01..255 seconds")
     return values
+
+
+def _follows(text: str) -> tuple[str, ...]:
+    allowed = [f.value for f in Follow]
+    follows = tuple(dict.fromkeys(x.strip() for x in text.split(",")))
+    if not follows or not all(f in allowed for f in follows):
+        raise argparse.ArgumentTypeError(f"{text!r}: each must be one of {', '.join(allowed)}")
+    return follows
+
+
+def _settings(text: str) -> tuple[tuple[str, str, str], ...]:
+    out = []
+    for name in text.split(","):
+        parts = tuple(name.strip().split("/"))
+        if parts not in SETTINGS:
+            raise argparse.ArgumentTypeError(f"{name!r} is no level/access/confirm setting")
+        out.append((parts[0], parts[1], parts[2]))
+    return tuple(dict.fromkeys(out))
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -550,7 +583,7 @@ def bench_study(args: argparse.Namespace) -> int:
     command = "fwcluster " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     doc, files = study.run(
         out, quick=args.quick, runs=args.runs, count=args.count, loads=args.loads, sizes=args.sizes,
-        command=command,
+        follows=args.follow, settings=args.settings, command=command,
     )  # fmt: skip
     t = Table(title=f"fwcluster bench study: goals ({doc['meta']['runs']} runs x {doc['meta']['count']:,})")
     for col in ("goal", "load", "value", "target", "met"):

@@ -135,7 +135,7 @@ class Admin:
         # taken anew, and a failed instance (old or new) gets no bucket.
         added = [i for i in added if i not in self.m.failed and i in self.m.driver.driver.targets]
         current = [i for i in self.m.active() if i not in added]
-        moved = await self._rebalance(current + added)
+        moved = await self.rebalance(current + added)
         t2 = time.monotonic()
         await self.m.publish_members()  # the new ones are "active"
         # where the time went: the agent building and starting them (until each is ready), the moves
@@ -171,7 +171,7 @@ class Admin:
         self.m.leaving.update(leaving)  # from now on, their end is not a failure
         try:
             await self.m.publish_members()  # "draining"
-            moved = await self._rebalance(staying)
+            moved = await self.rebalance(staying)
             await self._provision({"op": "remove", "ids": leaving})
         finally:
             self.m.leaving.difference_update(leaving)
@@ -193,7 +193,7 @@ class Admin:
         self.m.leaving.add(instance_id)
         try:
             await self.m.publish_members()  # "draining"
-            moved = await self._rebalance(others)
+            moved = await self.rebalance(others)
         finally:
             if not purpose:
                 self.m.leaving.discard(instance_id)
@@ -201,7 +201,7 @@ class Admin:
         self.m.note("drained", instance=instance_id, buckets=_counts(moved))
         return {"drained": instance_id, "moved": _jsonable(moved)}
 
-    async def _rebalance(self, members: list[str]) -> dict[str, dict[int, str]]:
+    async def rebalance(self, members: list[str]) -> dict[str, dict[int, str]]:
         """Fair shares over ``members``, written through the fenced driver off the event loop
         (each write bounded by the lease), never interleaved with a failover. Instances that
         failed meanwhile get nothing."""

@@ -13,8 +13,11 @@ Detection, every ``TICK``:
   (SIGSTOP) or cut-off instance.
 
 Failover: the failed instance's buckets, and only those, move to the healthy instances through
-the fenced steering driver, with the leader's epoch. One JSON line per event on stdout (the
-master's log): what failed, why, and how long detection and rerouting took.
+the fenced steering driver, with the leader's epoch: to a ready standby if there is one; else, with
+``[sync] follow = "backup"``, all to the failed instance's designated backup (statetable/ring.py),
+which already holds its flows, and the fair shares come back ``REBALANCE_DELAY`` later; else
+spread over the healthy active instances. One JSON line per
+event on stdout (the master's log): what failed, why, and how long detection and rerouting took.
 """
 
 from __future__ import annotations
@@ -34,12 +37,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from fwcluster.config import Config
-from fwcluster.control.admin import Admin
+from fwcluster.control.admin import Admin, AdminError
 from fwcluster.control.api import AdminApi
 from fwcluster.control.lease import EPOCH_KEY, LEADER_KEY, LeaderLease
 from fwcluster.control.metrics import MasterMetrics
 from fwcluster.instance.heartbeat import HB_PREFIX, ID, REG_PREFIX, TAKEOVER_KEY, parse_beat
 from fwcluster.procutil import running
+from fwcluster.statetable.redis_store import MEMBERS as MEMBERS_KEY
+from fwcluster.statetable.ring import RING_ROLES, backup_of
+from fwcluster.statetable.settings import Follow
 from fwcluster.steering.base import SteeringError
 from fwcluster.steering.fencing import EpochGate, FencedDriver
 from fwcluster.steering.spec import load_driver, load_provisioner, load_standby
@@ -55,7 +61,11 @@ OWNERS_REFRESH = 0.5  # seconds between reads of who holds buckets (others may s
 # TCP's retransmissions of such a connection come at 0.2, 0.6, 1.4, 3 s after the loss.
 TAKEOVER_MS = 5000
 FAILOVER_RETRY = 1.0  # seconds between tries to move the buckets a failed instance still holds
-MEMBERS = b"fwc:members"  # instance id -> role, kept by the leading master (control/admin.py)
+# follow = "backup": after a failover to the backup, the fair shares come back this much later,
+# once the others had time to read the membership (every 0.5 s) and bulk-load the failed
+# instance's flows by its index (statetable/shared.py); a flow not loaded yet is looked up.
+REBALANCE_DELAY = 2.0
+MEMBERS = MEMBERS_KEY  # instance id -> role, kept by the leading master (control/admin.py)
 # Replace the membership hash (DEL, then HSET of the pairs in ARGV), atomically.
 WRITE_MEMBERS = """
 redis.call('DEL', KEYS[1])
@@ -103,6 +113,7 @@ class Master:
         self._next_discover = 0.0
         self._owners: set[str] = set()  # who held buckets at the last read (_owners_now)
         self._retry_at: dict[str, float] = {}  # failed instance -> when to retry moving its buckets
+        self._rebalance_at = 0.0  # time.monotonic() of the rebalance after a failover to a backup
         self._fail_reason: dict[str, str] = {}  # failed instance -> why it failed
         self._owners_at = -OWNERS_REFRESH
         self.failovers = 0
@@ -241,11 +252,12 @@ class Master:
             if i in owners and i not in self.failed and i not in self.leaving
         ]
 
-    async def publish_members(self) -> None:
-        """Write the membership (instance id -> role) to the store; the leader keeps it."""
+    async def publish_members(self, owners: set[str] | None = None) -> None:
+        """Write the membership (instance id -> role) to the store; the leader keeps it (the
+        instances read it too: with ``follow = "backup"`` who backs up whom follows from it)."""
         if self.epoch is None:
             return
-        owners = self.owners()
+        owners = self.owners() if owners is None else owners
         members = {i: "joining" for i in self.joining}
         members |= {i: self.role_of(i, owners) for i in self.driver.driver.targets}
         if members == self._members:
@@ -401,6 +413,9 @@ class Master:
         if joining != self.joining:
             self.joining = joining
             await self.publish_members()
+        else:
+            # Buckets moved (a scale step, an operator's move): the roles, and so the ring, change.
+            await self.publish_members(owners)
         for instance_id, reason in newly_failed:
             async with self.steer_lock:  # never between the reads and the writes of an admin move
                 await self._fail_over(instance_id, reason, alive, now)
@@ -415,6 +430,27 @@ class Master:
                     async with self.steer_lock:
                         reason = self._fail_reason.get(instance_id, "heartbeat")
                         await self._fail_over(instance_id, reason, alive, now)
+        if self._rebalance_at and time.monotonic() >= self._rebalance_at and not newly_failed:
+            self._rebalance_at = 0.0
+            await self._rebalance()
+
+    async def _rebalance(self) -> None:
+        """The fair shares again over the active instances, after a failover put all of the
+        failed one's buckets on its backup (only the excess moves, as in a scale step)."""
+        members = self.active()
+        try:
+            moved = await self.admin.rebalance(members)
+        except AdminError as e:
+            event("rebalance-refused", error=e.message, master=self.id)
+            return
+        event(
+            "rebalanced",
+            to=members,
+            buckets={d: len(mv) for d, mv in moved.items()},
+            epoch=self.epoch,
+            master=self.id,
+        )
+        await self.publish_members()
 
     async def _owners_now(self) -> set[str]:
         """The instances holding buckets, read from the kernel (off the event loop) at most every
@@ -466,6 +502,14 @@ class Master:
         # without one, they spread over the healthy active instances.
         ready = [i for i in self.standby if i in healthy]
         targets = ready[:1] or [i for i in healthy if i not in self.standby] or healthy
+        if not ready and self.config.sync.follow == Follow.BACKUP:
+            # The designated backup follows the failed instance's changes: it holds its flows.
+            # (The others would find them only by look-ups; see docs/architecture.md.) The ring
+            # is the one the instances follow: from the membership published last.
+            backup = backup_of(instance_id, [i for i, r in self._members.items() if r in RING_ROLES])
+            if backup is not None and backup in healthy:
+                targets = [backup]
+                self._rebalance_at = time.monotonic() + REBALANCE_DELAY
         t0 = time.monotonic()
         try:
             moved = await asyncio.to_thread(

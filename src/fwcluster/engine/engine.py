@@ -103,6 +103,7 @@ class EnginePolicy:
     retries: int = 2  # decisions again after a refused clean write
     fast_path: bool = False  # mark committed ESTABLISHED/REPLIED flows for the kernel to forward
     kernel_tracking: bool = False  # hand new flows to the kernel's conntrack (only when not sharing)
+    refresh: bool = False  # refresh handshakes from the store without the fast path (see below)
 
 
 _WRITE, _LOOKUP = 0, 1
@@ -154,7 +155,9 @@ class Engine:
         # replica stays in SYN_RECV (the client's ACK crossed another instance) until the feed
         # brings ESTABLISHED, and the server's data all come up meanwhile. Such a packet passes as
         # it is and the engine asks the store for the flow's newer state without holding it.
-        self._refresh_handshakes = policy.fast_path and self.sharing
+        # ``refresh`` asks for it without the fast path too: with ``follow = "backup"`` the
+        # stream of the instance that saw the client's ACK is not followed here.
+        self._refresh_handshakes = (policy.fast_path or policy.refresh) and self.sharing
         self._refreshing: dict[bytes, float] = {}
         # Kernel tracking: with nothing to share, the engine decides a flow's first packet by the
         # rules and the kernel's conntrack tracks the rest (see the module doc).

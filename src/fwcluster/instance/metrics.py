@@ -157,6 +157,8 @@ _STORE_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("snapshot_flows", "store_snapshot_flows_total", "Flows loaded from store snapshots (join, resync)."),
     ("feed_applied", "store_feed_applied_total", "Other instances' changes applied from the feed."),
     ("feed_ignored", "store_feed_ignored_total", "Feed entries ignored (own, superseded or not newer)."),
+    ("bulk_loaded", "store_bulk_loaded_total", "Flows loaded from the index of a writer followed anew."),
+    ("follow_switches", "store_follow_switches_total", "Writers started or stopped being followed."),
     ("lookups", "store_lookups_total", "Look-ups sent to the store on a local miss."),
     ("lookup_hits", "store_lookup_hits_total", "Look-ups that taught the replica something newer."),
     ("lookup_misses", "store_lookup_misses_total", "Look-ups the store could not answer with a newer flow."),
@@ -288,7 +290,7 @@ def collect_stats(stats: Mapping[str, Any]) -> Iterator[Metric]:
     yield _labelled(
         "store_bad_records_total",
         "Records from the store the strict decoder refused (skipped), by source "
-        "(feed, lookup, load, write-answer).",
+        "(feed, lookup, load, write-answer, members).",
         "source",
         store["bad_records"],
     )

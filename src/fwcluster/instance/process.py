@@ -32,7 +32,7 @@ from fwcluster.instance.heartbeat import Heartbeat
 from fwcluster.instance.metrics import InstanceMetrics, ListenAddr
 from fwcluster.statetable.factory import make_store
 from fwcluster.statetable.guard import ERROR_PAUSE, TaskErrors
-from fwcluster.statetable.settings import Confirm
+from fwcluster.statetable.settings import Confirm, Follow
 from fwcluster.statetable.shared import PUBLISHED, SharedTable
 
 log = logging.getLogger("fwcluster.instance")
@@ -79,6 +79,8 @@ class Instance:
                 lookup_rate=st.lookup_rate,
                 fast_path=config.datapath.fast_path,
                 kernel_tracking=config.datapath.fast_path and config.datapath.kernel_tracking,
+                # ECMP: the other direction's instance may be one whose changes are not followed
+                refresh=config.steering.kind == SteeringKind.ECMP and config.sync.follow == Follow.BACKUP,
             ),
             self.counters,
             time.monotonic(),

@@ -74,6 +74,28 @@ class MemoryStore(Store):
         items = [(seq, r) for seq, r in self._feed if seq > after][:count]
         return [r for _, r in items], str(items[-1][0]) if items else position
 
+    async def follow(
+        self, positions: dict[str, str], block_ms: int, count: int
+    ) -> tuple[list[FlowRecord], dict[str, str]]:
+        after = min((int(p) for p in positions.values()), default=self._seq)
+        await self.feed(str(after), block_ms, 0)  # waits for a change after the oldest position
+        out: list[FlowRecord] = []
+        moved = dict(positions)
+        for seq, rec in self._feed:
+            if rec.writer in positions and seq > int(positions[rec.writer]) and len(out) < count:
+                out.append(rec)
+                moved[rec.writer] = str(seq)
+        return out, moved
+
+    async def position(self, writer: str) -> str:
+        return str(self._seq)
+
+    async def owned(self, writer: str) -> list[FlowRecord]:
+        return [r for k in list(self._flows) if (r := self._live(k)) is not None and r.writer == writer]
+
+    async def members(self) -> dict[str, str]:
+        return {}
+
     async def ping(self) -> None:
         return None
 

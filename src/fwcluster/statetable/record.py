@@ -107,10 +107,11 @@ class FlowRecord(NamedTuple):
 class BadRecords:
     """Records refused by the strict decoder, counted by source (``by_source``): ``feed`` (feed
     entries), ``lookup`` (answers to look-ups), ``load`` (snapshots: joins, refills, resyncs),
-    ``write-answer`` (what a clean write reports the store holds). One log line per source at
+    ``write-answer`` (what a clean write reports the store holds), ``members`` (the membership,
+    follow = "backup": unreadable, or entries that are no ASCII). One log line per source at
     most every ``guard.LOG_INTERVAL`` seconds."""
 
-    SOURCES = ("feed", "lookup", "load", "write-answer")
+    SOURCES = ("feed", "lookup", "load", "write-answer", "members")
 
     def __init__(self) -> None:
         self._log = CountedLog(log, self.SOURCES)

@@ -4,8 +4,16 @@ Data model (docs/architecture.md has the full description):
 
 - one string per flow: key ``fwc:f:<flow key bytes>``, value ``state:orig:version:proto:writer``,
   with a TTL (PX) equal to the conntrack timeout of the state, so the store never leaks;
-- one stream ``fwc:feed`` (capped with ``MAXLEN ~``): every applied write appends ``k`` (flow
-  key) and ``v`` (value); instances follow it to keep their replicas warm.
+- with ``[sync] follow = "all"`` (the seed's design): one stream ``fwc:feed`` (capped with
+  ``MAXLEN ~``): every applied write appends ``k`` (flow key) and ``v`` (value); every instance
+  follows it to keep its replica warm;
+- with ``follow = "backup"`` (``per_writer``): one stream per writer, ``fwc:feed:<writer id>``
+  (same entries, same cap), which only the writer's backup follows; and an index per writer,
+  the sorted set ``fwc:o:<writer id>`` of the flow keys it wrote, scored by when that write's TTL
+  ends (ms, the writer's clock), so a failed instance's flows can be loaded in bulk. A REMOVED
+  write takes the key out; each batch prunes the entries whose TTL has passed (a flow the store
+  expired) and keeps the index's own TTL at least that of its newest entry, so the index of an
+  instance that never comes back expires too; a reader skips the entries past their score.
 
 Dirty writes are a pipelined SET + XADD (last writer wins). Clean writes run ``CLEAN_WRITE``
 server-side: read, compare by version and rank, write and append to the feed atomically. A
@@ -22,11 +30,12 @@ server as a whole cannot serve (loading, read-only replica, ...) are a :class:`S
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from fwcluster.core.flowtable import VERSION_HALF, VERSION_MOD
 from fwcluster.core.rules import PROTO_TCP
@@ -37,6 +46,10 @@ from fwcluster.statetable.store import ReplicaLagError, Store, StoreError, Write
 
 PREFIX = b"fwc:f:"
 FEED = b"fwc:feed"
+FEED_PREFIX = b"fwc:feed:"  # + writer id: the writer's own stream (follow = "backup")
+INDEX_PREFIX = b"fwc:o:"  # + writer id: the flows it wrote (a sorted set by TTL end, ms)
+MEMBERS = b"fwc:members"  # instance id -> role, published by the leading master (control/master.py)
+INDEX_BATCH = 5000  # keys per ZRANGE step and MGET while loading a writer's flows
 FEED_MAXLEN = 100_000
 SNAPSHOT_BATCH = 5000  # keys per SCAN step and per MGET while a joining instance loads the table
 _REMOVED = int(FlowState.REMOVED)
@@ -50,8 +63,8 @@ _OTHER_STATES = ", ".join(
 
 _RANKS = ", ".join(f"[{int(s)}] = {r}" for s, r in RANK.items())
 CLEAN_WRITE = f"""
--- KEYS[1] flow, KEYS[2] feed
--- ARGV: value, ttl_ms, state, version, flow key, feed maxlen
+-- KEYS[1] flow, KEYS[2] feed, KEYS[3] the writer's index (only with follow = "backup")
+-- ARGV: value, ttl_ms, state, version, flow key, feed maxlen, index score (TTL end, ms)
 local RANK = {{{_RANKS}}}
 local TCP_STATES = {{{_TCP_STATES}}}
 local OTHER_STATES = {{{_OTHER_STATES}}}
@@ -98,8 +111,10 @@ if cur then
 end
 if state == {_REMOVED} then
   redis.call('DEL', KEYS[1])
+  if #KEYS == 3 then redis.call('ZREM', KEYS[3], ARGV[5]) end
 else
   redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+  if #KEYS == 3 then redis.call('ZADD', KEYS[3], ARGV[7], ARGV[5]) end
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', ARGV[5], 'v', value)
 if renumbered then
@@ -176,32 +191,40 @@ class RedisStore(Store):
     async def _send(self, records: list[tuple[FlowRecord, int]], clean: bool, replicas: int) -> list[Any]:
         """One pipelined round trip; error replies come back in the list, in place."""
         commands: list[tuple[Arg, ...]] = []
+        per_writer = self.per_writer
+        now_ms = int(time.time() * 1000)
+        indexes: dict[bytes, int] = {}  # index key -> the latest TTL end written to it (ms)
         for rec, ttl_ms in records:
             value = rec.encode()
             rkey = PREFIX + rec.key
             ttl = max(1, ttl_ms)
+            feed = FEED_PREFIX + rec.writer.encode() if per_writer else FEED
+            if per_writer:
+                index = INDEX_PREFIX + rec.writer.encode()
+                indexes[index] = max(indexes.get(index, 0), ttl)
             if clean:
+                keys: tuple[Arg, ...] = (3, rkey, feed, index) if per_writer else (2, rkey, feed)
+                args: tuple[Arg, ...] = (value, ttl, int(rec.state), rec.version, rec.key, FEED_MAXLEN)
                 commands.append(
-                    (
-                        "EVALSHA",
-                        self._sha,
-                        2,
-                        rkey,
-                        FEED,
-                        value,
-                        ttl,
-                        int(rec.state),
-                        rec.version,
-                        rec.key,
-                        FEED_MAXLEN,
-                    )
+                    ("EVALSHA", self._sha, *keys, *args, *((now_ms + ttl,) if per_writer else ()))
                 )
             else:
                 if rec.state == FlowState.REMOVED:
                     commands.append(("DEL", rkey))
                 else:
                     commands.append(("SET", rkey, value, "PX", ttl))
-                commands.append(("XADD", FEED, "MAXLEN", "~", FEED_MAXLEN, "*", b"k", rec.key, b"v", value))
+                commands.append(("XADD", feed, "MAXLEN", "~", FEED_MAXLEN, "*", b"k", rec.key, b"v", value))
+                if per_writer:
+                    if rec.state == FlowState.REMOVED:
+                        commands.append(("ZREM", index, rec.key))
+                    else:
+                        commands.append(("ZADD", index, now_ms + ttl, rec.key))
+        for index, ttl in indexes.items():
+            # prune what the store has expired; the index outlives its newest entry, no longer
+            commands.append(("ZREMRANGEBYSCORE", index, "-inf", now_ms))
+            commands.append(("PEXPIRE", index, ttl, "NX"))
+            commands.append(("PEXPIRE", index, ttl, "GT"))
+        upkeep = 3 * len(indexes)
         if replicas:
             commands.append(("WAIT", replicas, self._wait_ms))
         try:
@@ -214,12 +237,17 @@ class RedisStore(Store):
                 raise ReplicaLagError(
                     f"{acked} of {replicas} replicas acknowledged within {self._wait_ms} ms"
                 )
+        if upkeep:
+            del replies[-upkeep:]  # the index upkeep: nobody waits for its answers
         if clean:
             return replies
-        # dirty: two replies per record (SET/DEL, XADD); report the first error of each pair
-        return [
-            replies[2 * i] if _is_error(replies[2 * i]) else replies[2 * i + 1] for i in range(len(records))
-        ]
+        # dirty: two or three replies per record (SET/DEL, XADD, index); the first error of each
+        per = 3 if per_writer else 2
+        out = []
+        for i in range(len(records)):
+            group = replies[per * i : per * i + per]
+            out.append(next((r for r in group if _is_error(r)), group[1]))
+        return out
 
     async def get(self, keys: list[bytes]) -> list[FlowRecord | None]:
         if not keys:
@@ -276,21 +304,113 @@ class RedisStore(Store):
             raise StoreError(str(e)) from e
         if isinstance(reply, hiredis.ReplyError):
             raise StoreError(f"feed: {reply}")
-        records = []
+        records: list[FlowRecord] = []
+        for _stream, entries in reply or ():
+            if entries:
+                position = self._entries(entries, records)
+        return records, position
+
+    async def follow(
+        self, positions: dict[str, str], block_ms: int, count: int
+    ) -> tuple[list[FlowRecord], dict[str, str]]:
+        """XREAD over the streams of the writers in ``positions`` (one round trip)."""
+        writers = sorted(positions)
+        streams = [FEED_PREFIX + w.encode() for w in writers]
+        command: tuple[Arg, ...] = (
+            "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", *streams, *(positions[w] for w in writers),
+        )  # fmt: skip
+        try:
+            (reply,) = await self._feed.call([command], timeout=block_ms / 1000 + self._timeout)
+        except RespError as e:
+            raise StoreError(str(e)) from e
+        if isinstance(reply, hiredis.ReplyError):
+            raise StoreError(f"feed: {reply}")
+        moved = dict(positions)
+        skip = len(FEED_PREFIX)
+        records: list[FlowRecord] = []
+        for stream, entries in reply or ():
+            if entries:
+                writer = bytes(stream[skip:]).decode("ascii", "replace")
+                if writer in moved:
+                    moved[writer] = self._entries(entries, records)
+        return records, moved
+
+    def _entries(self, entries: list[Any], records: list[FlowRecord]) -> str:
+        """Decode stream entries into ``records``; returns the last entry's id."""
+        position = ""
         bad = self.bad_records
         decode = FlowRecord.decode
-        for _stream, entries in reply or ():
-            for entry_id, fields in entries:
-                position = entry_id.decode()
-                # fields: [b"k", key, b"v", value]; anything else is a bad entry
-                try:
-                    if len(fields) != 4 or fields[0] != b"k" or fields[2] != b"v":
-                        raise BadRecord("fields are not k, v")
-                    records.append(decode(fields[1], fields[3]))
-                except (BadRecord, TypeError) as e:
-                    key = fields[1] if isinstance(fields, list) and len(fields) > 1 else None
-                    bad.note("feed", key, str(e) or type(e).__name__)
-        return records, position
+        for entry_id, fields in entries:
+            position = entry_id.decode()
+            # fields: [b"k", key, b"v", value]; anything else is a bad entry
+            try:
+                if len(fields) != 4 or fields[0] != b"k" or fields[2] != b"v":
+                    raise BadRecord("fields are not k, v")
+                records.append(decode(fields[1], fields[3]))
+            except (BadRecord, TypeError) as e:
+                key = fields[1] if isinstance(fields, list) and len(fields) > 1 else None
+                bad.note("feed", key, str(e) or type(e).__name__)
+        return position
+
+    async def position(self, writer: str) -> str:
+        try:
+            (last,) = await self._reads.call(
+                [("XREVRANGE", FEED_PREFIX + writer.encode(), "+", "-", "COUNT", 1)]
+            )
+        except RespError as e:
+            raise StoreError(str(e)) from e
+        if isinstance(last, hiredis.ReplyError):
+            raise StoreError(f"position: {last}")
+        return str(last[0][0].decode()) if last else "0-0"
+
+    async def owned(self, writer: str) -> list[FlowRecord]:
+        """The writer's index (entries whose TTL has not ended), read in batches, then the
+        current record of each flow: on a connection of its own (look-ups do not wait for it)."""
+        conn = RespConnection(self.url, self._timeout)
+        index = INDEX_PREFIX + writer.encode()
+        records: list[FlowRecord] = []
+        decode = self.bad_records.decode
+        offset = 0
+        try:
+            while True:
+                now_ms = int(time.time() * 1000)
+                (keys,) = await conn.call(
+                    [("ZRANGE", index, now_ms, "+inf", "BYSCORE", "LIMIT", offset, INDEX_BATCH)]
+                )
+                if isinstance(keys, hiredis.ReplyError):
+                    raise StoreError(f"owned: {keys}")
+                if keys:
+                    (values,) = await conn.call([("MGET", *[PREFIX + k for k in keys])])
+                    if isinstance(values, hiredis.ReplyError):
+                        raise StoreError(f"owned: {values}")
+                    for k, v in zip(keys, values, strict=True):
+                        if v is not None and (r := decode("load", k, v)) is not None:
+                            records.append(r)
+                if len(keys) < INDEX_BATCH:
+                    return records
+                offset += INDEX_BATCH
+        except RespError as e:
+            raise StoreError(str(e)) from e
+        finally:
+            conn.close()
+
+    async def members(self) -> dict[str, str]:
+        try:
+            raw = await self._r.hgetall(MEMBERS)
+        except ResponseError as e:
+            # The server answered, but no hash (WRONGTYPE) or no right to read it (NOPERM, a store
+            # whose ACL predates follow = "backup"): no membership, counted; the store is up.
+            self.bad_records.note("members", MEMBERS, str(e)[:80])
+            return {}
+        except (RedisError, OSError) as e:
+            raise StoreError(str(e)) from e
+        out = {}
+        for k, v in raw.items():
+            try:
+                out[k.decode("ascii")] = v.decode("ascii")
+            except UnicodeDecodeError:
+                self.bad_records.note("members", k, "not ascii")
+        return out
 
     async def ping(self) -> None:
         try:
@@ -306,6 +426,9 @@ class RedisStore(Store):
             for i in range(0, len(keys), 1000):
                 await self._r.delete(*keys[i : i + 1000])
             await self._r.delete(FEED)
+            for pattern in (FEED_PREFIX + b"*", INDEX_PREFIX + b"*"):
+                async for k in self._r.scan_iter(match=pattern, count=1000):
+                    await self._r.delete(k)
         except (RedisError, OSError) as e:
             raise StoreError(str(e)) from e
 

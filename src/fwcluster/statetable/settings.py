@@ -28,11 +28,24 @@ class Confirm(StrEnum):
     SYNC = "sync"  # hold the packet until the store confirms
 
 
+class Follow(StrEnum):
+    """Whose changes an instance applies from the store's feeds (docs/architecture.md)."""
+
+    BACKUP = "backup"  # only those of the instance it backs up (a ring; a standby: all active)
+    ALL = "all"  # every other instance's (the seed's design: one feed, everybody follows it)
+
+
 @dataclass(frozen=True, slots=True)
 class SyncSettings:
     level: SyncLevel = SyncLevel.ESTABLISHED
     access: Access = Access.DIRTY
     confirm: Confirm = Confirm.ASYNC
+    follow: Follow = Follow.BACKUP
 
     def as_dict(self) -> dict[str, str]:
-        return {"level": self.level.value, "access": self.access.value, "confirm": self.confirm.value}
+        return {
+            "level": self.level.value,
+            "access": self.access.value,
+            "confirm": self.confirm.value,
+            "follow": self.follow.value,
+        }

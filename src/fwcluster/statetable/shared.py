@@ -7,7 +7,10 @@ brings the store's records back to it, following the three knobs.
   ticket until :meth:`Engine.write_done` tells it the outcome).
 
 Background tasks: the writer (pipelined batches), the feed follower (other instances' changes,
-handed to the engine, which merges them into the replica) and the health watch (notices an
+handed to the engine, which merges them into the replica: with ``[sync] follow = "all"`` every
+instance's, from the one feed; with ``"backup"`` only those of the instances this one backs up,
+from their own streams, re-targeted when the membership changes: statetable/ring.py) and the
+health watch (notices an
 outage, reconnects, resynchronizes). Look-ups the engine asks for run as tasks of their own.
 The flow table itself is the engine's: nothing here reads or writes it but through the engine.
 Nothing here raises into the datapath: store trouble becomes counters and outcomes. Records the
@@ -32,7 +35,8 @@ from fwcluster.core.states import FlowState
 from fwcluster.engine.engine import NO_TICKET, Engine, Outcome
 from fwcluster.statetable.guard import ERROR_PAUSE, CountedLog, TaskErrors
 from fwcluster.statetable.record import FlowRecord
-from fwcluster.statetable.settings import Access, Confirm, SyncLevel, SyncSettings
+from fwcluster.statetable.ring import FAILED, followed, to_preload
+from fwcluster.statetable.settings import Access, Confirm, Follow, SyncLevel, SyncSettings
 from fwcluster.statetable.store import ReplicaLagError, Store, StoreError
 
 log = logging.getLogger("fwcluster.statetable")
@@ -54,6 +58,10 @@ FEED_BLOCK_MS = 1000
 FEED_COUNT = 1000
 FEED_INTERVAL = 0.01  # seconds between feed reads: batches the feed, bounds replica staleness
 HEALTH_INTERVAL = 0.5
+# follow = "backup": how often the membership is read (a ring change re-targets the streams
+# followed within this plus one read), and how long one read of the followed streams blocks.
+MEMBERS_INTERVAL = 0.5
+FOLLOW_BLOCK_MS = 200
 
 
 @dataclass
@@ -71,6 +79,8 @@ class TableCounters:
     snapshot_flows: int = 0
     feed_applied: int = 0
     feed_ignored: int = 0
+    bulk_loaded: int = 0  # records loaded from a newly followed writer's index (follow = "backup")
+    follow_switches: int = 0  # writers started or stopped being followed
     lookup_errors: int = 0
     refused_writes: int = 0  # writes the store server refused itself (OOM, NOPERM): failed writes
     write_us: list[float] = field(default_factory=list)  # recent batch latencies (for metrics)
@@ -108,6 +118,14 @@ class SharedTable:
         self._tasks: list[asyncio.Task[None]] = []
         self._lookups: set[asyncio.Task[None]] = set()
         self._feed_position = "0"
+        # follow = "backup": the writers followed (id -> position in its stream), and when the
+        # membership is read next
+        self.follow_all = settings.follow == Follow.ALL
+        self._following: dict[str, str] = {}
+        self._preloaded: set[str] = set()  # failed instances whose flows were loaded (once each)
+        self._members_at = 0.0
+        if store is not None:
+            store.per_writer = not self.follow_all
         self._stopping = False
         self.observe_write: Callable[[float], None] | None = None  # metrics: batch latency (s)
         # Called after the engine took an event from here (a write's outcome, a look-up's
@@ -307,9 +325,20 @@ class SharedTable:
             await asyncio.sleep(HEALTH_INTERVAL)
             return
         try:
-            records, self._feed_position = await self.store.feed(
-                self._feed_position, FEED_BLOCK_MS, FEED_COUNT
-            )
+            if self.follow_all:
+                records, self._feed_position = await self.store.feed(
+                    self._feed_position, FEED_BLOCK_MS, FEED_COUNT
+                )
+            else:
+                if self._clock() >= self._members_at:
+                    await self._retarget()
+                    self._members_at = self._clock() + MEMBERS_INTERVAL
+                if not self._following:
+                    await asyncio.sleep(MEMBERS_INTERVAL)
+                    return
+                records, self._following = await self.store.follow(
+                    self._following, FOLLOW_BLOCK_MS, FEED_COUNT
+                )
         except StoreError as e:
             self._store_failed(e)
             return
@@ -328,6 +357,38 @@ class SharedTable:
                 self.counters.feed_ignored += 1
         if len(records) < FEED_COUNT:
             await asyncio.sleep(FEED_INTERVAL)
+
+    async def _retarget(self) -> None:
+        """follow = "backup": follow the writers the membership says this instance backs up
+        (statetable/ring.py). A writer followed anew: its stream position first, then its flows
+        (the store's index of them), then its changes from that position, so none is lost."""
+        assert self.store is not None
+        members = await self.store.members()
+        want = followed(self.id, members) - {self.id}
+        # A failed instance's flows, once: the master rebalances its buckets after a failover
+        # to its backup (its successor, which followed it and needs nothing).
+        self._preloaded &= {i for i, r in members.items() if r == FAILED}
+        for writer in sorted(to_preload(self.id, members, [*self._following, *self._preloaded])):
+            records = await self.store.owned(writer)
+            self.engine.load(records, self._clock())
+            self.counters.bulk_loaded += len(records)
+            self._preloaded.add(writer)
+        for writer in sorted(set(self._following) - want):
+            del self._following[writer]
+            self._preloaded.add(writer)  # it holds that writer's flows: no load if it failed
+            self.counters.follow_switches += 1
+        for writer in sorted(want - set(self._following)):
+            position = await self.store.position(writer)
+            records = await self.store.owned(writer)
+            self.engine.load(records, self._clock())
+            self.counters.bulk_loaded += len(records)
+            self._following[writer] = position
+            self.counters.follow_switches += 1
+
+    @property
+    def following(self) -> list[str]:
+        """The writers whose changes this instance applies ("*": all of them)."""
+        return ["*"] if self.follow_all else sorted(self._following)
 
     # ------------------------------------------------------------ look-ups on a miss
     async def _lookup(self, pid: int, key: bytes) -> None:
@@ -390,6 +451,8 @@ class SharedTable:
         store forward."""
         assert self.store is not None
         await self._load_snapshot()
+        self._following = {}  # follow = "backup": positions taken anew (and the flows loaded)
+        self._members_at = 0.0
         records: list[tuple[FlowRecord, int]] = []
         timeout = self.engine.timeout_ms
         for key, state, orig_is_lo, version, proto in self.engine.flows(self._clock()):
@@ -422,6 +485,10 @@ class SharedTable:
             "snapshot_flows": c.snapshot_flows,
             "feed_applied": c.feed_applied,
             "feed_ignored": c.feed_ignored,
+            "follow": self.settings.follow.value,
+            "following": self.following,
+            "bulk_loaded": c.bulk_loaded,
+            "follow_switches": c.follow_switches,
             "lookups": e.lookups,
             "lookup_hits": e.lookup_hits,
             "lookup_misses": e.lookup_misses,

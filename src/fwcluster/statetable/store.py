@@ -31,6 +31,9 @@ class Store(abc.ABC):
     None for them) and counted in ``bad_records``."""
 
     bad_records: BadRecords
+    # ``[sync] follow = "backup"``: each writer's changes go to a stream of its own, and the
+    # store keeps an index of each writer's flows (``owned``); else one feed for everybody.
+    per_writer: bool = False
 
     @abc.abstractmethod
     async def write(
@@ -54,6 +57,26 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def feed(self, position: str, block_ms: int, count: int) -> tuple[list[FlowRecord], str]:
         """Changes after ``position`` (waiting up to ``block_ms`` for one); the new position."""
+
+    @abc.abstractmethod
+    async def follow(
+        self, positions: dict[str, str], block_ms: int, count: int
+    ) -> tuple[list[FlowRecord], dict[str, str]]:
+        """Changes written by the writers in ``positions`` (writer id -> stream position) after
+        those positions (waiting up to ``block_ms`` for one); the new positions (``per_writer``)."""
+
+    @abc.abstractmethod
+    async def position(self, writer: str) -> str:
+        """The position of ``writer``'s stream now: following from it misses nothing later."""
+
+    @abc.abstractmethod
+    async def owned(self, writer: str) -> list[FlowRecord]:
+        """The current records of the live flows ``writer`` wrote (its index; a flow another
+        writer changed since may be among them, with its current record)."""
+
+    @abc.abstractmethod
+    async def members(self) -> dict[str, str]:
+        """The membership the leading master publishes (instance id -> role); empty if none."""
 
     @abc.abstractmethod
     async def ping(self) -> None:

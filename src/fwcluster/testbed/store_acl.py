@@ -3,9 +3,13 @@
 The key layout they follow (issue 10):
 
 - ``fwc:f:<flow key>`` and the stream ``fwc:feed``: the instances read and write them;
+- ``fwc:feed:<id>`` (instance ``<id>``'s own stream) and ``fwc:o:<id>`` (the index of the flows
+  it wrote), with ``[sync] follow = "backup"``: written by instance ``<id>`` only, read by all
+  instances (a backup follows its predecessor's stream and loads an index it takes over);
 - ``fwc:hb:<id>`` (heartbeat) and ``fwc:reg:<id>`` (registration): written by instance ``<id>``
   only, read by the masters;
-- ``fwc:leader``, ``fwc:epoch``, ``fwc:members`` (and ``fwc:instances``): the masters only.
+- ``fwc:leader``, ``fwc:epoch``, ``fwc:members`` (and ``fwc:instances``): the masters only;
+  the instances may read ``fwc:members`` (who backs up whom follows from it: statetable/ring.py).
 
 So ``inst-<id>`` may touch the flows, the feed and its own two keys, with only the commands an
 instance sends (statetable/redis_store.py, resp.py, instance/heartbeat.py); ``master`` the lease,
@@ -30,6 +34,7 @@ INSTANCE_COMMANDS = (
     "ping", "select",
     "get", "mget", "set", "del", "scan",
     "xadd", "xread", "xrevrange", "xrange",
+    "zadd", "zrem", "zremrangebyscore", "zrange", "pexpire", "hgetall",
     "evalsha", "script|load", "wait",
 )  # fmt: skip
 # Every command a master sends: the lease scripts (get, set, del, pexpire, type), the membership
@@ -59,7 +64,11 @@ def _rules(commands: tuple[str, ...], keys: tuple[str, ...]) -> list[str]:
 def instance_rules(instance_id: str) -> list[str]:
     """What instance ``instance_id`` may do (password rules not included)."""
     instance_user(instance_id)  # a valid id: no glob character reaches a key pattern
-    keys = ("~fwc:f:*", "~fwc:feed", f"~fwc:hb:{instance_id}", f"~fwc:reg:{instance_id}", "%R~fwc:takeover")
+    keys = (
+        "~fwc:f:*", "~fwc:feed", f"~fwc:hb:{instance_id}", f"~fwc:reg:{instance_id}",
+        f"~fwc:feed:{instance_id}", f"~fwc:o:{instance_id}", "%R~fwc:feed:*", "%R~fwc:o:*",
+        "%R~fwc:members", "%R~fwc:takeover",
+    )  # fmt: skip
     return _rules(INSTANCE_COMMANDS, keys)
 
 

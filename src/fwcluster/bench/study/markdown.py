@@ -116,14 +116,24 @@ def _cluster_lines(doc: dict[str, Any], plots: Sequence[str]) -> list[str]:
     for load, settings in per_load.items():
         for name, cs in settings.items():
             p50 = {c["instances"]: c["connect_us_p50"] for c in cs}
+            feed = {c["instances"]: c.get("feed_applied_per_connection") for c in cs}
             rows.append(
                 [f"`{name}`", str(load)]
                 + [_us(p50.get(n)) for n in sizes]
                 + [_x(ratio.get((name, load, n))) for n in sizes if n != BASE_INSTANCES]
+                + [_x(feed.get(n)) for n in sizes]
             )
     header = ["setting", "load"] + [f"median µs at {n}" for n in sizes]
     header += [f"{n} over {BASE_INSTANCES}" for n in sizes if n != BASE_INSTANCES]
-    lines = ["## Cluster size", "", *table(header, rows)]
+    header += [f"feed/conn at {n}" for n in sizes]
+    lines = [
+        "## Cluster size",
+        "",
+        "Feed/conn: feed records the instances applied (together) per download; `+all` is the seed's "
+        'design (every instance follows every change), no suffix `follow = "backup"`.',
+        "",
+        *table(header, rows),
+    ]
     return lines + (["![cluster size](cluster-size.png)", ""] if "cluster-size.png" in plots else [])
 
 

@@ -34,6 +34,8 @@ LEVEL_COLORS: dict[str, str] = {
     SyncLevel.ESTABLISHED: "tab:green",
     SyncLevel.FULL: "tab:red",
 }
+# The seed's design (``+all``: every instance follows every change) beside follow = "backup".
+SEED_COLORS: dict[str, str] = {SyncLevel.ESTABLISHED: "tab:olive", SyncLevel.FULL: "tab:pink"}
 BASELINE_COLORS = {DIRECT: "black", KERNEL: "tab:gray"}  # lines; boxes of baselines are light gray
 LINESTYLES = {
     ("dirty", "async"): "-",
@@ -44,10 +46,12 @@ LINESTYLES = {
 
 
 def _style(name: str, level: str | None, access: str | None, confirm: str | None) -> tuple[str, str]:
-    """Color by level (baselines black/gray), line style by access and confirm: one legend reads all."""
+    """Color by level (baselines black/gray; the seed's ``+all`` design a shade of its own), line
+    style by access and confirm: one legend reads all."""
     if level is None:
         return BASELINE_COLORS.get(name, "tab:purple"), "-"
-    return LEVEL_COLORS.get(level, "tab:purple"), LINESTYLES.get((access or "", confirm or ""), "-")
+    colors = SEED_COLORS if name.endswith("+all") else LEVEL_COLORS
+    return colors.get(level, "tab:purple"), LINESTYLES.get((access or "", confirm or ""), "-")
 
 
 def at_base(groups: dict[Configuration, list[Run]]) -> dict[int, list[tuple[Configuration, list[int]]]]:

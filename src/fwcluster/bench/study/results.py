@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fwcluster.statetable.settings import Access, Confirm, SyncLevel
+from fwcluster.statetable.settings import Access, Confirm, Follow, SyncLevel
 
 SCHEMA = "fwcluster-study/1"
 DIRECT = "direct"  # plain forwarding in the instance namespaces: the floor
@@ -18,14 +18,26 @@ STUDY_LOADS = (25, 100)  # the study's load levels: goals are stated at these
 FULL_CLEAN_SYNC = "full/clean/sync"  # the consistency end
 PERFORMANCE = "established/dirty/async"  # the performance end that still shares state
 STATS = ("p50", "p90", "p99", "mean", "sd")
+# ``[sync] follow``: the default (``backup``, the instance's backup alone follows its changes) is
+# unnamed; the seed's design (``all``: every instance follows every change) is named ``+all``.
+FOLLOW_DEFAULT = Follow.BACKUP.value
+FOLLOWS = tuple(f.value for f in Follow)
 
 
-def setting_name(level: str, access: str, confirm: str) -> str:
-    return f"{level}/{access}/{confirm}"
+def setting_name(level: str, access: str, confirm: str, follow: str | None = None) -> str:
+    """``full/clean/sync`` (follow = backup, or level none: it follows nothing), or
+    ``full/clean/sync+all`` (the seed's design)."""
+    name = f"{level}/{access}/{confirm}"
+    return name if follow in (None, FOLLOW_DEFAULT) or level == SyncLevel.NONE else f"{name}+{follow}"
 
 
 SETTINGS = tuple(setting_name(lv, ac, co) for lv, ac, co in itertools.product(SyncLevel, Access, Confirm))
-ORDER = {name: i for i, name in enumerate(BASELINES + SETTINGS)}
+_SEED = tuple(
+    setting_name(lv, ac, co, Follow.ALL.value)
+    for lv, ac, co in itertools.product(SyncLevel, Access, Confirm)
+    if lv != SyncLevel.NONE
+)
+ORDER = {name: i for i, name in enumerate(BASELINES + SETTINGS + _SEED)}
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ class Configuration:
     level: str | None  # None for baselines
     access: str | None
     confirm: str | None
+    follow: str | None = None  # [sync] follow (None for baselines and level none)
 
     @property
     def key(self) -> str:
@@ -45,9 +58,12 @@ class Configuration:
         return f"{self.name}@{self.instances}x{self.load}"
 
     @classmethod
-    def setting(cls, level: str, access: str, confirm: str, *, instances: int, load: int) -> Configuration:
-        """A sync setting, named consistently with its three knobs."""
-        return cls(setting_name(level, access, confirm), instances, load, level, access, confirm)
+    def setting(
+        cls, level: str, access: str, confirm: str, *, instances: int, load: int, follow: str = FOLLOW_DEFAULT
+    ) -> Configuration:
+        """A sync setting, named consistently with its knobs."""
+        kept = None if level == SyncLevel.NONE else follow
+        return cls(setting_name(level, access, confirm, kept), instances, load, level, access, confirm, kept)
 
     @classmethod
     def baseline(cls, name: str, *, instances: int = BASE_INSTANCES, load: int) -> Configuration:
@@ -69,6 +85,7 @@ class Run:
     failed: int
     completed: int
     connections_per_second: float
+    feed_applied: int | None = None  # feed records the instances applied during the run (summed)
 
 
 def group_runs(runs: Iterable[Run]) -> dict[Configuration, list[Run]]:

@@ -10,6 +10,13 @@ connections; the metric is the connection setup time at the client. Measured her
 - the baselines on the same 3-instance topology: ``direct`` (plain forwarding) and ``kernel`` (the
   kernel's stateful firewall with conntrack in the instance namespaces).
 
+With ``follows`` (``--follow all,backup``) each sharing setting is measured with each design of
+``[sync] follow``: ``backup`` (an instance applies only its ring predecessor's changes) and
+``all`` (the seed's: every instance applies every change), side by side in one run; the
+instances' ``feed_applied`` before and after each measurement gives the feed records applied per
+download. No master runs, so the runner publishes the membership a leader would (every instance
+active) after each restart; the ring follows from it.
+
 Every round (run) measures every configuration once; the order of cluster sizes, of setups within
 a size and of the loads rotates from round to round, so drift on a shared machine spreads evenly.
 Instances restart with the new settings between setups and the store is emptied (every setup
@@ -38,10 +45,20 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from fwcluster.bench.datapath import loadgen
 from fwcluster.bench.study.outputs import write_outputs
-from fwcluster.bench.study.results import BASE_INSTANCES, DIRECT, KERNEL, Configuration, Run
+from fwcluster.bench.study.results import (
+    BASE_INSTANCES,
+    DIRECT,
+    FOLLOW_DEFAULT,
+    FOLLOWS,
+    KERNEL,
+    Configuration,
+    Run,
+)
 from fwcluster.bench.study.summary import summarize_study
 from fwcluster.bench.sync import SETTINGS, config_text, flush_store
-from fwcluster.testbed import down, reconfigure, scale, set_mode, up
+from fwcluster.control.master import WRITE_MEMBERS
+from fwcluster.instance.control import query
+from fwcluster.testbed import down, reconfigure, scale, set_mode, store_client_argv, up
 
 SIZE_SETTINGS = (("none", "dirty", "async"), ("established", "dirty", "async"), ("full", "clean", "sync"))
 LOADS = (25, 100)
@@ -58,20 +75,36 @@ class Setup:
 
     instances: int
     name: str  # "direct", "kernel" or "level/access/confirm"
+    follow: str = FOLLOW_DEFAULT  # [sync] follow
 
     def configuration(self, load: int) -> Configuration:
         if self.name in (DIRECT, KERNEL):
             return Configuration.baseline(self.name, instances=self.instances, load=load)
         level, access, confirm = self.name.split("/")
-        return Configuration.setting(level, access, confirm, instances=self.instances, load=load)
+        return Configuration.setting(
+            level, access, confirm, instances=self.instances, load=load, follow=self.follow
+        )
+
+    @property
+    def config(self) -> str:
+        """The key of its config file (setting and follow)."""
+        return f"{self.name}|{self.follow}"
 
 
-def plan(sizes: Sequence[int]) -> dict[int, list[Setup]]:
-    """The setups per cluster size: all settings and both baselines at 3, the varied ones beyond."""
+def plan(
+    sizes: Sequence[int],
+    follows: Sequence[str] = (FOLLOW_DEFAULT,),
+    settings: Sequence[tuple[str, str, str]] | None = None,
+) -> dict[int, list[Setup]]:
+    """The setups per cluster size: all settings and both baselines at 3, the varied ones beyond
+    (or ``settings`` at every size); each sharing setting once per design in ``follows`` (level
+    none follows nothing: once)."""
     out: dict[int, list[Setup]] = {}
     for size in sizes:
-        chosen = SETTINGS if size == BASE_INSTANCES else SIZE_SETTINGS
-        setups = [Setup(size, "/".join(s)) for s in chosen]
+        chosen = settings or (SETTINGS if size == BASE_INSTANCES else SIZE_SETTINGS)
+        setups = [
+            Setup(size, "/".join(s), f) for s in chosen for f in (follows[:1] if s[0] == "none" else follows)
+        ]
         if size == BASE_INSTANCES:
             setups += [Setup(size, DIRECT), Setup(size, KERNEL)]
         out[size] = setups
@@ -111,23 +144,26 @@ def run(
     count: int | None = None,
     loads: Sequence[int] = LOADS,
     sizes: Sequence[int] = SIZES,
+    follows: Sequence[str] = (FOLLOW_DEFAULT,),
+    settings: Sequence[tuple[str, str, str]] | None = None,
     command: str = "",
 ) -> tuple[dict[str, Any], list[Path]]:
     """Measure everything, write the outputs into ``out_dir``; returns (results doc, files written)."""
     runs = runs or (QUICK_RUNS if quick else RUNS)
     count = count or (QUICK_COUNT if quick else COUNT)
     warmup = max(20, count // 50)
-    setups = plan(sizes)
+    setups = plan(sizes, follows, settings)
     started = datetime.now(UTC)
     samples: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="fwcluster-study-") as tmp:
         configs: dict[str, Path] = {}
         for level, access, confirm in SETTINGS:
-            f = Path(tmp) / f"{level}-{access}-{confirm}.toml"
-            f.write_text(config_text(level, access, confirm))
-            configs[f"{level}/{access}/{confirm}"] = f
+            for follow in FOLLOWS:
+                f = Path(tmp) / f"{level}-{access}-{confirm}-{follow}.toml"
+                f.write_text(config_text(level, access, confirm, follow))
+                configs[f"{level}/{access}/{confirm}|{follow}"] = f
         down()
-        state = up(min(sizes), str(configs["none/dirty/async"]))
+        state = up(min(sizes), str(configs[f"none/dirty/async|{FOLLOW_DEFAULT}"]))
         try:
             columns = (
                 TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -160,6 +196,7 @@ def run(
         "warmup": warmup,
         "loads": list(loads),
         "sizes": list(sizes),
+        "follows": list(follows),
         "machine": machine(),
     }
     doc = summarize_study(samples, meta)
@@ -170,8 +207,10 @@ def run(
 def _measure(state: Any, setup: Setup, load: int, r: int, warmup: int, count: int) -> Run:
     """One run of one configuration: a warm-up, then ``count`` downloads at ``load`` concurrent."""
     loadgen(state.client_netns, state.server_addr, load, warmup)
+    before = _feed_applied(state) if setup.name not in (DIRECT, KERNEL) else None
     t0 = time.time()
     res = loadgen(state.client_netns, state.server_addr, load, count, timeout=CONNECT_TIMEOUT)
+    after = _feed_applied(state) if before is not None else None
     return Run(
         configuration=setup.configuration(load),
         run=r,
@@ -181,7 +220,28 @@ def _measure(state: Any, setup: Setup, load: int, r: int, warmup: int, count: in
         failed=int(res["failed"]),
         completed=int(res["completed"]),
         connections_per_second=float(res["connections_per_second"]),
+        feed_applied=after - before if after is not None and before is not None else None,
     )
+
+
+def _feed_applied(state: Any) -> int | None:
+    """The feed records all instances have applied so far (None if one does not answer)."""
+    total = 0
+    for inst in state.instances:
+        try:
+            store = query(inst.control_socket, {"cmd": "stats"}, timeout=5.0).get("store") or {}
+        except OSError:
+            return None
+        total += int(store.get("feed_applied", 0))
+    return total
+
+
+def publish_members(state: Any) -> None:
+    """What a leading master would publish: every instance of the testbed active (the ring)."""
+    pairs = [x for inst in state.instances for x in (inst.id, "active")]
+    if state.store_conf and pairs:
+        argv = [*store_client_argv(state=state), "EVAL", WRITE_MEMBERS, "1", "fwc:members", *pairs]
+        subprocess.run(argv, capture_output=True, timeout=10, check=False)
 
 
 def _apply(state: Any, setup: Setup, configs: dict[str, Path], set_mode: Any, reconfigure: Any) -> Any:
@@ -191,4 +251,5 @@ def _apply(state: Any, setup: Setup, configs: dict[str, Path], set_mode: Any, re
         return set_mode(setup.name)
     set_mode("fwcluster")
     flush_store(state)
-    return reconfigure(configs[setup.name])
+    publish_members(state)  # before the restart: the instances read it as they start
+    return reconfigure(configs[setup.config])

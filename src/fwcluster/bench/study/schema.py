@@ -21,6 +21,7 @@ CONFIGURATION_FIELDS: dict[str, tuple[type, ...]] = {
     "level": _OPT_STR,
     "access": _OPT_STR,
     "confirm": _OPT_STR,
+    "follow": _OPT_STR,
     "samples": (int,),
     "failed": (int,),
     "completed": (int,),
@@ -29,6 +30,7 @@ CONFIGURATION_FIELDS: dict[str, tuple[type, ...]] = {
     "runs": (list,),
     "p50_over_none": _OPT_NUM,
     "p50_over_kernel": _OPT_NUM,
+    "feed_applied_per_connection": _OPT_NUM,
 }
 RUN_FIELDS: dict[str, tuple[type, ...]] = {
     "run": (int,),
@@ -83,8 +85,17 @@ def _configuration_problems(c: dict[str, Any]) -> list[str]:
     knobs = (c.get("level"), c.get("access"), c.get("confirm"))
     if c.get("name") in BASELINES and knobs != (None, None, None):
         problems.append(f"{where}: a baseline must have level/access/confirm null")
-    if c.get("name") not in BASELINES and (None in knobs or c.get("name") != setting_name(*map(str, knobs))):
-        problems.append(f"{where}: name must be level/access/confirm, or one of {', '.join(BASELINES)}")
+    follow = c.get("follow")
+    if c.get("name") not in BASELINES and (
+        None in knobs
+        or c.get("name")
+        != setting_name(
+            str(knobs[0]), str(knobs[1]), str(knobs[2]), follow if isinstance(follow, str) else None
+        )
+    ):
+        problems.append(
+            f"{where}: name must be level/access/confirm[+follow], or one of {', '.join(BASELINES)}"
+        )
     if c.get("key") != f"{c.get('name')}@{c.get('instances')}x{c.get('load')}":
         problems.append(f"{where}: key must be name@instancesxload")
     for i, r in enumerate(_list(c, "runs")):

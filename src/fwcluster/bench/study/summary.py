@@ -58,6 +58,7 @@ def _configuration_doc(c: Configuration, runs: list[Run]) -> dict[str, Any]:
         "level": c.level,
         "access": c.access,
         "confirm": c.confirm,
+        "follow": c.follow,
         "samples": len(connect),
         "failed": sum(r.failed for r in runs),
         "completed": sum(r.completed for r in runs),
@@ -78,4 +79,15 @@ def _configuration_doc(c: Configuration, runs: list[Run]) -> dict[str, Any]:
         ],
         "p50_over_none": None,
         "p50_over_kernel": None,
+        "feed_applied_per_connection": _per_connection(runs),
     }
+
+
+def _per_connection(runs: list[Run]) -> float | None:
+    """Feed records applied (by all instances together) per completed connection; None when the
+    runs did not count them (baselines, or an older run)."""
+    counted = [r for r in runs if r.feed_applied is not None]
+    done = sum(r.completed for r in counted)
+    if not counted or not done:
+        return None
+    return round(sum(r.feed_applied or 0 for r in counted) / done, 3)
