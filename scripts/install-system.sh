@@ -7,7 +7,7 @@ PACKAGES=(
   iproute2 iptables nftables          # namespaces, links, steering, NFQUEUE rules, kernel baseline
   libnetfilter-queue-dev              # headers NetfilterQueue builds against
   nginx-light                         # the study's web server (1-byte index.html)
-  redis-server                        # the shared state store
+  redis-server redis-sentinel         # the shared state store (primary, replicas, Sentinel)
   curl iputils-ping tcpdump procps psmisc  # real clients and captures for demo and tests
   iperf3                              # bulk TCP throughput (bench bulk)
   build-essential python3-dev python3-venv # to build the virtualenv and C extensions
@@ -31,7 +31,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts the services on install; the testbed runs its own copies inside namespaces.
-for svc in nginx redis-server iperf3; do
+for svc in nginx redis-server redis-sentinel iperf3; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi
