@@ -10,6 +10,7 @@ import pytest
 import redis
 from netns_helpers import Builder
 
+from fwcluster.cli.status_cmd import collect
 from fwcluster.statetable.discovery import sync_client
 from fwcluster.steering.netns import inside
 from fwcluster.testbed import (
@@ -45,6 +46,13 @@ def test_redis_runs_in_mgmt_with_a_password_and_answers_the_instances(testbed: B
     run = Path(state.run_dir)
     for f in [*run.glob("redis*.conf"), *run.glob("sentinel*.conf"), *run.glob("*.acl"), *run.glob("*.pass")]:
         assert f.stat().st_mode & 0o077 == 0, f  # no password is world-readable
+    # `fwcluster status --json`: which node is primary, with the pids the testbed runs
+    doc = collect()["store"]
+    assert doc["ha"] == "sentinel"
+    roles = sorted(n["role"] for n in doc["nodes"])
+    assert roles == ["primary", "replica", "replica", "sentinel", "sentinel", "sentinel"]
+    primary = next(n for n in doc["nodes"] if n["role"] == "primary")
+    assert primary == {"addr": "198.18.255.1:6379", "pid": state.store_pid, "role": "primary"}
     secrets = [p.read_text().strip() for p in run.glob("*.pass")]
     for n in state.store_nodes:
         cmdline = Path(f"/proc/{n.pid}/cmdline").read_bytes().decode()
