@@ -7,7 +7,7 @@ PACKAGES=(
   iproute2 iptables nftables          # namespaces, links, steering, NFQUEUE rules, kernel baseline
   libnetfilter-queue-dev              # headers NetfilterQueue builds against
   nginx-light                         # the study's web server (1-byte index.html)
-  redis-server                        # the shared state store
+  redis-server redis-sentinel         # the shared state store (primary, replicas, Sentinel)
   curl iputils-ping tcpdump procps psmisc  # real clients and captures for demo and tests
   iperf3                              # bulk TCP throughput (bench bulk)
   keepalived conntrackd               # the failover baseline (bench failover --baseline conntrackd)
@@ -33,7 +33,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts the services on install; the testbed runs its own copies inside namespaces
 # (a host conntrackd would sync the host's own conntrack table).
-for svc in nginx redis-server iperf3 keepalived conntrackd; do
+for svc in nginx redis-server iperf3 redis-sentinel keepalived conntrackd; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi

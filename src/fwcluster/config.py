@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from fwcluster.core.rules import ACTION_BY_NAME, PROTO_BY_NAME, Action, Network, Rule, RuleSet
 from fwcluster.core.timeouts import Timeouts
 from fwcluster.statetable.settings import Access, Confirm, Follow, SyncLevel, SyncSettings
+from fwcluster.storeurl import check_service, is_sentinel_url, parse_address, parse_sentinel_url
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -56,7 +57,16 @@ class HeldVerdict(StrEnum):
 
 class OutagePolicy(StrEnum):
     REFUSE = "refuse"  # no new flows while the store is unreachable
-    ACCEPT = "accept"  # new flows are tracked locally and published after the store is back
+    LOCAL = "local"  # new flows are tracked locally and written back once the store is back
+
+
+# The name "local" had before (issue 11); still read, as "local".
+DEPRECATED_OUTAGE = {"accept": OutagePolicy.LOCAL}
+
+
+class StoreHa(StrEnum):
+    SENTINEL = "sentinel"  # the testbed runs a primary, two replicas and three sentinels
+    NONE = "none"  # one redis-server
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +75,18 @@ class StoreConfig:
     url: str = ""  # empty: the testbed's own redis-server in fwc-mgmt
     timeout_ms: int = 50  # bound on a sync write or a miss look-up
     on_timeout: HeldVerdict = HeldVerdict.DROP  # verdict for a held packet the store did not confirm in time
-    outage: OutagePolicy = OutagePolicy.REFUSE
+    outage: OutagePolicy = OutagePolicy.LOCAL
     replicas: int = 0  # sync confirm also waits for this many replicas (Redis WAIT)
     lookup_rate: int = 2000  # store look-ups per second on a local miss; beyond it the packet is invalid
     # The testbed's own redis-server: maxmemory in MiB, with maxmemory-policy noeviction (a write
     # beyond it is refused, never a flow silently evicted). A flow costs about 210 bytes there
     # (key, value, TTL, its feed entry): 256 MiB hold over a million, 4x the default max_flows.
     maxmemory_mb: int = 256
+    ha: StoreHa = StoreHa.SENTINEL  # the testbed's own store: Sentinel-managed, or one server
+    # An external Sentinel-managed store: its sentinels ("host:port") and service name; the
+    # store URL then only brings the user, password and database (fwcluster/storeurl.py).
+    sentinels: tuple[str, ...] = ()
+    service: str = "fwc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +380,10 @@ def _datapath(t: dict[str, Any]) -> DatapathConfig:
     return DatapathConfig(**flags)
 
 
-_URL_FORMS = "redis[s]://[[user]:password@]host[:port][/db] or unix://[[user]:password@]/path"
+_URL_FORMS = (
+    "redis[s]://[[user]:password@]host[:port][/db], unix://[[user]:password@]/path or "
+    "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]"
+)
 
 
 def check_store_url(url: str, where: str = "store.url") -> None:
@@ -379,9 +397,15 @@ def check_store_url(url: str, where: str = "store.url") -> None:
 
     if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
         raise bad("not a URL (spaces, control or non-ASCII characters)")
+    if is_sentinel_url(url):
+        try:
+            parse_sentinel_url(url)
+        except ValueError as e:
+            raise bad(str(e)) from None
+        return
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("redis", "rediss", "unix"):
-        raise bad("not a redis://, rediss:// or unix:// URL")
+        raise bad("not a redis://, rediss://, unix:// or redis+sentinel:// URL")
     if "#" in rest or "?" in rest:
         raise bad("no query or fragment is read")
     netloc, slash, path = rest.partition("/")
@@ -426,24 +450,61 @@ def _check_ip(host: str, bad: Callable[[str], ConfigError]) -> None:
 def _store(t: dict[str, Any]) -> StoreConfig:
     _only(
         t,
-        ("backend", "url", "timeout_ms", "on_timeout", "outage", "replicas", "lookup_rate", "maxmemory_mb"),
+        (
+            "backend", "url", "timeout_ms", "on_timeout", "outage", "replicas", "lookup_rate",
+            "maxmemory_mb", "ha", "sentinels", "service",
+        ),
         "store",
-    )
+    )  # fmt: skip
     url = t.get("url", "")
     if not isinstance(url, str):
         raise ConfigError(f'store.url: expected a string ("" or {_URL_FORMS})')
     if url:
         check_store_url(url)
+    sentinels, service = _sentinels(t, url)
     return StoreConfig(
         backend=_choice(t, "store", "backend", StoreBackend, StoreBackend.REDIS),
         url=url,
         timeout_ms=_positive_int(t, "store", "timeout_ms", 50, 1, 60_000),
         on_timeout=_choice(t, "store", "on_timeout", HeldVerdict, HeldVerdict.DROP),
-        outage=_choice(t, "store", "outage", OutagePolicy, OutagePolicy.REFUSE),
+        outage=_outage(t),
         replicas=_positive_int(t, "store", "replicas", 0, 0, 16),
         lookup_rate=_positive_int(t, "store", "lookup_rate", 2000, 1, 1_000_000),
         maxmemory_mb=_positive_int(t, "store", "maxmemory_mb", 256, 16, 1_048_576),
+        ha=_choice(t, "store", "ha", StoreHa, StoreHa.SENTINEL),
+        sentinels=sentinels,
+        service=service,
     )
+
+
+def _outage(t: dict[str, Any]) -> OutagePolicy:
+    value = t.get("outage")
+    if isinstance(value, str) and value in DEPRECATED_OUTAGE:
+        return DEPRECATED_OUTAGE[value]
+    return _choice(t, "store", "outage", OutagePolicy, OutagePolicy.LOCAL)
+
+
+def _sentinels(t: dict[str, Any], url: str) -> tuple[tuple[str, ...], str]:
+    raw = t.get("sentinels", [])
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        raise ConfigError('store.sentinels: expected a list of "host:port" strings')
+    if len(raw) > 16:
+        raise ConfigError("store.sentinels: at most 16 sentinels")
+    for s in raw:
+        try:
+            parse_address(s)
+        except ValueError as e:
+            raise ConfigError(f"store.sentinels: {e}") from None
+    service = t.get("service", "fwc")
+    if not isinstance(service, str):
+        raise ConfigError("store.service: expected a string (the Sentinel service name)")
+    try:
+        check_service(service)
+    except ValueError as e:
+        raise ConfigError(f"store.service: {e}") from None
+    if raw and is_sentinel_url(url):
+        raise ConfigError("store.sentinels: give the sentinels in store.url or in store.sentinels, not both")
+    return tuple(raw), service
 
 
 def _cluster(t: dict[str, Any]) -> ClusterConfig:

@@ -31,6 +31,7 @@ def secrets_of(state: TestbedState) -> set[str]:
     password (from its URL file), the admin API token."""
     run = Path(state.run_dir)
     found = {store_password(state), api_token(run)}
+    found |= {f.read_text().strip() for f in run.glob("*.pass")}  # master, replication, sentinel users
     for f in run.glob(f"*{STORE_URL_SUFFIX}"):
         password = urlsplit(f.read_text().strip()).password
         assert password, f
@@ -130,7 +131,14 @@ def test_no_secret_on_any_command_line_or_in_a_readable_file(testbed: Builder, t
             time.sleep(0.5)
         assert {f.name.removesuffix(STORE_URL_SUFFIX) for f in run.glob(f"fw*{STORE_URL_SUFFIX}")} == have
     assert watch.scans > 50
-    for name in ("redis-server", "nginx: worker", "redis-cli", "fwcluster.instance", "fwcluster.control"):
+    for name in (
+        "redis-server",
+        "redis-sentinel",
+        "nginx: worker",
+        "redis-cli",
+        "fwcluster.instance",
+        "fwcluster.control",
+    ):
         assert any(name in s for s in watch.seen), (name, sorted(watch.seen))
     assert any("fwcluster.testbed.agent" in s and "--worker" in s for s in watch.seen)
     assert not watch.leaks, watch.leaks

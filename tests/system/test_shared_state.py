@@ -134,14 +134,16 @@ def test_a_joining_instance_serves_flows_opened_before_it_started(testbed: Build
 def test_store_outage_established_flows_pass_and_the_instance_recovers(
     testbed: Builder, tmp_path: Path
 ) -> None:
-    state = testbed(2, config(tmp_path, "established", "clean", "async"), start_instances=True)
+    cfg = config(tmp_path, "established", "clean", "async")
+    cfg.write_text(cfg.read_text() + '[store]\noutage = "refuse"\n')
+    state = testbed(2, cfg, start_instances=True)
     downloads = start_downloads(state, 10, tmp_path / "dl")
     wait_established(state, 10)
     store_stop()
     try:
         time.sleep(1.5)
         assert all(s.get("store") and not s["store"]["store_up"] for s in stats(state).values())  # type: ignore[index]
-        # New connections are refused while the store is away (the default outage policy).
+        # New connections are refused while the store is away (outage "refuse").
         assert curl(state.client_netns, url(state, 4), timeout=1.0).returncode == 28
         time.sleep(1.5)
     finally:

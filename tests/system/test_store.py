@@ -10,6 +10,8 @@ import pytest
 import redis
 from netns_helpers import Builder
 
+from fwcluster.cli.status_cmd import collect
+from fwcluster.statetable.discovery import sync_client
 from fwcluster.steering.netns import inside
 from fwcluster.testbed import (
     TestbedError,
@@ -36,9 +38,25 @@ def test_redis_runs_in_mgmt_with_a_password_and_answers_the_instances(testbed: B
     password = store_password(state)
     assert len(password) >= 32
     assert state.store_backend == "redis"
-    assert state.store_url == f"redis://admin:{password}@198.18.255.1:6379/0"
+    sentinels = ",".join(f"198.18.255.1:{p}" for p in (26379, 26380, 26381))
+    assert state.store_url == f"redis+sentinel://admin:{password}@{sentinels}/fwc/0"
+    assert state.store_ha == "sentinel" and len(state.store_nodes) == 6
     assert state.store_pid is not None and state.store_pid in pids_in_netns(state.mgmt_netns)
-    assert Path(state.store_conf).stat().st_mode & 0o077 == 0  # the password is not world-readable
+    assert all(n.pid in pids_in_netns(state.mgmt_netns) for n in state.store_nodes)
+    run = Path(state.run_dir)
+    for f in [*run.glob("redis*.conf"), *run.glob("sentinel*.conf"), *run.glob("*.acl"), *run.glob("*.pass")]:
+        assert f.stat().st_mode & 0o077 == 0, f  # no password is world-readable
+    # `fwcluster status --json`: which node is primary, with the pids the testbed runs
+    doc = collect()["store"]
+    assert doc["ha"] == "sentinel"
+    roles = sorted(n["role"] for n in doc["nodes"])
+    assert roles == ["primary", "replica", "replica", "sentinel", "sentinel", "sentinel"]
+    primary = next(n for n in doc["nodes"] if n["role"] == "primary")
+    assert primary == {"addr": "198.18.255.1:6379", "pid": state.store_pid, "role": "primary"}
+    secrets = [p.read_text().strip() for p in run.glob("*.pass")]
+    for n in state.store_nodes:
+        cmdline = Path(f"/proc/{n.pid}/cmdline").read_bytes().decode()
+        assert not any(x in cmdline for x in secrets)  # none on a command line
     for inst in state.instances:
         assert _cli(inst.netns, "ping").stdout.strip() == "PONG"
     assert _cli(state.instances[0].netns, "set", "k", "v").stdout.strip() == "OK"
@@ -56,6 +74,17 @@ def test_redis_runs_in_mgmt_with_a_password_and_answers_the_instances(testbed: B
     ]
     policy = _cli(state.mgmt_netns, "config", "get", "maxmemory-policy").stdout.split()
     assert policy == ["maxmemory-policy", "noeviction"]
+
+
+def test_ha_none_runs_one_server_without_sentinels(testbed: Builder, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[store]\nha = "none"\n')
+    state = testbed(1, cfg)
+    password = store_password(state)
+    assert state.store_url == f"redis://admin:{password}@198.18.255.1:6379/0"
+    assert (state.store_ha, state.store_nodes) == ("none", [])
+    assert pids_in_netns(state.mgmt_netns) == [state.store_pid]
+    assert _cli("fwc-fw1", "ping").stdout.strip() == "PONG"
 
 
 def test_the_store_s_memory_bound_comes_from_the_config(testbed: Builder, tmp_path: Path) -> None:
@@ -126,10 +155,15 @@ def test_every_instance_and_master_has_a_user_of_its_own(testbed: Builder, tmp_p
     assert sorted(urls) == ["fw1", "fw2", "m1", "m2"]
     assert [urlsplit(urls[k]).username for k in sorted(urls)] == ["inst-fw1", "inst-fw2", "master", "master"]
     users = _cli(state.mgmt_netns, "acl", "users").stdout.split()
-    assert sorted(users) == ["admin", "default", "inst-fw1", "inst-fw2", "master"]
+    assert sorted(users) == ["admin", "default", "inst-fw1", "inst-fw2", "master", "repl", "sentinel"]
     assert "off" in _cli(state.mgmt_netns, "acl", "getuser", "default").stdout.split()
+    # ACLs are not replicated: every node (replicas, sentinels) has every user
+    for n in state.store_nodes:
+        argv = [*store_client_argv(state.mgmt_netns)[:-1], str(n.port), "acl", "users"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False).stdout.split()
+        assert {"inst-fw1", "inst-fw2", "master"} <= set(out), (n.port, out)
     with inside(state.mgmt_netns):
-        fw1 = redis.Redis.from_url(urls["fw1"], socket_timeout=5)
+        fw1 = sync_client(urls["fw1"], 5)
         try:
             assert fw1.set("fwc:hb:fw1", "1:1", px=1000)
             for key in ("fwc:leader", "fwc:hb:fw2", "fwc:reg:fw2"):
@@ -137,7 +171,7 @@ def test_every_instance_and_master_has_a_user_of_its_own(testbed: Builder, tmp_p
                     fw1.set(key, "1:1", px=1000)
         finally:
             fw1.close()
-        m1 = redis.Redis.from_url(urls["m1"], socket_timeout=5)
+        m1 = sync_client(urls["m1"], 5)
         try:
             with pytest.raises(redis.exceptions.NoPermissionError):
                 m1.set("fwc:f:x", "x")

@@ -142,6 +142,38 @@ def test_a_write_the_store_keeps_refusing_is_dropped_after_the_retries() -> None
     assert e.counters.by_reason[Reason.STORE_FAILED] == 1
 
 
+def test_outage_local_tracks_new_flows_here_and_commits_a_held_write_the_outage_cut() -> None:
+    # outage "local" with sync confirmation: a packet held for its write when the store goes
+    # down was inspected and is valid: it passes and its change is committed (resync shares it).
+    e = engine(refuse_new_in_outage=False)
+    e.packet(7, SYN_PKT, T0)
+    assert 7 in e.held and state(e) is None
+    e.set_store_up(False)  # as SharedTable does before the outcomes of the failed batch
+    e.write_done(7, Outcome.FAILED, None, T0 + 0.001)
+    assert verdicts(e) == ([7], []) and state(e) == S.SYN_SENT
+    assert e.counters.unshared == 1
+    # while it is down, a new flow is decided and committed here, not held
+    other = tcp(SYN, cport=40001)
+    e.packet(8, other, T0 + 0.002)
+    assert verdicts(e) == ([8], []) and not e.held
+    assert state(e, key_of(other)) == S.SYN_SENT and e.counters.unshared == 2
+
+
+def test_outage_refuse_drops_a_held_write_the_outage_cut_and_leaves_no_trace() -> None:
+    e = engine()
+    e.packet(7, SYN_PKT, T0)
+    e.set_store_up(False)
+    e.write_done(7, Outcome.FAILED, None, T0 + 0.001)
+    assert verdicts(e) == ([], [7]) and state(e) is None
+
+
+def test_a_write_the_store_is_up_for_but_did_not_confirm_keeps_the_timeout_verdict() -> None:
+    e = engine(refuse_new_in_outage=False)  # "local", store up: e.g. too few replicas acknowledged
+    e.packet(7, SYN_PKT, T0)
+    e.write_done(7, Outcome.FAILED, None, T0 + 0.001)
+    assert verdicts(e) == ([], [7]) and state(e) is None
+
+
 def test_the_store_down_refuses_new_flows_and_leaves_no_trace() -> None:
     e = engine(confirm=False)
     e.set_store_up(False)

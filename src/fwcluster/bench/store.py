@@ -39,13 +39,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-import redis.asyncio as aioredis
 
 from fwcluster.bench.stats import percentile
 from fwcluster.core.packet import KEY4
 from fwcluster.core.states import FlowState
 from fwcluster.core.timeouts import Timeouts
 from fwcluster.credentials import write_secret
+from fwcluster.statetable.discovery import async_client
 from fwcluster.statetable.record import FlowRecord
 from fwcluster.statetable.redis_store import RedisStore
 from fwcluster.statetable.store import Store, StoreError
@@ -279,7 +279,7 @@ async def _write_all(
 
 
 async def measure(url: str, changes: int, rounds: int, batch: int = BATCH) -> StoreBenchResult:
-    info_client: Any = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    info_client: Any = async_client(url, 5.0)  # a redis+sentinel:// URL: the primary
     store = RedisStore(url, timeout=5.0)
     try:
         try:

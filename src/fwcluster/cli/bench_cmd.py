@@ -182,6 +182,14 @@ def add_parsers(
     _add_steering(fo)
     fo.add_argument("--json", action="store_true", help="print one JSON object")
     fo.set_defaults(func=bench_failover)
+    sf = sub.add_parser(
+        "store-failover",
+        help="SIGKILL of the Redis primary under load, outage local beside refuse: time until writes "
+        "are confirmed again, new connections failed, established flows lost",
+    )
+    sf.add_argument("--trials", type=positive(1, 100), default=5, help="trials per policy (default 5)")
+    sf.add_argument("--json", action="store_true", help="print one JSON object")
+    sf.set_defaults(func=bench_store_failover)
     _add_study(sub, positive)
     sc = sub.add_parser(
         "scale",
@@ -568,6 +576,22 @@ def _baseline_tables(base: dict[str, Any]) -> None:
             spread(row["forwarding_gap_ms"]), spread(row["tcp_stall_ms"]),
         )  # fmt: skip
     Console().print(t)
+
+
+def bench_store_failover(args: argparse.Namespace) -> int:
+    from fwcluster.bench import store_failover
+    from fwcluster.cli.status_cmd import require_root
+
+    require_root("bench store-failover")
+    doc = store_failover.run(args.trials)
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    setup = "3 instances, 2 masters, Sentinel store, established/clean/async"
+    _level_tables(
+        doc, lambda p: f"fwcluster bench store-failover ({args.trials} trials; outage {p}; {setup})"
+    )
+    return 0
 
 
 def bench_study(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -62,6 +63,7 @@ def collect() -> dict[str, Any]:
     return {
         "instances": instances,
         "masters": masters,
+        "store": _store_nodes(state),
         "sync": config.sync.as_dict(),
         "testbed": {
             "client_netns": state.client_netns,
@@ -73,6 +75,26 @@ def collect() -> dict[str, Any]:
             "config": state.config_path,
         },
     }
+
+
+def _store_nodes(state: Any) -> dict[str, Any]:
+    """``{"ha": "sentinel" | "none", "nodes": [{"addr", "pid", "role"}]}``: the nodes of the
+    testbed's own store that run, each with its role as it says itself (a data node that does not
+    answer is left out); an external store lists no nodes."""
+    from fwcluster.testbed import sentinel
+    from fwcluster.testbed.processes import alive
+
+    nodes: list[dict[str, Any]] = []
+    if state.store_nodes:
+        roles = sentinel.roles(Path(state.run_dir), state.store_nodes)
+        order = {"primary": 0, "replica": 1, "sentinel": 2}
+        for n in state.store_nodes:
+            if n.port in roles:
+                nodes.append({"addr": n.addr, "pid": n.pid, "role": roles[n.port]})
+        nodes.sort(key=lambda n: (order[n["role"]], n["addr"]))
+    elif state.store_conf and state.store_pid is not None and alive(state.store_pid):
+        nodes.append({"addr": f"{state.mgmt_addr}:6379", "pid": state.store_pid, "role": "primary"})
+    return {"ha": state.store_ha, "nodes": nodes}
 
 
 def _leader_roles() -> dict[str, str]:
@@ -163,6 +185,12 @@ def status(args: argparse.Namespace) -> int:
             + ", ".join(
                 f"{m['id']} (pid {m['pid']}{', leader' if m['leader'] else ''})" for m in doc["masters"]
             )
+        )
+    store = doc["store"]
+    if store["nodes"]:
+        console.print(
+            f"store ({store['ha']}): "
+            + ", ".join(f"{n['role']} {n['addr']} (pid {n['pid']})" for n in store["nodes"])
         )
     console.print(
         f"testbed: client={tb['client_netns']} server={tb['server_netns']} "

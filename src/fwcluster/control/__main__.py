@@ -13,6 +13,7 @@ from fwcluster.config import ConfigError, load_config
 from fwcluster.control.master import Master
 from fwcluster.instance.metrics import ListenAddr, MetricsServer, listen_option
 from fwcluster.steering.base import SteeringError
+from fwcluster.storeurl import with_sentinels
 
 
 def _api_options(api: str | None, token_file: Path | None) -> tuple[ListenAddr | None, str | None]:
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         credentials.check_config_secrets(config, args.config)
+        store_url = with_sentinels(store_url, config.store.sentinels, config.store.service)
         master = Master(args.id, config, args.run_dir, store_url)
         master.api_addr = (api_addr.host, api_addr.port) if api_addr else None
         master.api_token = token

@@ -10,7 +10,10 @@ Detection, every ``TICK``:
 - process gone: the instance's pid (from its heartbeat) no longer runs (or is a zombie) — seen
   within one tick of a SIGKILL, since masters run on the same host;
 - missed heartbeats: the instance's heartbeat key expired (``heartbeat_ms * misses``) — a hung
-  (SIGSTOP) or cut-off instance.
+  (SIGSTOP) or cut-off instance. Not while the store itself was away: after the master's store
+  connection recovers (an outage, a Sentinel failover: the new primary may miss the beats of the
+  last TTL, and instances need a beat to find it), missing beats are judged only after a grace of
+  one heartbeat TTL; an instance whose process is gone is still failed over at once.
 
 Failover: the failed instance's buckets, and only those, move to the healthy instances through
 the fenced steering driver, with the leader's epoch: to a ready standby if there is one; else, with
@@ -33,7 +36,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from fwcluster.config import Config
@@ -43,12 +45,14 @@ from fwcluster.control.lease import EPOCH_KEY, LEADER_KEY, LeaderLease
 from fwcluster.control.metrics import MasterMetrics
 from fwcluster.instance.heartbeat import HB_PREFIX, ID, REG_PREFIX, TAKEOVER_KEY, parse_beat
 from fwcluster.procutil import running
+from fwcluster.statetable.discovery import async_client
 from fwcluster.statetable.redis_store import MEMBERS as MEMBERS_KEY
 from fwcluster.statetable.ring import RING_ROLES, backup_of
 from fwcluster.statetable.settings import Follow
 from fwcluster.steering.base import SteeringError
 from fwcluster.steering.fencing import EpochGate, FencedDriver
 from fwcluster.steering.spec import load_driver, load_provisioner, load_standby
+from fwcluster.storeurl import is_sentinel_url
 
 log = logging.getLogger("fwcluster.master")
 
@@ -65,6 +69,7 @@ FAILOVER_RETRY = 1.0  # seconds between tries to move the buckets a failed insta
 # once the others had time to read the membership (every 0.5 s) and bulk-load the failed
 # instance's flows by its index (statetable/shared.py); a flow not loaded yet is looked up.
 REBALANCE_DELAY = 2.0
+EPOCH_WAIT_MS = 200  # a new epoch waits at most this long for a replica (replicated store only)
 MEMBERS = MEMBERS_KEY  # instance id -> role, kept by the leading master (control/admin.py)
 # Replace the membership hash (DEL, then HSET of the pairs in ARGV), atomically.
 WRITE_MEMBERS = """
@@ -90,7 +95,9 @@ class Master:
         self.id = master_id
         self.config = config
         self.run_dir = run_dir
-        self.redis: Any = aioredis.Redis.from_url(store_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        # a redis+sentinel:// URL: the primary the sentinels name, followed across a failover
+        self.redis: Any = async_client(store_url, 0.5)
+        self.store_ha = is_sentinel_url(store_url)
         self.lease = LeaderLease(self.redis, master_id, config.cluster.lease_ms, self._bad_lease)
         self._write_members = self.redis.register_script(WRITE_MEMBERS)
         self._spec = run_dir / STEERING_SPEC
@@ -117,6 +124,8 @@ class Master:
         self._fail_reason: dict[str, str] = {}  # failed instance -> why it failed
         self._owners_at = -OWNERS_REFRESH
         self.failovers = 0
+        self._store_lost = False  # the last store operation failed
+        self._grace_until = 0.0  # time.monotonic() until which missed heartbeats are not judged
         self._stop = asyncio.Event()
         self._failing: set[str] = set()  # loops whose last iteration failed (logged once)
         self._bad_seen: set[tuple[str, str]] = set()  # bad records already logged
@@ -268,6 +277,20 @@ class Master:
             return
         self._members = members
 
+    def _store_failed(self) -> None:
+        self._store_lost = True
+
+    def _store_ok(self) -> None:
+        """A store operation worked: after trouble, missed heartbeats wait one heartbeat TTL."""
+        if self._store_lost:
+            self._store_lost = False
+            grace = self.config.cluster.heartbeat_ttl_ms / 1000
+            self._grace_until = time.monotonic() + grace
+            event("store-back", master=self.id, grace_ms=round(grace * 1000))
+
+    def in_grace(self) -> bool:
+        return self._store_lost or time.monotonic() < self._grace_until
+
     def _bad_lease(self, source: str) -> None:
         self.bad_record(source, LEASE_KEYS[source])
 
@@ -282,6 +305,9 @@ class Master:
             epoch = await self.lease.acquire_or_renew(self.driver.gate.newest())
         except (RedisError, OSError):
             epoch = None  # cannot reach the store: we cannot know that we still lead
+            self._store_failed()
+        else:
+            self._store_ok()
         # The store's TTL started after t0: until this deadline no other master can hold the lease.
         self.lease_deadline = t0 + self.config.cluster.lease_ms / 1000 * LEASE_SAFETY if epoch else 0.0
         if epoch != self.epoch:
@@ -295,6 +321,8 @@ class Master:
                     event("lead-refused", master=self.id, epoch=epoch, error=str(e))
                     self.lease_deadline = 0.0
                     return
+                if self.store_ha:
+                    await self._replicate_epoch()
                 event("leader", master=self.id, epoch=epoch)
                 self._members = {}  # write the membership anew
                 await self._load_members()
@@ -305,6 +333,13 @@ class Master:
             self._write_status()
             if epoch is not None:
                 await self.publish_members()
+
+    async def _replicate_epoch(self) -> None:
+        """A new epoch on a replicated store: wait (briefly, best effort) until a replica has it,
+        so that a failover of the store right now does not hand the next leader an older
+        counter. The gate's floor (steering.epoch) keeps epochs rising whatever happens."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.execute_command("WAIT", 1, EPOCH_WAIT_MS)
 
     async def _load_members(self) -> None:
         """A new leader starts from what earlier leaders decided: instances already failed. Entries
@@ -352,7 +387,10 @@ class Master:
             keys = [HB_PREFIX + i.encode() for i in ids] + [REG_PREFIX + i.encode() for i in ids]
             values = await self.redis.mget(keys) if ids else []
         except (RedisError, OSError):
+            self._store_failed()
             return
+        self._store_ok()
+        grace = self.in_grace()
         owners = await self._owners_now()
         now = time.time()
         alive: list[str] = []
@@ -366,6 +404,8 @@ class Master:
                 self.registered.pop(instance_id, None)  # deregistered (a clean stop), or never was
                 if beat is None:
                     if instance_id in owners and instance_id not in self.failed:
+                        if grace and running(self.last_pid.get(instance_id, 0)):
+                            continue  # the store lost its keys (failover, restart): beats come back
                         newly_failed.append((instance_id, "stopped"))  # its buckets would be black-holed
                     continue
             else:
@@ -404,7 +444,13 @@ class Master:
                     alive.append(instance_id)
                 continue
             if beat is None:
-                newly_failed.append((instance_id, "heartbeat"))
+                last = self.last_pid.get(instance_id, 0)
+                if grace and last and running(last):
+                    alive.append(instance_id)  # the store was away: its beats may not be there yet
+                elif grace and last:
+                    newly_failed.append((instance_id, "process-gone"))
+                else:
+                    newly_failed.append((instance_id, "heartbeat"))
             elif not is_running:
                 newly_failed.append((instance_id, "process-gone"))
             else:

@@ -98,7 +98,9 @@ class EnginePolicy:
     confirm: bool = False  # sync confirmation: hold a packet until its change is confirmed
     hold_timeout: float = 0.05  # seconds a held packet waits for the store
     accept_on_timeout: bool = False  # an unconfirmed write's packet passes anyway (never a look-up's)
-    refuse_new_in_outage: bool = True  # no new flows while the store is unreachable
+    # outage "refuse": no new flows while the store is unreachable (and a held write the outage
+    # interrupted is dropped); False is "local": they are committed locally, resynced later
+    refuse_new_in_outage: bool = True
     lookup_rate: float = 1000.0  # store look-ups per second at most
     retries: int = 2  # decisions again after a refused clean write
     fast_path: bool = False  # mark committed ESTABLISHED/REPLIED flows for the kernel to forward
@@ -224,9 +226,14 @@ class Engine:
                     return
                 if ev.after in policy.publish:
                     if policy.confirm:
-                        self._unconfirmed(pid, ev, d.reason, now, Reason.STORE_FAILED)
-                        return
-                    c.unshared += 1  # committed locally; the resync after the outage shares it
+                        if policy.refuse_new_in_outage:
+                            self._unconfirmed(pid, ev, d.reason, now, Reason.STORE_FAILED)
+                            return
+                        if not self._commit(ev, now):  # deferred for confirmation: commit it here
+                            self._drop(pid, Reason.TABLE_FULL)
+                            return
+                    # outage "local": committed locally; the resync after the outage shares it
+                    c.unshared += 1
             elif ev.after in policy.publish:
                 if policy.confirm:
                     if not deadline:
@@ -346,6 +353,16 @@ class Engine:
                 return
             d = self._decide(h.buf, now)
             self._settle(ticket, h.buf, d, now, True, h.deadline, h.attempts + 1)
+        elif self.sharing and not self.store_up and not self.policy.refuse_new_in_outage:
+            # The store went down under this write (outage "local"): the packet was inspected and
+            # its change is valid; it is committed here and written back by the resync, as any
+            # change made during the outage. (A write the store is up for but did not confirm in
+            # time, or too few replicas took, keeps the on_timeout verdict.)
+            if self._commit(h.change, now):
+                c.unshared += 1
+                self._accept(ticket, h.reason, h.change.after)
+            else:
+                self._drop(ticket, Reason.TABLE_FULL)
         else:
             self._unconfirmed(ticket, h.change, h.reason, now, Reason.STORE_FAILED)
 

@@ -30,8 +30,9 @@ import re
 import threading
 import time
 
-import redis
 from redis.exceptions import RedisError
+
+from fwcluster.statetable.discovery import sync_client
 
 HB_PREFIX = b"fwc:hb:"
 REG_PREFIX = b"fwc:reg:"
@@ -55,7 +56,8 @@ class Heartbeat:
         self.failed = 0
         self.skipped = 0  # beats withheld because the event loop made no progress
         self.takeover = False  # did the last beat find TAKEOVER_KEY (a failover just happened)?
-        self._r = redis.Redis.from_url(url, socket_timeout=max(0.1, self.interval * 2))
+        # a redis+sentinel:// URL: beats go to the primary the sentinels name (statetable/discovery.py)
+        self._r = sync_client(url, max(0.1, self.interval * 2))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stamper: asyncio.Task[None] | None = None

@@ -34,6 +34,7 @@ from fwcluster.statetable.factory import make_store
 from fwcluster.statetable.guard import ERROR_PAUSE, TaskErrors
 from fwcluster.statetable.settings import Confirm, Follow
 from fwcluster.statetable.shared import PUBLISHED, SharedTable
+from fwcluster.storeurl import with_sentinels
 
 log = logging.getLogger("fwcluster.instance")
 
@@ -97,7 +98,12 @@ class Instance:
         self.expired = 0
         cluster = config.cluster
         self.heartbeat = (
-            Heartbeat(store_url, instance_id, cluster.heartbeat_ms, cluster.heartbeat_ttl_ms)
+            Heartbeat(
+                with_sentinels(store_url, st.sentinels, st.service),
+                instance_id,
+                cluster.heartbeat_ms,
+                cluster.heartbeat_ttl_ms,
+            )
             if store_url
             else None
         )

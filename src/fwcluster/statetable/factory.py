@@ -7,6 +7,7 @@ from fwcluster.statetable.memory import MemoryStore
 from fwcluster.statetable.redis_store import RedisStore
 from fwcluster.statetable.settings import SyncLevel
 from fwcluster.statetable.store import Store
+from fwcluster.storeurl import with_sentinels
 
 
 class StoreConfigError(ValueError):
@@ -19,7 +20,8 @@ def make_store(config: Config, url_override: str = "") -> Store | None:
         return None
     if config.store.backend == StoreBackend.MEMORY:
         return MemoryStore()
-    url = url_override or config.store.url
+    # [store] sentinels + service: the URL brings only the credentials (fwcluster/storeurl.py)
+    url = with_sentinels(url_override or config.store.url, config.store.sentinels, config.store.service)
     if not url:
         raise StoreConfigError("store.url is empty and no --store-url was given (the testbed passes one)")
     return RedisStore(url, timeout=max(0.2, config.store.timeout_ms / 1000 * 4))

@@ -34,12 +34,12 @@ import time
 from typing import Any
 
 import hiredis
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from fwcluster.core.flowtable import VERSION_HALF, VERSION_MOD
 from fwcluster.core.rules import PROTO_TCP
 from fwcluster.core.states import RANK, TCP_STATES, FlowState
+from fwcluster.statetable.discovery import async_client
 from fwcluster.statetable.record import WRITER_MAX, BadRecord, BadRecords, FlowRecord
 from fwcluster.statetable.resp import Arg, RespConnection, RespError
 from fwcluster.statetable.store import ReplicaLagError, Store, StoreError, WriteResult
@@ -129,9 +129,8 @@ class RedisStore(Store):
         self.url = url
         # redis-py's type hints allow str or bytes everywhere; with decode_responses=False every
         # reply is bytes, so the client is used untyped here and the results are typed below.
-        self._r: Any = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
-        )
+        # A redis+sentinel:// URL: every connection goes to the service's primary (discovery.py).
+        self._r: Any = async_client(url, timeout, decode_responses=False)
         self._sha = hashlib.sha1(CLEAN_WRITE.encode()).hexdigest()
         # The two hot paths (batched writes, the feed) use lean connections (statetable/resp.py).
         self._timeout = timeout
@@ -164,6 +163,7 @@ class RedisStore(Store):
                     replies[i] = reply
         for reply in replies:
             if _is_error(reply) and str(reply).encode().startswith(OUTAGE_ERRORS):
+                self._writes.close()  # a demoted primary (READONLY): find the primary anew
                 raise StoreError(f"store cannot write: {reply}")
         if not clean:
             return [
@@ -257,6 +257,7 @@ class RedisStore(Store):
         except RespError as e:
             raise StoreError(str(e)) from e
         if isinstance(values, hiredis.ReplyError):
+            self._reads.close()
             raise StoreError(f"get: {values}")
         decode = self.bad_records.decode
         return [None if v is None else decode("lookup", k, v) for k, v in zip(keys, values, strict=True)]
@@ -303,6 +304,7 @@ class RedisStore(Store):
         except RespError as e:
             raise StoreError(str(e)) from e
         if isinstance(reply, hiredis.ReplyError):
+            self._feed.close()  # e.g. UNBLOCKED when the server became a replica: connect anew
             raise StoreError(f"feed: {reply}")
         records: list[FlowRecord] = []
         for _stream, entries in reply or ():
@@ -324,6 +326,7 @@ class RedisStore(Store):
         except RespError as e:
             raise StoreError(str(e)) from e
         if isinstance(reply, hiredis.ReplyError):
+            self._feed.close()  # e.g. UNBLOCKED when the server became a replica: connect anew
             raise StoreError(f"feed: {reply}")
         moved = dict(positions)
         skip = len(FEED_PREFIX)

@@ -11,7 +11,15 @@ from fwcluster.testbed.filtering import FilterMode, current_mode, set_filter_mod
 from fwcluster.testbed.running import is_up, netns_exec, reconfigure, restart_instance, scale, set_mode
 from fwcluster.testbed.state import DEFAULT_RUN_DIR, InstanceState, TestbedState, load_state, require_state
 from fwcluster.testbed.steer import steer_buckets, steer_move, steer_spread, steer_table, steering_driver
-from fwcluster.testbed.store_ops import store_client_argv, store_password, store_ping, store_start, store_stop
+from fwcluster.testbed.store_ops import (
+    store_client_argv,
+    store_kill_primary,
+    store_password,
+    store_ping,
+    store_primary,
+    store_start,
+    store_stop,
+)
 from fwcluster.testbed.teardown import down
 
 __all__ = [
@@ -37,8 +45,10 @@ __all__ = [
     "steer_table",
     "steering_driver",
     "store_client_argv",
+    "store_kill_primary",
     "store_password",
     "store_ping",
+    "store_primary",
     "store_start",
     "store_stop",
     "up",

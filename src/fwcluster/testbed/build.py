@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fwcluster.config import Config, StoreBackend, load_config
+from fwcluster.config import Config, StoreBackend, StoreHa, load_config
 from fwcluster.steering import SteeringDriver, SteeringError, make_driver
+from fwcluster.storeurl import is_sentinel_url, with_sentinels
 from fwcluster.testbed import addressing as a
 from fwcluster.testbed import instances as inst_proc
 from fwcluster.testbed import masters as master_proc
-from fwcluster.testbed import provision, rundir, store, topology
+from fwcluster.testbed import provision, rundir, sentinel, store, topology
 from fwcluster.testbed.balancers import balancers, target
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.filtering import (
@@ -97,9 +98,12 @@ def _build(
     driver.spread([r.id for r in records if r.role == "active"])
     nginx_pid, docroot, sums = start_nginx(run, rundir.www_dir(run))
     store_url, store_conf = config.store.url, ""
+    ha = config.store.ha is StoreHa.SENTINEL
     if config.store.backend is StoreBackend.REDIS and not store_url:
-        store_conf = str(store.write_conf(run, store.new_password(), config.store.maxmemory_mb))
-        store_url = store.store_url(store.password_of(Path(store_conf)))
+        store_conf = str(store.write_conf(run, store.new_password(), config.store.maxmemory_mb, ha))
+        store_url = store.store_url(store.password_of(Path(store_conf)), ha=ha)
+    else:
+        ha = is_sentinel_url(with_sentinels(store_url, config.store.sentinels, config.store.service))
     topology.wait_ready(n)  # after the slow steps, which overlap the kernel's link-up work
     state = TestbedState(
         run_dir=str(run),
@@ -126,9 +130,18 @@ def _build(
         store_backend=str(config.store.backend),
         store_url=store_url if config.store.backend is StoreBackend.REDIS else "",
         store_conf=store_conf,
+        store_ha="sentinel" if ha and config.store.backend is StoreBackend.REDIS else "none",
+        store_nodes=sentinel.node_states() if ha and store_conf else [],
     )
     save_state(state)  # from here on, down() finds every process by its record too
-    if store_conf:
+    if store_conf and state.store_nodes:
+        try:
+            sentinel.start_stopped(run, state.store_nodes)
+        finally:
+            save_state(state)  # every node started is recorded, also when one failed
+        state.store_pid = state.store_nodes[0].pid
+        save_state(state)
+    elif store_conf:
         state.store_pid = store.start(run, Path(store_conf))
         save_state(state)
     if start_instances:

@@ -45,9 +45,9 @@ def alive(pid: int) -> bool:
     return running(pid)
 
 
-def spawn_detached(argv: list[str], log: str | Path) -> subprocess.Popen[bytes]:
+def spawn_detached(argv: list[str], log: str | Path, umask: int = -1) -> subprocess.Popen[bytes]:
     """Start a daemon of the testbed: own session, no stdin, stdout and stderr appended to ``log``,
-    no inherited descriptors, our environment."""
+    no inherited descriptors, our environment; ``umask`` (e.g. 0o077) for the files it writes."""
     with open(log, "ab") as out:
         return subprocess.Popen(
             argv,
@@ -57,6 +57,7 @@ def spawn_detached(argv: list[str], log: str | Path) -> subprocess.Popen[bytes]:
             start_new_session=True,
             close_fds=True,
             env=os.environ.copy(),
+            umask=umask,
         )
 
 

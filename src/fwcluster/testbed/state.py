@@ -49,6 +49,14 @@ class MasterState:
 
 
 @dataclass(slots=True)
+class StoreNodeState:
+    kind: str  # "data" (redis-server) | "sentinel"
+    addr: str  # "IP:PORT" on the management bridge
+    port: int
+    pid: int | None  # None while it is stopped (or killed)
+
+
+@dataclass(slots=True)
 class TestbedState:
     __test__: ClassVar[bool] = False  # not a pytest test class despite the name
 
@@ -78,6 +86,8 @@ class TestbedState:
     store_url: str = ""  # the store's admin URL ("" with the memory backend); this file is 0600
     store_pid: int | None = None  # the testbed's own redis-server (None: stopped or not ours)
     store_conf: str = ""  # its config file ("" when the store is not the testbed's own)
+    store_ha: str = "none"  # "sentinel": the testbed's store is a primary, 2 replicas, 3 sentinels
+    store_nodes: list[StoreNodeState] = field(default_factory=list)  # with Sentinel: every node
     masters: list[MasterState] = field(default_factory=list)
     agent_pid: int | None = None  # the provisioning agent masters ask for instances (testbed/provision.py)
 
@@ -97,7 +107,8 @@ class TestbedState:
             raise TestbedError(f"testbed state has version {data.get('version')!r}, expected {STATE_VERSION}")
         instances = [InstanceState(**i) for i in data.pop("instances")]
         masters = [MasterState(**m) for m in data.pop("masters", [])]
-        return cls(instances=instances, masters=masters, **data)
+        nodes = [StoreNodeState(**n) for n in data.pop("store_nodes", [])]
+        return cls(instances=instances, masters=masters, store_nodes=nodes, **data)
 
 
 def state_path(run_dir: str | Path = DEFAULT_RUN_DIR) -> Path:

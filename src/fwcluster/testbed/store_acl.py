@@ -35,7 +35,7 @@ INSTANCE_COMMANDS = (
     "get", "mget", "set", "del", "scan",
     "xadd", "xread", "xrevrange", "xrange",
     "zadd", "zrem", "zremrangebyscore", "zrange", "pexpire", "hgetall",
-    "evalsha", "script|load", "wait",
+    "evalsha", "script|load", "wait", "role",
 )  # fmt: skip
 # Every command a master sends: the lease scripts (get, set, del, pexpire, type), the membership
 # (hgetall; del + hset in one script), discovery (scan) and the health watch (mget).
@@ -43,7 +43,7 @@ MASTER_COMMANDS = (
     "ping", "select",
     "get", "mget", "set", "del", "pexpire", "type", "scan",
     "hgetall", "hset", "hdel",
-    "evalsha", "script|load",
+    "evalsha", "script|load", "wait",
 )  # fmt: skip
 MASTER_KEYS = (
     "~fwc:leader", "~fwc:epoch", "~fwc:members", "~fwc:instances", "~fwc:takeover",
@@ -82,3 +82,37 @@ def admin_rules() -> list[str]:
 
 def default_rules() -> list[str]:
     return ["off", "resetkeys", "resetchannels", "-@all"]
+
+
+# Sentinel-managed store (testbed/sentinel.py): ACLs are not replicated, so every data node and
+# every sentinel has every user, each in its own ACL file.
+REPLICATION = "repl"  # replicas authenticate to the primary as this user (masteruser/masterauth)
+SENTINEL = "sentinel"  # sentinels monitor and reconfigure the data nodes, and talk to each other
+
+
+def replication_rules() -> list[str]:
+    """On the data nodes: what a replica sends its primary."""
+    return _rules(("psync", "replconf", "ping"), ())
+
+
+def sentinel_rules() -> list[str]:
+    """On the data nodes: what a sentinel sends to monitor, promote and reconfigure them (the
+    list Redis documents for a Sentinel ACL user), and its hello channel."""
+    commands = (
+        "multi", "exec", "slaveof", "replicaof", "ping", "subscribe", "publish", "info", "role",
+        "config|rewrite", "client|setname", "client|kill", "script|kill",
+    )  # fmt: skip
+    return ["resetkeys", "resetchannels", "-@all", *(f"+{c}" for c in commands), "&__sentinel__:hello"]
+
+
+def sentinel_peer_rules() -> list[str]:
+    """On the sentinels: the other sentinels (hello, votes, failover)."""
+    return ["~*", "&*", "+@all"]
+
+
+def sentinel_client_rules() -> list[str]:
+    """On the sentinels: the masters and instances only ask where the primary is (the lean
+    connection with get-master-addr-by-name, redis-py with masters and replicas)."""
+    commands = ("ping", "sentinel|get-master-addr-by-name", "sentinel|masters", "sentinel|replicas",
+                "sentinel|slaves", "sentinel|sentinels")  # fmt: skip
+    return _rules(commands, ())

@@ -36,6 +36,7 @@ def teardown(run: Path, keep_logs: bool) -> None:
     if state is not None:
         recorded = [i.pid for i in state.instances if i.pid]
         recorded += [p for p in (state.nginx_pid, state.store_pid, state.agent_pid) if p]
+        recorded += [n.pid for n in state.store_nodes if n.pid]
     for pid in recorded:
         # A recorded pid outside our namespaces is ours only if it still names our run dir.
         if pid not in pids and str(run) in cmdline(pid):
