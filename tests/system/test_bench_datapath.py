@@ -24,7 +24,7 @@ def _bench(*extra: str) -> dict[str, object]:
 def test_bench_datapath_json_has_all_three_setups_and_the_instance_cpu() -> None:
     doc = _bench("--seconds", "2", "--warmup", "1")
     assert doc["mode"] == "closed" and doc["procs"] == 2 and doc["sync"] == {
-        "level": "none", "access": "dirty", "confirm": "async",
+        "level": "none", "access": "dirty", "confirm": "async", "follow": "backup",
     }  # fmt: skip
     for setup in ("fwcluster", "kernel", "direct"):
         r = doc[setup]

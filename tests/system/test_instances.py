@@ -177,7 +177,7 @@ def test_status_json_has_the_contract_fields(bed: TestbedState) -> None:
     for inst in doc["instances"]:
         assert {"id", "pid", "netns", "health", "flows"} <= set(inst)
         assert inst["health"] == "ok" and isinstance(inst["flows"], int)
-    assert doc["sync"] == {"level": "established", "access": "dirty", "confirm": "async"}
+    assert doc["sync"] == {"level": "established", "access": "dirty", "confirm": "async", "follow": "backup"}
     tb = doc["testbed"]
     assert (tb["client_netns"], tb["server_netns"], tb["http_port"]) == ("fwc-client", "fwc-server", 80)
     assert (tb["server_addr"], tb["server_addr6"]) == (bed.server_addr, bed.server_addr6)
