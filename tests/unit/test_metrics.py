@@ -270,6 +270,7 @@ def test_heartbeat_counters_render() -> None:
         "hold_timeouts": 0,
         "refused_in_outage": 0,
         "resolved_by_store": 0,
+        "picked_up": 0,
         "write_refused": 0,
         "user_space_packets": 0,
         "queue_overruns": 0,

@@ -243,6 +243,11 @@ def collect_stats(stats: Mapping[str, Any]) -> Iterator[Metric]:
         "Local misses the store resolved (then decided again).",
         stats["resolved_by_store"],
     )
+    yield _counter(
+        "picked_up_total",
+        "TCP flows nobody knew taken on mid-stream just after a failover (Engine.pickup).",
+        stats["picked_up"],
+    )
     # the driver and the kernel fast path
     yield _counter(
         "user_space_packets_total", "Packets that reached user space (read from the queue).",
