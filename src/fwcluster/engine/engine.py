@@ -53,10 +53,12 @@ A miss may be a write still on its way. With ECMP steering the SYN crosses one i
 SYN-ACK another, about a tenth of a millisecond later, while the SYN's async write takes about
 half a millisecond to reach the store; the client's ACK then races the SYN-ACK instance's write
 the same way. So with ``lookup_retry`` set (when the opening states are shared), a held packet
-that answers an opening (a SYN-ACK meeting no flow, a packet a handshake state calls invalid, a
-UDP/ICMP packet the rules refuse) and that the store's answer does not place is asked about again
-after ``lookup_retry`` seconds, doubling, while the answer can still come before its deadline;
-only the last miss is cached negatively (a miss cached at once also dropped the retransmission).
+that may answer another instance's step (a SYN-ACK meeting no flow; a TCP packet the state of a
+flow known here calls invalid: the handshake's next step, or a close the other direction's
+instance wrote; a UDP/ICMP packet the rules refuse) and that the store's answer does not place
+is asked about again after ``lookup_retry`` seconds, doubling, while the answer can still come
+before its deadline; only the last miss is cached negatively (a miss cached at once also dropped
+the retransmission).
 """
 
 from __future__ import annotations
@@ -86,8 +88,8 @@ REFRESH_MAX = 10_000  # flows remembered; the memory starts over beyond this
 # New flows: the states only a packet that opens a flow reaches.
 _OPENING = frozenset({FlowState.SYN_SENT, FlowState.UNREPLIED})
 _HANDSHAKE = frozenset({FlowState.SYN_SENT, FlowState.SYN_RECV})
-# Where a packet that answers an opening meets a stale replica: the peer's step may be in flight.
-_RETRY_STATES = frozenset({FlowState.SYN_SENT, FlowState.SYN_RECV, FlowState.SYN_SENT2, FlowState.UNREPLIED})
+# A UDP/ICMP packet the rules refuse on these (or on no flow) may answer a request seen elsewhere.
+_RETRY_STATES = frozenset({FlowState.UNREPLIED})
 _SYN_ACK = 0x12
 # A miss the shared table may resolve: the flow may live in the store (opened elsewhere, or moved
 # on elsewhere while our replica is stale). A UDP/ICMP packet the rules refuse may be the reply to
@@ -294,12 +296,12 @@ class Engine:
 
     @staticmethod
     def _answers_opening(proto: int, flags: int, d: Decision) -> bool:
-        """May the packet answer an opening another instance saw (its write perhaps in flight)?"""
+        """May the packet answer a step another instance saw (its write perhaps in flight)?"""
         if proto != PROTO_TCP:
-            return d.before is FlowState.NONE or d.before in _RETRY_STATES  # a reply the rules refuse
+            return d.before is FlowState.NONE or d.before in _RETRY_STATES
         if d.reason is Reason.NO_FLOW:
             return flags & _SYN_ACK == _SYN_ACK
-        return d.before in _RETRY_STATES
+        return True  # invalid on a flow known here: the other direction's instance moved it on
 
     def _refresh(self, buf: bytes, now: float) -> None:
         """Ask the store for a newer state of the packet's flow; nobody waits for the answer."""
