@@ -512,6 +512,7 @@ class SharedTable:
             "lookups": e.lookups,
             "lookup_hits": e.lookup_hits,
             "lookup_misses": e.lookup_misses,
+            "lookup_retries": e.lookup_retries,
             "lookup_errors": c.lookup_errors,
             "lookup_negative_cached": self.engine.gate.negative_cached,
             "lookup_rate_limited": self.engine.gate.rate_limited,
