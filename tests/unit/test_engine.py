@@ -280,6 +280,8 @@ def test_a_feed_record_that_arrives_between_two_asks_places_the_packet() -> None
     e.tick(T0 + 0.002)
     e.lookup_done(5, rec(S.SYN_SENT, 1), T0 + 0.0025)  # nothing newer: the table has it now
     assert verdicts(e) == ([5], []) and state(e) == S.SYN_RECV
+    # decided once: the change is written (a second decision would have seen no change)
+    assert [(t, ev.after) for t, ev in e.writes] == [(NO_TICKET, S.SYN_RECV)]
 
 
 def test_the_retries_end_before_the_deadline_and_the_last_miss_is_cached() -> None:

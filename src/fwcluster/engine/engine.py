@@ -421,20 +421,28 @@ class Engine:
             c.resolved_by_store += 1
         else:
             c.lookup_misses += 1
-            if h.wait and self._again(pid, h, now):
-                return  # the store may not have the other instance's write yet
+            if h.wait:
+                # Decided once here: a decision that places the packet may have changed the table.
+                d = self._decide(h.buf, now)
+                if not self._unplaced(d):  # the feed placed it meanwhile
+                    self._settle(pid, h.buf, d, now, True, h.deadline, h.attempts)
+                    return
+                if self._again(pid, h, now):
+                    return  # the store may not have the other instance's write yet
             if rec is None:
                 self.gate.unknown(h.key, now)
             self._pickup(h.buf, now)  # the store knows no more than the table
         d = self._decide(h.buf, now)
         self._settle(pid, h.buf, d, now, True, h.deadline, h.attempts)
 
+    @staticmethod
+    def _unplaced(d: Decision) -> bool:
+        """A drop a look-up may change (such a decision leaves the table as it was)."""
+        return d.verdict is not _ACCEPT and (d.reason in _LOOKUP_REASONS or d.reason in _LOOKUP_IF_NOT_TCP)
+
     def _again(self, pid: int, h: Held, now: float) -> bool:
-        """Hold a packet the answer did not place for another look-up, if it is still unplaced
-        (the feed may have placed it meanwhile), there is time for an answer and the rate allows."""
-        d = self._decide(h.buf, now)
-        if d.verdict is _ACCEPT or not (d.reason in _LOOKUP_REASONS or d.reason in _LOOKUP_IF_NOT_TCP):
-            return False
+        """Hold a packet the answer did not place for another look-up, if there is time for an
+        answer to come before its deadline."""
         at = now + h.wait
         if at + h.wait > h.deadline:
             return False
