@@ -52,7 +52,7 @@ and its reason is counted once, when that verdict is final.
 A miss may be a write still on its way. With ECMP steering the SYN crosses one instance and the
 SYN-ACK another, about a tenth of a millisecond later, while the SYN's async write takes about
 half a millisecond to reach the store; the client's ACK then races the SYN-ACK instance's write
-the same way. So with ``lookup_retry`` set (when the opening states are shared), a held packet
+the same way. So with ``lookup_retry`` set (ECMP steering, the opening states shared), a held packet
 that may answer another instance's step (a SYN-ACK meeting no flow; a TCP packet the state of a
 flow known here calls invalid: the handshake's next step, or a close the other direction's
 instance wrote; a UDP/ICMP packet the rules refuse) and that the store's answer does not place

@@ -87,9 +87,10 @@ class Instance:
                 # ECMP: the other direction's instance may be one whose changes are not followed
                 refresh=ecmp and config.sync.follow == Follow.BACKUP,
                 # ECMP: the opening states are shared at any level, and a miss is asked again
-                # while the opening's write may be on its way (statetable/shared.py, OPENING)
+                # while the other direction's write may be on its way (statetable/shared.py,
+                # OPENING). Symmetric steering keeps both directions on one instance: no retry.
                 hints=hints,
-                lookup_retry=LOOKUP_RETRY if (publish | hints) & OPENING else 0.0,
+                lookup_retry=LOOKUP_RETRY if ecmp and (publish | hints) & OPENING else 0.0,
             ),
             self.counters,
             time.monotonic(),
