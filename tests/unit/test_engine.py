@@ -16,7 +16,7 @@ from fwcluster.core.states import FlowState
 from fwcluster.engine.engine import NO_TICKET, Engine, EnginePolicy, Outcome
 from fwcluster.statetable.record import FlowRecord
 from fwcluster.statetable.settings import SyncLevel
-from fwcluster.statetable.shared import PUBLISHED
+from fwcluster.statetable.shared import LOOKUP_RETRY, PUBLISHED, opening_hints
 
 from .builders import ACK, FIN, RST, SYN, T0, firewall, key_of, tcp, udp
 
@@ -223,6 +223,94 @@ def test_a_look_up_that_times_out_is_always_a_drop() -> None:
     assert verdicts(e) == ([], [])
 
 
+# --------------------------------------------------------------------------- ECMP: split handshakes
+def ecmp_engine(level: SyncLevel = SyncLevel.ESTABLISHED, confirm: bool = False) -> Engine:
+    """An instance behind ECMP steering, as instance/process.py builds its policy."""
+    return engine(level, confirm, hints=opening_hints(level, True), lookup_retry=LOOKUP_RETRY)
+
+
+def test_ecmp_writes_the_opening_states_at_established_without_holding_them() -> None:
+    e = ecmp_engine(confirm=True)
+    e.packet(1, SYN_PKT, T0)
+    assert verdicts(e) == ([1], []) and not e.held  # a hint: never waited for
+    assert [(t, ev.after) for t, ev in e.writes] == [(NO_TICKET, S.SYN_SENT)]
+    assert opening_hints(SyncLevel.ESTABLISHED, False) == frozenset()  # symmetric: as the level says
+    assert opening_hints(SyncLevel.FULL, True) == frozenset()  # full publishes them anyway
+    assert opening_hints(SyncLevel.NONE, True) == frozenset()  # none shares nothing
+
+
+def test_a_syn_ack_that_beats_the_syns_write_is_asked_about_again() -> None:
+    # The SYN crossed another instance, whose async write of SYN_SENT is not in the store yet.
+    e = ecmp_engine()
+    e.packet(5, SYNACK, T0)
+    assert e.lookups == [(5, KEY)]
+    e.lookups.clear()
+    e.lookup_done(5, None, T0 + 0.0003)
+    assert verdicts(e) == ([], []) and 5 in e.held and e.lookups == []  # held, not dropped
+    assert e.next_deadline() == T0 + 0.0003 + LOOKUP_RETRY
+    e.tick(T0 + 0.0003 + LOOKUP_RETRY)
+    assert e.lookups == [(5, KEY)]  # asked again
+    e.lookup_done(5, rec(S.SYN_SENT, 1), T0 + 0.002)
+    assert verdicts(e) == ([5], [])
+    assert state(e) == S.SYN_RECV
+    assert [(t, ev.after) for t, ev in e.writes] == [(NO_TICKET, S.SYN_RECV)]  # the client's ACK needs it
+    assert e.counters.by_reason[Reason.NO_FLOW] == 0 and e.counters.lookup_retries == 1
+    assert not e.gate.recently_unknown(KEY, T0 + 0.003)  # the first miss was not cached
+
+
+def test_the_clients_ack_on_a_stale_syn_sent_is_asked_about_again() -> None:
+    e = ecmp_engine()
+    e.packet(1, SYN_PKT, T0)  # this instance saw the SYN; the SYN-ACK crossed another one
+    e.packet(2, ACK_PKT, T0 + 0.0002)  # invalid on SYN_SENT: looked up
+    assert e.lookups == [(2, KEY)]
+    e.lookups.clear()
+    e.lookup_done(2, rec(S.SYN_SENT, 1), T0 + 0.0005)  # only our own write is there yet
+    assert 2 in e.held
+    e.tick(T0 + 0.002)
+    e.lookup_done(2, rec(S.SYN_RECV, 2, orig_is_lo=True), T0 + 0.0025)
+    assert verdicts(e) == ([1, 2], [])
+    assert state(e) == S.ESTABLISHED
+
+
+def test_a_feed_record_that_arrives_between_two_asks_places_the_packet() -> None:
+    e = ecmp_engine()
+    e.packet(5, SYNACK, T0)
+    e.lookup_done(5, None, T0 + 0.0003)
+    e.record(rec(S.SYN_SENT, 1), T0 + 0.0005)
+    e.tick(T0 + 0.002)
+    e.lookup_done(5, rec(S.SYN_SENT, 1), T0 + 0.0025)  # nothing newer: the table has it now
+    assert verdicts(e) == ([5], []) and state(e) == S.SYN_RECV
+    # decided once: the change is written (a second decision would have seen no change)
+    assert [(t, ev.after) for t, ev in e.writes] == [(NO_TICKET, S.SYN_RECV)]
+
+
+def test_the_retries_end_before_the_deadline_and_the_last_miss_is_cached() -> None:
+    e = ecmp_engine()
+    e.packet(5, SYNACK, T0)
+    now = T0
+    while 5 in e.held and now < T0 + 1:
+        if e.lookups:
+            e.lookups.clear()
+            now += 0.0003
+            e.lookup_done(5, None, now)
+        else:
+            now = e.next_deadline() or now + 0.001
+            e.tick(now)
+    assert verdicts(e) == ([], [5])
+    assert now < T0 + e.policy.hold_timeout  # decided on a miss, not timed out
+    assert e.counters.by_reason[Reason.NO_FLOW] == 1 and e.counters.hold_timeouts == 0
+    assert 3 <= e.counters.lookup_retries <= 6  # 1, 2, 4, 8, 16 ms within 50
+    e.packet(6, SYNACK, now + 0.01)
+    assert e.lookups == [] and verdicts(e) == ([], [6])  # cached: the retransmission is not asked
+
+
+def test_only_packets_that_answer_an_opening_are_asked_again() -> None:
+    e = ecmp_engine()
+    e.packet(5, ACK_PKT, T0)  # a bare ACK nobody knows: no handshake it could answer
+    e.lookup_done(5, None, T0 + 0.0003)
+    assert verdicts(e) == ([], [5]) and e.counters.lookup_retries == 0
+
+
 def test_the_batch_floor_is_the_lowest_held_id() -> None:
     e = engine()
     e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
@@ -273,11 +361,11 @@ event = st.one_of(
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.lists(event, max_size=40), st.booleans(), st.booleans())
+@given(st.lists(event, max_size=40), st.booleans(), st.booleans(), st.booleans())
 def test_every_packet_gets_exactly_one_verdict_in_any_event_order(
-    events: list[tuple[str, object]], confirm: bool, lenient: bool
+    events: list[tuple[str, object]], confirm: bool, lenient: bool, retry: bool
 ) -> None:
-    e = engine(confirm=confirm, accept_on_timeout=lenient)
+    e = engine(confirm=confirm, accept_on_timeout=lenient, lookup_retry=LOOKUP_RETRY if retry else 0.0)
     now = T0
     pid = 0
     version = 50

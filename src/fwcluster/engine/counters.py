@@ -21,6 +21,7 @@ class Counters:
         "kernel_tracked",
         "lookup_hits",
         "lookup_misses",
+        "lookup_retries",
         "lookups",
         "picked_up",
         "refreshed",
@@ -46,7 +47,8 @@ class Counters:
         self.resolved_by_store = 0  # misses the store resolved (then decided again)
         self.lookups = 0  # packets held while the store was asked about their flow
         self.lookup_hits = 0  # ... and the store knew something newer
-        self.lookup_misses = 0  # ... and it did not
+        self.lookup_misses = 0  # ... and it did not (each answer counts: a retried one again)
+        self.lookup_retries = 0  # misses asked again: the other instance's write may be in flight
         self.write_refused = 0  # clean writes the store refused (it held something newer)
         self.refreshes = 0  # handshakes seen from one side only: store asked, packet not held
         self.refreshed = 0  # ... and the store knew a newer state (then marked for the kernel)
@@ -77,6 +79,7 @@ class Counters:
             "hold_timeouts": self.hold_timeouts,
             "refused_in_outage": self.refused_in_outage,
             "resolved_by_store": self.resolved_by_store,
+            "lookup_retries": self.lookup_retries,
             "picked_up": self.picked_up,
             "write_refused": self.write_refused,
             "refreshes": self.refreshes,

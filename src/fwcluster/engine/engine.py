@@ -48,6 +48,17 @@ be stale) is held while the store is asked, within a rate bound and a negative c
 answer arrives the packet is decided again; a look-up that times out is a drop whatever
 ``on_timeout`` says, since that packet was never decided. Every packet gets exactly one verdict,
 and its reason is counted once, when that verdict is final.
+
+A miss may be a write still on its way. With ECMP steering the SYN crosses one instance and the
+SYN-ACK another, about a tenth of a millisecond later, while the SYN's async write takes about
+half a millisecond to reach the store; the client's ACK then races the SYN-ACK instance's write
+the same way. So with ``lookup_retry`` set (ECMP steering, the opening states shared), a held packet
+that may answer another instance's step (a SYN-ACK meeting no flow; a TCP packet the state of a
+flow known here calls invalid: the handshake's next step, or a close the other direction's
+instance wrote; a UDP/ICMP packet the rules refuse) and that the store's answer does not place
+is asked about again after ``lookup_retry`` seconds, doubling, while the answer can still come
+before its deadline; only the last miss is cached negatively (a miss cached at once also dropped
+the retransmission).
 """
 
 from __future__ import annotations
@@ -77,6 +88,9 @@ REFRESH_MAX = 10_000  # flows remembered; the memory starts over beyond this
 # New flows: the states only a packet that opens a flow reaches.
 _OPENING = frozenset({FlowState.SYN_SENT, FlowState.UNREPLIED})
 _HANDSHAKE = frozenset({FlowState.SYN_SENT, FlowState.SYN_RECV})
+# A UDP/ICMP packet the rules refuse on these (or on no flow) may answer a request seen elsewhere.
+_RETRY_STATES = frozenset({FlowState.UNREPLIED})
+_SYN_ACK = 0x12
 # A miss the shared table may resolve: the flow may live in the store (opened elsewhere, or moved
 # on elsewhere while our replica is stale). A UDP/ICMP packet the rules refuse may be the reply to
 # a request that crossed another instance.
@@ -106,6 +120,11 @@ class EnginePolicy:
     fast_path: bool = False  # mark committed ESTABLISHED/REPLIED flows for the kernel to forward
     kernel_tracking: bool = False  # hand new flows to the kernel's conntrack (only when not sharing)
     refresh: bool = False  # refresh handshakes from the store without the fast path (see below)
+    # states written too but never held for a confirmation: with ECMP steering, the opening
+    # states a level does not publish (statetable/shared.py, ``opening_hints``)
+    hints: frozenset[FlowState] = frozenset()
+    # seconds before a miss that may be a write in flight is asked again (doubling; 0: never)
+    lookup_retry: float = 0.0
 
 
 _WRITE, _LOOKUP = 0, 1
@@ -114,11 +133,11 @@ _WRITE, _LOOKUP = 0, 1
 class Held:
     """A packet waiting for the store."""
 
-    __slots__ = ("attempts", "buf", "change", "deadline", "key", "kind", "reason")
+    __slots__ = ("again_at", "attempts", "buf", "change", "deadline", "key", "kind", "reason", "wait")
 
     def __init__(
         self, kind: int, deadline: float, buf: bytes, change: StateChange | None, reason: Reason,
-        attempts: int, key: bytes = b"",
+        attempts: int, key: bytes = b"", wait: float = 0.0,
     ) -> None:  # fmt: skip
         self.kind = kind
         self.deadline = deadline
@@ -127,6 +146,8 @@ class Held:
         self.reason = reason  # the reason the packet is accepted with once confirmed
         self.attempts = attempts
         self.key = key  # the flow the store is asked about (look-ups)
+        self.wait = wait  # look-ups: the delay before the next ask after a miss (0: no retry)
+        self.again_at = 0.0  # look-ups: when to ask again (0: a question is out)
 
 
 class Engine:
@@ -242,6 +263,8 @@ class Engine:
                     self.writes.append((pid, ev))
                     return
                 self.writes.append((NO_TICKET, ev))
+            elif ev.after in policy.hints:
+                self.writes.append((NO_TICKET, ev))  # never waited for (see EnginePolicy.hints)
             self._accept(pid, d.reason, ev.after)
             return
         reason = d.reason
@@ -256,8 +279,9 @@ class Engine:
                 key = p.related if p.related is not None else p.key
                 if self.gate.may(key, now):
                     c.lookups += 1
+                    wait = policy.lookup_retry if self._answers_opening(p.proto, p.flags, d) else 0.0
                     self._hold(
-                        pid, Held(_LOOKUP, now + policy.hold_timeout, buf, None, reason, attempts, key)
+                        pid, Held(_LOOKUP, now + policy.hold_timeout, buf, None, reason, attempts, key, wait)
                     )
                     self.lookups.append((pid, key))
                     return
@@ -269,6 +293,15 @@ class Engine:
         self._drop(pid, reason)
         if d.verdict is _REJECT and d.reply is not None:
             self.replies.append(d.reply)
+
+    @staticmethod
+    def _answers_opening(proto: int, flags: int, d: Decision) -> bool:
+        """May the packet answer a step another instance saw (its write perhaps in flight)?"""
+        if proto != PROTO_TCP:
+            return d.before is FlowState.NONE or d.before in _RETRY_STATES
+        if d.reason is Reason.NO_FLOW:
+            return flags & _SYN_ACK == _SYN_ACK
+        return True  # invalid on a flow known here: the other direction's instance moved it on
 
     def _refresh(self, buf: bytes, now: float) -> None:
         """Ask the store for a newer state of the packet's flow; nobody waits for the answer."""
@@ -375,22 +408,49 @@ class Engine:
         h = self.held.get(pid)
         if h is None or h.kind != _LOOKUP:
             return  # timed out already
+        if h.again_at:
+            return  # not asked now (an answer to an earlier question that came late)
         del self.held[pid]
         c = self.counters
+        hit = False
         if rec is not None:
             self.gate.known(rec.key)
-            if self._merge(rec, now, "lookup"):
-                c.lookup_hits += 1
-                c.resolved_by_store += 1
-            else:
-                c.lookup_misses += 1
-                self._pickup(h.buf, now)  # the store knows no more than the table
+            hit = self._merge(rec, now, "lookup")
+        if hit:
+            c.lookup_hits += 1
+            c.resolved_by_store += 1
         else:
             c.lookup_misses += 1
-            self.gate.unknown(h.key, now)
-            self._pickup(h.buf, now)  # decided below, on the flow it may have taken
+            if h.wait:
+                # Decided once here: a decision that places the packet may have changed the table.
+                d = self._decide(h.buf, now)
+                if not self._unplaced(d):  # the feed placed it meanwhile
+                    self._settle(pid, h.buf, d, now, True, h.deadline, h.attempts)
+                    return
+                if self._again(pid, h, now):
+                    return  # the store may not have the other instance's write yet
+            if rec is None:
+                self.gate.unknown(h.key, now)
+            self._pickup(h.buf, now)  # the store knows no more than the table
         d = self._decide(h.buf, now)
         self._settle(pid, h.buf, d, now, True, h.deadline, h.attempts)
+
+    @staticmethod
+    def _unplaced(d: Decision) -> bool:
+        """A drop a look-up may change (such a decision leaves the table as it was)."""
+        return d.verdict is not _ACCEPT and (d.reason in _LOOKUP_REASONS or d.reason in _LOOKUP_IF_NOT_TCP)
+
+    def _again(self, pid: int, h: Held, now: float) -> bool:
+        """Hold a packet the answer did not place for another look-up, if there is time for an
+        answer to come before its deadline."""
+        at = now + h.wait
+        if at + h.wait > h.deadline:
+            return False
+        h.again_at = at
+        h.wait *= 2
+        self.held[pid] = h
+        self.counters.lookup_retries += 1
+        return True
 
     def _pickup(self, buf: bytes, now: float) -> bool:
         """A mid-stream pickup (``self.pickup``, see __init__), counted."""
@@ -450,7 +510,16 @@ class Engine:
 
     # ------------------------------------------------------------------ events: time
     def tick(self, now: float) -> None:
-        """Held packets past their deadline get their verdict."""
+        """Held packets past their deadline get their verdict; look-ups due again are asked."""
+        due = [(pid, h) for pid, h in self.held.items() if h.again_at and h.again_at <= now < h.deadline]
+        for pid, h in due:
+            h.again_at = 0.0
+            if self.gate.may(h.key, now):
+                self.counters.lookups += 1
+                self.lookups.append((pid, h.key))
+            else:  # over the rate: decided as the miss it was
+                del self.held[pid]
+                self._settle(pid, h.buf, self._decide(h.buf, now), now, True, h.deadline, h.attempts)
         expired = [pid for pid, h in self.held.items() if h.deadline <= now]
         for pid in expired:
             h = self.held.pop(pid)
@@ -462,7 +531,8 @@ class Engine:
                 self._unconfirmed(pid, h.change, h.reason, now, Reason.STORE_TIMEOUT)
 
     def next_deadline(self) -> float | None:
-        return min((h.deadline for h in self.held.values()), default=None)
+        """When :meth:`tick` has work next: a deadline, or a look-up to ask again."""
+        return min((h.again_at or h.deadline for h in self.held.values()), default=None)
 
     def expire(self, now: float, budget: int) -> int:
         """One bounded step of the expiry sweep; returns how many flows left the table."""

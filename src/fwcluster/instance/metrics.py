@@ -162,6 +162,11 @@ _STORE_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("lookups", "store_lookups_total", "Look-ups sent to the store on a local miss."),
     ("lookup_hits", "store_lookup_hits_total", "Look-ups that taught the replica something newer."),
     ("lookup_misses", "store_lookup_misses_total", "Look-ups the store could not answer with a newer flow."),
+    (
+        "lookup_retries",
+        "store_lookup_retries_total",
+        "Misses asked again: another instance's write may be in flight.",
+    ),
     ("lookup_rate_limited", "store_lookup_rate_limited_total", "Look-ups skipped by the rate bound."),
     (
         "refused_writes",

@@ -33,12 +33,13 @@ from fwcluster.instance.metrics import InstanceMetrics, ListenAddr
 from fwcluster.statetable.factory import make_store
 from fwcluster.statetable.guard import ERROR_PAUSE, TaskErrors
 from fwcluster.statetable.settings import Confirm, Follow
-from fwcluster.statetable.shared import PUBLISHED, SharedTable
+from fwcluster.statetable.shared import LOOKUP_RETRY, OPENING, PUBLISHED, SharedTable, opening_hints
 from fwcluster.storeurl import with_sentinels
 
 log = logging.getLogger("fwcluster.instance")
 
 SWEEP_INTERVAL = 0.1  # seconds between expiry steps
+TICK_SLACK = 0.0002  # seconds: an armed tick this much later than needed is armed anew
 SWEEP_PASS = 10.0  # a full pass over the table takes at most about this long
 FAST_COUNT_INTERVAL = 2.0  # seconds between counts of the kernel's fast-path flows (status only)
 
@@ -69,10 +70,13 @@ class Instance:
         )
         store = make_store(config, store_url)
         st = config.store
+        publish = PUBLISHED[config.sync.level] if store is not None else frozenset()
+        ecmp = config.steering.kind == SteeringKind.ECMP
+        hints = opening_hints(config.sync.level, ecmp) if store is not None else frozenset()
         self.engine = Engine(
             self.firewall,
             EnginePolicy(
-                publish=PUBLISHED[config.sync.level] if store is not None else frozenset(),
+                publish=publish,
                 confirm=config.sync.confirm == Confirm.SYNC,
                 hold_timeout=st.timeout_ms / 1000,
                 accept_on_timeout=st.on_timeout == HeldVerdict.ACCEPT,
@@ -81,7 +85,12 @@ class Instance:
                 fast_path=config.datapath.fast_path,
                 kernel_tracking=config.datapath.fast_path and config.datapath.kernel_tracking,
                 # ECMP: the other direction's instance may be one whose changes are not followed
-                refresh=config.steering.kind == SteeringKind.ECMP and config.sync.follow == Follow.BACKUP,
+                refresh=ecmp and config.sync.follow == Follow.BACKUP,
+                # ECMP: the opening states are shared at any level, and a miss is asked again
+                # while the other direction's write may be on its way (statetable/shared.py,
+                # OPENING). Symmetric steering keeps both directions on one instance: no retry.
+                hints=hints,
+                lookup_retry=LOOKUP_RETRY if ecmp and (publish | hints) & OPENING else 0.0,
             ),
             self.counters,
             time.monotonic(),
@@ -217,8 +226,16 @@ class Instance:
                 self.counters.errors += 1
                 log.warning("instance %s: verdicts not sent (retried): %s", self.id, e)
         self.table.submit()
-        if self.engine.held and self._ticker is None:
-            self._ticker = asyncio.get_running_loop().call_later(self._tick_interval, self._tick)
+        due = self.engine.next_deadline()
+        if due is not None:
+            # a tick at the next deadline or look-up to ask again, at the latest one interval on
+            loop = asyncio.get_running_loop()
+            at = min(due, loop.time() + self._tick_interval)
+            if self._ticker is not None and self._ticker.when() > at + TICK_SLACK:
+                self._ticker.cancel()
+                self._ticker = None
+            if self._ticker is None:
+                self._ticker = loop.call_at(at, self._tick)
 
     def _pump_soon(self) -> None:
         if not self._pump_scheduled:

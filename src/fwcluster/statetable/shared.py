@@ -52,6 +52,23 @@ PUBLISHED: dict[SyncLevel, frozenset[FlowState]] = {
     SyncLevel.FULL: frozenset(s for s in FlowState if s not in (S.NONE, S.REMOVED)),
 }
 
+# ECMP steering: the two directions of a flow cross different instances, so the one that sees a
+# handshake's answer (the SYN-ACK, the client's ACK, a UDP reply) must find the opening in the
+# store, whatever the level: these states are written too, with ECMP, at a level that shares at
+# all. They are hints, never waited for (sync confirmation holds only the level's own states):
+# a lost one costs a retransmission, not a wrong verdict. (Two writes more per connection.)
+OPENING = frozenset({S.SYN_SENT, S.SYN_RECV, S.SYN_SENT2, S.UNREPLIED})
+LOOKUP_RETRY = 0.001  # seconds before a miss the opening's write may answer is asked again
+
+
+def opening_hints(level: SyncLevel, one_way: bool) -> frozenset[FlowState]:
+    """The opening states the engine writes without holding (``EnginePolicy.hints``): with one
+    direction per instance (``one_way``, ECMP steering) those the level does not publish."""
+    if not one_way or not PUBLISHED[level]:
+        return frozenset()
+    return OPENING - PUBLISHED[level]
+
+
 WRITE_BATCH = 256  # records per pipeline
 MAX_PENDING = 100_000  # queued async writes beyond this are dropped (and counted)
 FEED_BLOCK_MS = 1000
@@ -108,7 +125,10 @@ class SharedTable:
             task_errors if task_errors is not None else TaskErrors(f"instance {instance_id}", log)
         )
         self._refused_log = CountedLog(log)  # one line now and then, however many are refused
-        self.publish_states = PUBLISHED[settings.level] if store is not None else frozenset()
+        # what the engine writes: its level's states and, with ECMP, the opening hints
+        self.publish_states = (
+            engine.policy.publish | engine.policy.hints if store is not None else frozenset()
+        )
         self.sync_confirm = settings.confirm == Confirm.SYNC
         self.clean = settings.access == Access.CLEAN
         self.store_up = store is not None
@@ -492,6 +512,7 @@ class SharedTable:
             "lookups": e.lookups,
             "lookup_hits": e.lookup_hits,
             "lookup_misses": e.lookup_misses,
+            "lookup_retries": e.lookup_retries,
             "lookup_errors": c.lookup_errors,
             "lookup_negative_cached": self.engine.gate.negative_cached,
             "lookup_rate_limited": self.engine.gate.rate_limited,
