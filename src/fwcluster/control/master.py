@@ -13,7 +13,8 @@ Detection, every ``TICK``:
   (SIGSTOP) or cut-off instance. Not while the store itself was away: after the master's store
   connection recovers (an outage, a Sentinel failover: the new primary may miss the beats of the
   last TTL, and instances need a beat to find it), missing beats are judged only after a grace of
-  one heartbeat TTL; an instance whose process is gone is still failed over at once.
+  one heartbeat TTL (at least ``STORE_BACK_GRACE_MIN``); an instance whose process is gone is
+  still failed over at once.
 
 Failover: the failed instance's buckets, and only those, move to the healthy instances through
 the fenced steering driver, with the leader's epoch: to a ready standby if there is one; else, with
@@ -69,6 +70,12 @@ FAILOVER_RETRY = 1.0  # seconds between tries to move the buckets a failed insta
 # once the others had time to read the membership (every 0.5 s) and bulk-load the failed
 # instance's flows by its index (statetable/shared.py); a flow not loaded yet is looked up.
 REBALANCE_DELAY = 2.0
+# After the store came back (an outage, a Sentinel failover) missed heartbeats wait at least this
+# long, however short the heartbeat TTL: every instance's heartbeat thread has to notice the old
+# primary is gone (a socket timeout), ask the sentinels and reconnect before it beats again, and on
+# a loaded host that took longer than the default 0.5 s TTL (a healthy instance failed over in the
+# netns test with a busy core). A dead process is still failed over at once.
+STORE_BACK_GRACE_MIN = 3.0
 EPOCH_WAIT_MS = 200  # a new epoch waits at most this long for a replica (replicated store only)
 MEMBERS = MEMBERS_KEY  # instance id -> role, kept by the leading master (control/admin.py)
 # Replace the membership hash (DEL, then HSET of the pairs in ARGV), atomically.
@@ -281,10 +288,11 @@ class Master:
         self._store_lost = True
 
     def _store_ok(self) -> None:
-        """A store operation worked: after trouble, missed heartbeats wait one heartbeat TTL."""
+        """A store operation worked: after trouble, missed heartbeats wait one heartbeat TTL, and
+        at least ``STORE_BACK_GRACE_MIN``."""
         if self._store_lost:
             self._store_lost = False
-            grace = self.config.cluster.heartbeat_ttl_ms / 1000
+            grace = max(self.config.cluster.heartbeat_ttl_ms / 1000, STORE_BACK_GRACE_MIN)
             self._grace_until = time.monotonic() + grace
             event("store-back", master=self.id, grace_ms=round(grace * 1000))
 
