@@ -294,10 +294,8 @@ class RedisStore(Store):
         finally:
             conn.close()
 
-    async def feed(self, position: str, block_ms: int, count: int) -> tuple[list[FlowRecord], str]:
-        command: tuple[Arg, ...] = ("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", FEED, position)
-        if not block_ms:
-            command = ("XREAD", "COUNT", count, "STREAMS", FEED, position)
+    async def _xread(self, command: tuple[Arg, ...], block_ms: int) -> Any:
+        """One XREAD on the feed connection (the one stream, or the followed writers' streams)."""
         try:
             # XREAD BLOCK answers when an entry arrives or the block ends: allow for that wait.
             (reply,) = await self._feed.call([command], timeout=block_ms / 1000 + self._timeout)
@@ -306,6 +304,13 @@ class RedisStore(Store):
         if isinstance(reply, hiredis.ReplyError):
             self._feed.close()  # e.g. UNBLOCKED when the server became a replica: connect anew
             raise StoreError(f"feed: {reply}")
+        return reply
+
+    async def feed(self, position: str, block_ms: int, count: int) -> tuple[list[FlowRecord], str]:
+        command: tuple[Arg, ...] = ("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", FEED, position)
+        if not block_ms:
+            command = ("XREAD", "COUNT", count, "STREAMS", FEED, position)
+        reply = await self._xread(command, block_ms)
         records: list[FlowRecord] = []
         for _stream, entries in reply or ():
             if entries:
@@ -321,13 +326,7 @@ class RedisStore(Store):
         command: tuple[Arg, ...] = (
             "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", *streams, *(positions[w] for w in writers),
         )  # fmt: skip
-        try:
-            (reply,) = await self._feed.call([command], timeout=block_ms / 1000 + self._timeout)
-        except RespError as e:
-            raise StoreError(str(e)) from e
-        if isinstance(reply, hiredis.ReplyError):
-            self._feed.close()  # e.g. UNBLOCKED when the server became a replica: connect anew
-            raise StoreError(f"feed: {reply}")
+        reply = await self._xread(command, block_ms)
         moved = dict(positions)
         skip = len(FEED_PREFIX)
         records: list[FlowRecord] = []
