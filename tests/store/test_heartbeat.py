@@ -8,7 +8,15 @@ import time
 
 import redis
 
-from fwcluster.instance.heartbeat import HB_PREFIX, REG_PREFIX, TAKEOVER_KEY, Heartbeat, parse_beat
+from fwcluster.instance.heartbeat import (
+    HB_PREFIX,
+    REG_PREFIX,
+    TAKEOVER_KEY,
+    Heartbeat,
+    parse_beat,
+    parse_registration,
+)
+from fwcluster.procutil import host_key
 
 from .conftest import Run
 
@@ -35,8 +43,8 @@ def test_beats_while_the_loop_is_busy_and_deregisters_on_stop(redis_url: str, ru
     beat = parse_beat(seen)
     assert beat is not None and beat[0] > 0 and abs(beat[1] - time.time()) < 5
     assert joined is not None and joined == registered
-    reg = parse_beat(registered)
-    assert reg is not None and reg[0] == beat[0]
+    reg = parse_registration(registered)
+    assert reg is not None and reg[0] == beat[0] and reg[2] == host_key()
     assert r.get(HB_PREFIX + b"hb1") is None  # a clean stop removes both keys
     assert r.get(REG_PREFIX + b"hb1") is None
     assert not r.exists("fwc:instances", "fwc:members")  # an instance writes no other control key

@@ -8,13 +8,17 @@ that has not beaten yet is "joining".
 
 Detection, every ``TICK``:
 - process gone: the instance's pid (from its heartbeat) no longer runs (or is a zombie) — seen
-  within one tick of a SIGKILL, since masters run on the same host;
+  within one tick of a SIGKILL, for instances on the master's own host (same boot and pid
+  namespace: the registration's host key, procutil.host_key); for an instance elsewhere a pid
+  says nothing and only its heartbeats count;
 - missed heartbeats: the instance's heartbeat key expired (``heartbeat_ms * misses``) — a hung
   (SIGSTOP) or cut-off instance. Not while the store itself was away: after the master's store
   connection recovers (an outage, a Sentinel failover: the new primary may miss the beats of the
-  last TTL, and instances need a beat to find it), missing beats are judged only after a grace of
-  one heartbeat TTL (at least ``STORE_BACK_GRACE_MIN``); an instance whose process is gone is
-  still failed over at once.
+  last TTL, and instances need a beat to find it), an instance's missing beats are judged again
+  once it has proved that it reaches the new primary (a beat that changed since the store came
+  back), and at the latest ``STORE_BACK_GRACE`` later; an instance whose process is gone is still
+  failed over at once. A master that starts leading meanwhile knows the pids from the
+  registrations (it has seen no beat yet).
 
 Failover: the failed instance's buckets, and only those, move to the healthy instances through
 the fenced steering driver, with the leader's epoch: to a ready standby if there is one; else, with
@@ -44,8 +48,15 @@ from fwcluster.control.admin import Admin, AdminError
 from fwcluster.control.api import AdminApi
 from fwcluster.control.lease import EPOCH_KEY, LEADER_KEY, LeaderLease
 from fwcluster.control.metrics import MasterMetrics
-from fwcluster.instance.heartbeat import HB_PREFIX, ID, REG_PREFIX, TAKEOVER_KEY, parse_beat
-from fwcluster.procutil import running
+from fwcluster.instance.heartbeat import (
+    HB_PREFIX,
+    ID,
+    REG_PREFIX,
+    TAKEOVER_KEY,
+    parse_beat,
+    parse_registration,
+)
+from fwcluster.procutil import host_key, running
 from fwcluster.statetable.discovery import async_client
 from fwcluster.statetable.redis_store import MEMBERS as MEMBERS_KEY
 from fwcluster.statetable.ring import RING_ROLES, backup_of
@@ -70,12 +81,13 @@ FAILOVER_RETRY = 1.0  # seconds between tries to move the buckets a failed insta
 # once the others had time to read the membership (every 0.5 s) and bulk-load the failed
 # instance's flows by its index (statetable/shared.py); a flow not loaded yet is looked up.
 REBALANCE_DELAY = 2.0
-# After the store came back (an outage, a Sentinel failover) missed heartbeats wait at least this
-# long, however short the heartbeat TTL: every instance's heartbeat thread has to notice the old
-# primary is gone (a socket timeout), ask the sentinels and reconnect before it beats again, and on
-# a loaded host that took longer than the default 0.5 s TTL (a healthy instance failed over in the
-# netns test with a busy core). A dead process is still failed over at once.
-STORE_BACK_GRACE_MIN = 3.0
+# After the store came back (an outage, a Sentinel failover) an instance's missed heartbeats are
+# not judged until it has beaten on the new primary, for at most this long: every instance's
+# heartbeat thread has to notice the old primary is gone (a socket timeout), ask the sentinels and
+# reconnect before it beats again, and on a loaded host that took longer than the default 0.5 s TTL
+# (a healthy instance failed over in the netns test with a busy core). A dead process is still
+# failed over at once; a hung one during the store's failover (a double fault) after this bound.
+STORE_BACK_GRACE = 10.0
 EPOCH_WAIT_MS = 200  # a new epoch waits at most this long for a replica (replicated store only)
 MEMBERS = MEMBERS_KEY  # instance id -> role, kept by the leading master (control/admin.py)
 # Replace the membership hash (DEL, then HSET of the pairs in ARGV), atomically.
@@ -123,6 +135,9 @@ class Master:
         self.last_beat: dict[str, float] = {}  # instance id -> unix time of its last heartbeat
         self.last_ok: dict[str, float] = {}  # instance id -> unix time we last saw it alive
         self.registered: dict[str, int] = {}  # instance id -> pid of its registration (fwc:reg:<id>)
+        self.remote: set[str] = set()  # registered from another host: their pids say nothing here
+        self._proven: set[str] = set()  # beat on the store since it came back (judged again)
+        self._first_beat: dict[str, bytes] = {}  # the first beat seen since the store came back
         self.joining: set[str] = set()  # registered, not beating yet (loading the table)
         self._next_discover = 0.0
         self._owners: set[str] = set()  # who held buckets at the last read (_owners_now)
@@ -288,16 +303,28 @@ class Master:
         self._store_lost = True
 
     def _store_ok(self) -> None:
-        """A store operation worked: after trouble, missed heartbeats wait one heartbeat TTL, and
-        at least ``STORE_BACK_GRACE_MIN``."""
+        """A store operation worked: after trouble, each instance's missed heartbeats wait until it
+        has beaten on the store again, at most ``STORE_BACK_GRACE``."""
         if self._store_lost:
             self._store_lost = False
-            grace = max(self.config.cluster.heartbeat_ttl_ms / 1000, STORE_BACK_GRACE_MIN)
-            self._grace_until = time.monotonic() + grace
-            event("store-back", master=self.id, grace_ms=round(grace * 1000))
+            self._grace_until = time.monotonic() + STORE_BACK_GRACE
+            self._proven.clear()
+            self._first_beat.clear()
+            event("store-back", master=self.id, grace_ms=round(STORE_BACK_GRACE * 1000))
 
     def in_grace(self) -> bool:
         return self._store_lost or time.monotonic() < self._grace_until
+
+    def _beat_since_back(self, instance_id: str, raw: bytes) -> None:
+        """In the grace: an instance proves it reaches the store once its beat changed."""
+        first = self._first_beat.setdefault(instance_id, raw)
+        if first != raw:
+            self._proven.add(instance_id)
+
+    def _pid_alive(self, instance_id: str, pid: int) -> bool:
+        """Does the instance's process run? Unknowable for an instance on another host: it counts
+        as running, and only its heartbeats decide."""
+        return instance_id in self.remote or running(pid)
 
     def _bad_lease(self, source: str) -> None:
         self.bad_record(source, LEASE_KEYS[source])
@@ -398,7 +425,7 @@ class Master:
             self._store_failed()
             return
         self._store_ok()
-        grace = self.in_grace()
+        in_grace = self.in_grace()
         owners = await self._owners_now()
         now = time.time()
         alive: list[str] = []
@@ -408,25 +435,34 @@ class Master:
             beat = parse_beat(raw) if raw is not None else None
             if raw is not None and beat is None:  # skipped: as if it had not beaten
                 self.bad_record("heartbeat", HB_PREFIX + instance_id.encode())
+            if in_grace and beat is not None:
+                self._beat_since_back(instance_id, raw)
+            grace = in_grace and instance_id not in self._proven
+            # the pid last seen beating, or (a master that just started leading) the registration's
+            last = self.last_pid.get(instance_id) or self.registered.get(instance_id, 0)
             if reg is None:
                 self.registered.pop(instance_id, None)  # deregistered (a clean stop), or never was
                 if beat is None:
                     if instance_id in owners and instance_id not in self.failed:
-                        if grace and running(self.last_pid.get(instance_id, 0)):
+                        if grace and last and self._pid_alive(instance_id, last):
                             continue  # the store lost its keys (failover, restart): beats come back
                         newly_failed.append((instance_id, "stopped"))  # its buckets would be black-holed
                     continue
             else:
-                registration = parse_beat(reg)
+                registration = parse_registration(reg)
                 if registration is not None:
                     self.registered[instance_id] = registration[0]
+                    if registration[2] and registration[2] != host_key():
+                        self.remote.add(instance_id)
+                    else:
+                        self.remote.discard(instance_id)
                 else:
                     self.bad_record("registration", REG_PREFIX + instance_id.encode())
                     self.registered.setdefault(instance_id, 0)
             if beat is not None:
                 pid, beat_time = beat
                 self.last_pid[instance_id], self.last_beat[instance_id] = pid, beat_time
-                is_running = running(pid)
+                is_running = self._pid_alive(instance_id, pid)
             else:
                 is_running = False
             reg_pid = self.registered.get(instance_id, 0)
@@ -434,7 +470,7 @@ class Master:
                 beat is None
                 and reg_pid
                 and reg_pid != self.last_pid.get(instance_id)
-                and running(reg_pid)
+                and self._pid_alive(instance_id, reg_pid)
                 and (instance_id not in owners or instance_id in self.failed)
             ):
                 joining.add(instance_id)  # a new process, loading the table: not beating yet
@@ -452,8 +488,8 @@ class Master:
                     alive.append(instance_id)
                 continue
             if beat is None:
-                last = self.last_pid.get(instance_id, 0)
-                if grace and last and running(last):
+                last = self.last_pid.get(instance_id) or self.registered.get(instance_id, 0)
+                if grace and last and self._pid_alive(instance_id, last):
                     alive.append(instance_id)  # the store was away: its beats may not be there yet
                 elif grace and last:
                     newly_failed.append((instance_id, "process-gone"))

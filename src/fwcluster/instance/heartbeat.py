@@ -2,9 +2,10 @@
 
 ``fwc:hb:<id>`` = ``<pid>:<unix time in ms>``, with a TTL of ``heartbeat_ms * misses``: the key vanishes
 when the instance stops beating (hung, cut off, dead), which is what masters watch. The instance
-registers with a key of its own, ``fwc:reg:<id>`` = ``<pid>:<unix time in ms of the start>`` (no
-TTL; written before it loads the table and again with every beat, so a store that lost its data
-learns it back); masters find registrations with ``SCAN MATCH fwc:reg:*``. A clean stop deletes
+registers with a key of its own, ``fwc:reg:<id>`` = ``<pid>:<unix time in ms of the start>:<host key>``
+(no TTL; the host key, procutil.host_key, tells a master whether it can see the pid; written
+before it loads the table and again with every beat, so a store that lost its data learns it
+back); masters find registrations with ``SCAN MATCH fwc:reg:*``. A clean stop deletes
 both keys in one command. These two keys are the only control keys an instance writes (its store
 user may touch no other: docs/architecture.md, "Threat model").
 
@@ -32,6 +33,7 @@ import time
 
 from redis.exceptions import RedisError
 
+from fwcluster.procutil import host_key
 from fwcluster.statetable.discovery import sync_client
 
 HB_PREFIX = b"fwc:hb:"
@@ -63,7 +65,7 @@ class Heartbeat:
         self._stamper: asyncio.Task[None] | None = None
         self.loop_alive = time.monotonic()
         self._reg_key = REG_PREFIX + instance_id.encode()
-        self._registration = f"{os.getpid()}:{int(time.time() * 1000)}"
+        self._registration = f"{os.getpid()}:{int(time.time() * 1000)}:{host_key()}"
 
     def register(self) -> None:
         """Register before loading the table: the leader sees the instance as "joining" until it
@@ -103,6 +105,8 @@ class Heartbeat:
                     # An error here (a store user without the read right) is "no takeover".
                     self.takeover = isinstance(takeover, bytes)
                     self.sent += 1
+                    if failing:
+                        log.warning("instance %s: heartbeats go through again", self.id)
                     failing = False
                 except Exception as e:  # one failed beat never ends the thread
                     self.failed += 1
@@ -132,6 +136,7 @@ class Heartbeat:
 
 PID_MAX = 1 << 22  # the kernel's upper bound for pid_max
 _BEAT = re.compile(rb"([1-9][0-9]{0,6}):([0-9]{1,15})")  # pid, unix time in ms (below year 33658)
+_REGISTRATION = re.compile(rb"([1-9][0-9]{0,6}):([0-9]{1,15})(?::([0-9a-f]{16}))?")  # ... and a host key
 ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an instance id as masters accept it from the store
 
 
@@ -144,3 +149,14 @@ def parse_beat(raw: object) -> tuple[int, float] | None:
     if m is None or int(m[1]) >= PID_MAX:
         return None
     return int(m[1]), int(m[2]) / 1000
+
+
+def parse_registration(raw: object) -> tuple[int, float, str] | None:
+    """(pid, unix time in seconds of the start, host key or "") of a registration; None when it is
+    not one (the caller skips it and counts it)."""
+    if not isinstance(raw, bytes):
+        return None
+    m = _REGISTRATION.fullmatch(raw)
+    if m is None or int(m[1]) >= PID_MAX:
+        return None
+    return int(m[1]), int(m[2]) / 1000, (m[3] or b"").decode()
