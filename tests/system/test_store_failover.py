@@ -23,6 +23,7 @@ from test_masters import STREAM, events, leader
 from test_shared_state import stats
 
 from fwcluster.bench.datapath import SteadyLoad
+from fwcluster.bench.store_failover import failover_config
 from fwcluster.statetable.shared import HEALTH_INTERVAL
 from fwcluster.testbed import TestbedState, store_kill_primary, store_primary
 from fwcluster.testbed.masters import read_status
@@ -36,17 +37,6 @@ STEADY_TIMEOUT = 3.0
 # one failover attempt may take failover-timeout; an instance notices the new primary within a
 # health interval of it.
 FAILOVER_BOUND = (DOWN_AFTER_MS + FAILOVER_TIMEOUT_MS) / 1000 + HEALTH_INTERVAL
-
-
-def config(tmp: Path, outage: str) -> Path:
-    f = tmp / f"{outage}.toml"
-    f.write_text(
-        '[sync]\nlevel = "established"\naccess = "clean"\nconfirm = "async"\n'
-        f'[store]\nha = "sentinel"\noutage = "{outage}"\n'
-        '[policy]\ndefault = "drop"\n'
-        '[[rules]]\naction = "accept"\nproto = "tcp"\ndport = 80\n'
-    )
-    return f
 
 
 def store_up(state: TestbedState) -> dict[str, bool]:
@@ -75,7 +65,7 @@ def kill_primary_and_wait(state: TestbedState, timeout: float = 60.0) -> tuple[f
 def test_sigkill_of_the_primary_with_outage_local_fails_no_connection(
     testbed: Builder, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    state = testbed(3, config(tmp_path, "local"), start_instances=True)
+    state = testbed(3, failover_config(tmp_path, "local"), start_instances=True)
     assert state.store_ha == "sentinel" and leader(state) is not None
     downloads = start_downloads(state, 20, tmp_path / "dl", STREAM)
     wait_established(state, 20)
@@ -101,7 +91,7 @@ def test_sigkill_of_the_primary_with_outage_local_fails_no_connection(
 def test_sigkill_of_the_primary_with_outage_refuse_refuses_for_at_most_the_failover_time(
     testbed: Builder, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    state = testbed(3, config(tmp_path, "refuse"), start_instances=True)
+    state = testbed(3, failover_config(tmp_path, "refuse"), start_instances=True)
     downloads = start_downloads(state, 20, tmp_path / "dl", STREAM)
     wait_established(state, 20)
     steady = SteadyLoad(state, 8, 12.0, STEADY_TIMEOUT)
@@ -128,7 +118,7 @@ def test_sigkill_of_the_primary_with_outage_refuse_refuses_for_at_most_the_failo
 def test_a_master_failover_during_the_store_failover_ends_with_one_leader_and_a_higher_epoch(
     testbed: Builder, tmp_path: Path
 ) -> None:
-    state = testbed(3, config(tmp_path, "local"), start_instances=True)
+    state = testbed(3, failover_config(tmp_path, "local"), start_instances=True)
     first = leader(state)
     assert first is not None
     doc = read_status(next(m for m in state.masters if m.id == first))

@@ -45,7 +45,9 @@ PROBE_KEY = b"\x06" + b"store-probe\x00"
 WAIT_BOUND = 60.0  # seconds for the store and the instances to come back
 
 
-def _config(tmp: Path, outage: str) -> Path:
+def failover_config(tmp: Path, outage: str) -> Path:
+    """The config of the store-failover runs (the bench and the system test): established/clean/async,
+    a Sentinel-managed store with the given outage policy, port 80 open."""
     f = tmp / f"store-failover-{outage}.toml"
     f.write_text(
         '[sync]\nlevel = "established"\naccess = "clean"\nconfirm = "async"\n'
@@ -150,7 +152,7 @@ def run(trials: int, policies: tuple[str, ...] = POLICIES) -> dict[str, Any]:
             for policy in policies:
                 results: dict[str, list[float]] = {}
                 down()
-                up(3, str(_config(tmp, policy)))
+                up(3, str(failover_config(tmp, policy)))
                 try:
                     for i in range(trials):
                         progress.update(task, description=f"{policy}: trial {i + 1}/{trials}")
