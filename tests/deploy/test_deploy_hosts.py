@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -132,9 +132,9 @@ def start(
     return proc
 
 
-def wait_for(what: str, check: object, timeout: float, logs: list[Path]) -> None:
+def wait_for(what: str, check: Callable[[], bool], timeout: float, logs: list[Path]) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         if time.monotonic() > deadline:
             tails = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-1500:]}" for p in logs if p.exists())
             raise AssertionError(f"{what} not within {timeout:g} s\n{tails}")
@@ -254,23 +254,27 @@ def test_two_hosts_from_deploy_carry_traffic(procs: list[subprocess.Popen[bytes]
     (www / "index.html").write_text("x")
     (www / "big.bin").write_bytes(os.urandom(400_000))
     www.chmod(0o755)
-    server_log = work / "server.log"
-    start(
-        procs, SV, [sys.executable, "-m", "http.server", "80", "--bind", SERVER, "-d", str(www)], server_log
-    )
-    start(
-        procs, SV, [sys.executable, "-m", "http.server", "8080", "--bind", SERVER, "-d", str(www)], server_log
-    )
-    time.sleep(1.0)
+    for port in (80, 8080):
+        argv = [sys.executable, "-m", "http.server", str(port), "--bind", SERVER, "-d", str(www)]
+        logs.append(work / f"server{port}.log")
+        start(procs, SV, argv, logs[-1])
+
+    def listening() -> bool:
+        out = sh(SV, "ss", "-Hltn")
+        return f"{SERVER}:80 " in out and f"{SERVER}:8080 " in out
+
+    wait_for("the servers listening", listening, 30, logs)
     assert not connect(80, 2.0), "forwarded before any instance read the queue"
 
     # The hosts' instances and the master, each from its host's copy of the example config.
     example = (DEPLOY / "fwcluster.toml.example").read_text()
     token = write_secret(work / "api.token", secrets.token_hex(24))
     fwcluster = [sys.executable, "-m", "fwcluster"]
+    instances = {}
     for k in HOSTS:
         config = host_config(example, work, k, password, token, steering)
-        start(procs, fw(k), [*fwcluster, "instance", "run", "--config", str(config)], logs[1 + k])
+        argv = [*fwcluster, "instance", "run", "--config", str(config)]
+        instances[k] = start(procs, fw(k), argv, logs[1 + k])
     for k in HOSTS:
         sock = work / f"run-fw{k}" / f"fw{k}.sock"
         wait_for(f"instance fw{k} ready", sock.exists, 30, logs)
@@ -304,3 +308,12 @@ def test_two_hosts_from_deploy_carry_traffic(procs: list[subprocess.Popen[bytes]
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert {"fw1", "fw2"} <= set(p.stdout.replace('"', " ").split()), p.stdout
+
+    # A host's instance dies (its unit would restart it): the master moves its buckets to the
+    # other host, and connections go on through that one.
+    victim = instances[1]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    wait_for("fw1's buckets on fw2", lambda: set(driver.table("forward").values()) == {"fw2"}, 30, logs)
+    for _ in range(10):
+        assert fetch("index.html") == b"x"

@@ -192,3 +192,17 @@ def test_the_run_commands_refuse_bad_input_in_one_line(tmp_path: Path) -> None:
         assert len(lines) == 1 and "Traceback" not in p.stderr, (argv, p.stderr)
         assert lines[0].startswith(f"fwcluster {argv[0]} run: ") and words in lines[0], lines[0]
         assert "s3cret" not in p.stderr
+
+
+def test_check_config_checks_the_sections_whole(tmp_path: Path) -> None:
+    f = _files(tmp_path)
+    good = _config(tmp_path, _host_toml(f))
+    p = _run("check-config", str(good))
+    assert p.returncode == 0, p.stderr
+    assert "instance fw1: queue 3" in p.stdout and "master m1:" in p.stdout
+    f["token"].chmod(0o644)
+    p = _run("check-config", str(good))
+    assert p.returncode == 2 and "chmod 600" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    typo = _config(tmp_path, "[instance]\nqueeu = 1\n")
+    p = _run("check-config", str(typo))
+    assert p.returncode == 2 and "unknown field 'instance.queeu'" in p.stderr, p.stderr
