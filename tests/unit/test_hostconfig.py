@@ -16,6 +16,7 @@ from fwcluster.config import ConfigError, load_config
 from fwcluster.credentials import write_secret
 from fwcluster.hostconfig import load_instance, load_master
 from fwcluster.instance.metrics import ListenAddr
+from fwcluster.testbed.rundir import load_testbed_config
 
 URL = "redis://inst-fw1:s3cret-pw@198.18.255.1:6379/0"
 TOKEN = "t0ken-" * 6
@@ -206,3 +207,10 @@ def test_check_config_checks_the_sections_whole(tmp_path: Path) -> None:
     typo = _config(tmp_path, "[instance]\nqueeu = 1\n")
     p = _run("check-config", str(typo))
     assert p.returncode == 2 and "unknown field 'instance.queeu'" in p.stderr, p.stderr
+
+
+def test_the_testbed_refuses_a_config_with_process_sections(tmp_path: Path) -> None:
+    path = _config(tmp_path, '[instance]\nid = "fw1"\n')
+    with pytest.raises(ConfigError, match=r"leave those sections out"):
+        load_testbed_config(path)
+    assert load_testbed_config(_config(tmp_path, '[sync]\nlevel = "full"\n')).sync.level.value == "full"
