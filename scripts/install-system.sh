@@ -12,6 +12,7 @@ PACKAGES=(
   iperf3                              # bulk TCP throughput (bench bulk)
   keepalived conntrackd               # the failover baseline (bench failover --baseline conntrackd)
   build-essential python3-dev python3-venv # to build the virtualenv and C extensions
+  systemd                             # systemd-analyze verify of deploy/*.service (tests/unit/test_deploy.py)
 )
 
 missing=()

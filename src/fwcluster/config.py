@@ -160,7 +160,19 @@ dst = ["198.18.0.0/15", "2001:2::/48"]
 dport = 80
 """
 
-_TOP = ("sync", "policy", "rules", "conntrack", "steering", "store", "cluster", "datapath")
+# [instance] and [master]: what one process on a host needs, read by hostconfig.py
+_TOP = (
+    "sync",
+    "policy",
+    "rules",
+    "conntrack",
+    "steering",
+    "store",
+    "cluster",
+    "datapath",
+    "instance",
+    "master",
+)
 _RULE_FIELDS = ("action", "proto", "src", "dst", "sport", "dport", "comment")
 
 
@@ -168,6 +180,11 @@ def load_config(path: str | Path | None) -> Config:
     """Read and validate a config file; ``None`` gives the built-in default."""
     if path is None:
         return parse_config(tomllib.loads(DEFAULT_TOML), "<defaults>")
+    return parse_config(load_toml(path), str(path))
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML document of a config file; a ConfigError line when it cannot be read or parsed."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -178,12 +195,11 @@ def load_config(path: str | Path | None) -> Config:
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise ConfigError(f"{p}: not valid TOML: arrays or tables nested too deeply") from None
-    return parse_config(data, str(p))
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:

@@ -225,8 +225,9 @@ class Instance:
         config.write_text(instance_config(), encoding="utf-8")
         run_dir = workdir / "run"
         run_dir.mkdir(exist_ok=True)
-        argv = ["ip", "netns", "exec", NS_FW, sys.executable, "-m", "fwcluster.instance", "--id", "fwd1",
-                "--queue", str(QUEUE), "--run-dir", str(run_dir), "--config", str(config)]  # fmt: skip
+        argv = ["ip", "netns", "exec", NS_FW, sys.executable, "-m", "fwcluster", "instance", "run",
+                "--config", str(config), "--id", "fwd1", "--queue", str(QUEUE),
+                "--run-dir", str(run_dir)]  # fmt: skip
         with self.log.open("wb") as out:
             # `ip netns exec` execs the command: this pid is the instance's own
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -136,8 +136,8 @@ def test_no_secret_on_any_command_line_or_in_a_readable_file(testbed: Builder, t
         "redis-sentinel",
         "nginx: worker",
         "redis-cli",
-        "fwcluster.instance",
-        "fwcluster.control",
+        "fwcluster instance run",
+        "fwcluster master run",
     ):
         assert any(name in s for s in watch.seen), (name, sorted(watch.seen))
     assert any("fwcluster.testbed.agent" in s and "--worker" in s for s in watch.seen)

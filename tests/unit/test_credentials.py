@@ -78,36 +78,51 @@ def test_store_url_sources(tmp_path: Path) -> None:
     assert has_password(URL) and has_password("redis://:pw@h") and not has_password("redis://user@h")
 
 
+def _instance(tmp_path: Path, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    if config is None:
+        config = tmp_path / "empty.toml"
+        config.write_text("")
+    base = ["instance", "run", "--config", str(config), "--id", "fw1", "--run-dir", str(tmp_path)]
+    return _run("fwcluster", *base, *args)
+
+
+def _master(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    (tmp_path / "steering.json").write_text("{}")
+    base = ["master", "run", "--config", str(config), "--id", "m1", "--run-dir", str(tmp_path)]
+    return _run("fwcluster", *base, *args)
+
+
 def test_the_instance_refuses_a_password_on_its_command_line(tmp_path: Path) -> None:
-    _one_line(_run("fwcluster.instance", "--id", "fw1", "--store-url", URL), "--store-url-file")
+    _one_line(_instance(tmp_path, "--store-url", URL), "--store-url-file")
     loose = tmp_path / "url"
     loose.write_text(URL)
     loose.chmod(0o644)
-    _one_line(_run("fwcluster.instance", "--id", "fw1", "--store-url-file", str(loose)), "chmod 600")
+    _one_line(_instance(tmp_path, "--store-url-file", str(loose)), "chmod 600")
     bad = write_secret(tmp_path / "bad", "redis://:s3cret@h:99999/0")
-    _one_line(_run("fwcluster.instance", "--id", "fw1", "--store-url-file", str(bad)), "port")
+    _one_line(_instance(tmp_path, "--store-url-file", str(bad)), "port")
 
 
 def test_a_config_with_a_password_must_not_be_readable(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[store]\nurl = "{URL}"\n')
     cfg.chmod(0o644)
-    _one_line(_run("fwcluster.instance", "--id", "fw1", "--config", str(cfg)), "store.url holds a password")
+    _one_line(_instance(tmp_path, config=cfg), "store.url holds a password")
 
 
 def test_the_master_takes_its_url_from_a_file_or_the_environment(tmp_path: Path) -> None:
-    _one_line(_run("fwcluster.control", "--id", "m1", "--store-url", URL), "--store-url-file")
-    _one_line(_run("fwcluster.control", "--id", "m1"), "a store URL is needed")
+    _one_line(_master(tmp_path, "--store-url", URL), "--store-url-file")
+    _one_line(_master(tmp_path), "a store URL is needed")
     token = tmp_path / "token"
     token.write_text("t" * 32)
     token.chmod(0o644)
     f = write_secret(tmp_path / "url", "redis://127.0.0.1:1/0")
-    p = _run("fwcluster.control", "--id", "m1", "--store-url-file", str(f), "--api", "127.0.0.1:1")
-    _one_line(p, "--api-token-file")
-    p = _run(
-        "fwcluster.control", "--id", "m1", "--store-url-file", str(f), "--api", "127.0.0.1:1",
-        "--api-token-file", str(token),
-    )  # fmt: skip
+    p = _master(tmp_path, "--store-url-file", str(f), "--listen-api", "127.0.0.1:1")
+    _one_line(p, "api_token_file")
+    p = _master(
+        tmp_path, "--store-url-file", str(f), "--listen-api", "127.0.0.1:1", "--api-token-file", str(token)
+    )
     _one_line(p, "chmod 600")
 
 

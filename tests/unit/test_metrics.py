@@ -21,11 +21,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from fwcluster.cli.main import main as cli_main
 from fwcluster.config import Config, parse_config
-from fwcluster.control.__main__ import main as control_main
 from fwcluster.control.master import Master
 from fwcluster.core.decision import Reason
-from fwcluster.instance.__main__ import main as instance_main
 from fwcluster.instance.metrics import (
     InstanceMetrics,
     ListenAddr,
@@ -113,21 +112,23 @@ def test_bad_listen_address_is_refused(text: str, needle: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["nope", "198.18.255.11:99999", "2001:2::1:9100"])
-def test_bad_metrics_flag_is_one_line_exit_2(value: str, capsys: pytest.CaptureFixture[str]) -> None:
-    for main, argv, who in (
-        (instance_main, ["--id", "fw1", "--metrics", value], "fwcluster instance"),
-        (
-            control_main,
-            ["--id", "m1", "--store-url", "redis://127.0.0.1:1", "--metrics", value],
-            "fwcluster master",
-        ),
+def test_bad_metrics_flag_is_one_line_exit_2(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[store]\nurl = "redis://127.0.0.1:1"\n')
+    (tmp_path / "steering.json").write_text("{}")
+    common = ["--config", str(config), "--run-dir", str(tmp_path), "--metrics", value]
+    for argv, who in (
+        (["instance", "run", "--id", "fw1", *common], "fwcluster instance run"),
+        (["master", "run", "--id", "m1", *common], "fwcluster master run"),
     ):
-        assert main(argv) == 2
+        assert cli_main(argv) == 2
         out, err = capsys.readouterr()
         assert out == ""
         lines = err.strip().splitlines()
         assert len(lines) == 1, err
-        assert lines[0].startswith(f"{who}: --metrics: ")
+        assert lines[0].startswith(f"{who}: {config}: ") and ".metrics: " in lines[0], lines[0]
         assert "Traceback" not in err
 
 
@@ -410,14 +411,16 @@ def test_registries_are_private(tmp_path: Path) -> None:
 
 
 def test_master_cli_serves_metrics(tmp_path: Path) -> None:
-    """``python -m fwcluster.control --metrics``: the endpoint is up while the master runs (its store
+    """``fwcluster master run --metrics``: the endpoint is up while the master runs (its store
     is unreachable here, so it never leads and never touches steering)."""
     master(tmp_path)  # writes the steering description
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    argv = [sys.executable, "-m", "fwcluster.control", "--id", "m3", "--run-dir", str(tmp_path)]
-    argv += ["--store-url", "redis://127.0.0.1:1", "--metrics", f"127.0.0.1:{port}"]
+    config = tmp_path / "c.toml"
+    config.write_text('[store]\nurl = "redis://127.0.0.1:1"\n')
+    argv = [sys.executable, "-m", "fwcluster", "master", "run", "--config", str(config), "--id", "m3"]
+    argv += ["--run-dir", str(tmp_path), "--metrics", f"127.0.0.1:{port}"]
     log = tmp_path / "m3.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)

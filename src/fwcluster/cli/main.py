@@ -45,7 +45,7 @@ def _positive(lo: int, hi: int) -> Callable[[str], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fwcluster.cli import bench_cmd, demo_cmd, status_cmd, testbed_cmd
+    from fwcluster.cli import bench_cmd, demo_cmd, run_cmd, status_cmd, testbed_cmd
 
     ap = _Parser(prog="fwcluster", description="A stateful firewall as a cluster of VNF instances.")
     ap.add_argument("--version", action="version", version=f"fwcluster {__version__}")
@@ -100,13 +100,33 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="print the moves as one JSON object")
     sc.set_defaults(func=testbed_cmd.scale)
 
-    ins = sub.add_parser("instance", help="drain or stop one instance (through the leading master)")
-    ins.add_argument(
-        "action", choices=("drain", "stop"), help="drain: move its buckets away; stop: drain, then remove it"
+    ins = sub.add_parser("instance", help="run one instance on this host, or drain or stop one")
+    inss = ins.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    run_cmd.add_instance_run(
+        inss.add_parser(
+            "run",
+            help="run one firewall instance (its [instance] section of the config; flags override)",
+            description="Run one firewall instance: read NFQUEUE, share flows through the store.",
+        )
     )
-    ins.add_argument("id", metavar="ID", help="instance id, e.g. fw2")
-    ins.add_argument("--json", action="store_true", help="print the answer as one JSON object")
-    ins.set_defaults(func=testbed_cmd.instance)
+    for action, what in (
+        ("drain", "move its buckets away (it stays up, carrying nothing)"),
+        ("stop", "drain it, then stop and remove it"),
+    ):
+        p = inss.add_parser(action, help=f"{what} (through the leading master)")
+        p.add_argument("id", metavar="ID", help="instance id, e.g. fw2")
+        p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+        p.set_defaults(func=testbed_cmd.instance)
+
+    ms = sub.add_parser("master", help="run one master on this host")
+    mss = ms.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    run_cmd.add_master_run(
+        mss.add_parser(
+            "run",
+            help="run one master (its [master] section of the config; flags override)",
+            description="Run one master: leader lease, failover, scaling, the admin API.",
+        )
+    )
 
     st = sub.add_parser("status", help="instances, flows, sync settings and testbed addresses")
     st.add_argument("--json", action="store_true", help="print one JSON object")

@@ -11,8 +11,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fwcluster import hostconfig
 from fwcluster.cli.errors import UserError
-from fwcluster.config import Config, load_config
+from fwcluster.config import Config, load_config, load_toml
 from fwcluster.core.rules import PROTO_BY_NAME
 from fwcluster.instance.control import query
 
@@ -218,8 +219,23 @@ def describe(config: Config) -> list[str]:
 
 
 def check_config(args: argparse.Namespace) -> int:
+    """The cluster config, and the [instance] / [master] sections whole (the files they name
+    too) as `fwcluster instance run` / `master run` would check them."""
     config = load_config(args.file)
+    sections = load_toml(args.file)
+    hostconfig.check_sections(sections, args.file)
+    lines = describe(config)
+    if "instance" in sections:
+        _, inst = hostconfig.load_instance(args.file, {})
+        lines.append(
+            f"instance {inst.id}: queue {inst.queue}, run dir {inst.run_dir}, metrics {inst.metrics or 'off'}"
+        )
+    if "master" in sections:
+        _, m = hostconfig.load_master(args.file, {})
+        lines.append(
+            f"master {m.id}: run dir {m.run_dir}, api {m.api or 'Unix socket only'}, steering {m.steering}"
+        )
     print(f"{args.file}: ok")
-    for line in describe(config):
+    for line in lines:
         print(f"  {line}")
     return 0

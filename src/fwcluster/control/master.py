@@ -110,7 +110,9 @@ def event(kind: str, **fields: Any) -> None:
 
 
 class Master:
-    def __init__(self, master_id: str, config: Config, run_dir: Path, store_url: str) -> None:
+    def __init__(
+        self, master_id: str, config: Config, run_dir: Path, store_url: str, steering: Path | None = None
+    ) -> None:
         self.id = master_id
         self.config = config
         self.run_dir = run_dir
@@ -119,7 +121,7 @@ class Master:
         self.store_ha = is_sentinel_url(store_url)
         self.lease = LeaderLease(self.redis, master_id, config.cluster.lease_ms, self._bad_lease)
         self._write_members = self.redis.register_script(WRITE_MEMBERS)
-        self._spec = run_dir / STEERING_SPEC
+        self._spec = steering or run_dir / STEERING_SPEC  # the steering description
         self._spec_mtime = 0.0
         self.driver = FencedDriver(load_driver(self._spec), EpochGate(run_dir / STEERING_EPOCH))
         self.standby: list[str] = []  # first in line on a failure

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fwcluster.config import Config, StoreBackend, StoreHa, load_config
+from fwcluster.config import Config, StoreBackend, StoreHa
 from fwcluster.steering import SteeringDriver, SteeringError, make_driver
 from fwcluster.storeurl import is_sentinel_url, with_sentinels
 from fwcluster.testbed import addressing as a
@@ -43,7 +43,7 @@ def up(
     ``direct`` without. On failure everything built is torn down (logs are kept) and a
     TestbedError with a one-line message is raised.
     """
-    config = load_config(config_path)
+    config = rundir.load_testbed_config(config_path)
     if isinstance(instances, bool) or not 1 <= instances <= a.MAX_INSTANCES - config.cluster.standby:
         limit = a.MAX_INSTANCES - config.cluster.standby
         raise TestbedError(

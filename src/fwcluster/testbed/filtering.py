@@ -2,7 +2,8 @@
 
 - ``fwcluster``: every forwarded packet goes to NFQUEUE (iptables/ip6tables, no ``--queue-bypass``):
   while no instance reads the queue nothing passes (fail closed), except the packets of flows
-  the instance put on the fast path (below).
+  the instance put on the fast path (below). The rules are deploy/fwcluster.rules, the file a
+  firewall host loads too (iptables-restore input: this kernel has no nft ``queue`` statement).
 The fast path (the engine's ``FAST_PATH_MARK``): the instance accepts a packet of an ESTABLISHED
 (UDP/ICMP: REPLIED) flow with packet mark 1; mangle POSTROUTING saves it into the packet's
 conntrack entry; in FORWARD, a packet whose conntrack entry carries the mark is accepted by the
@@ -31,11 +32,11 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from fwcluster.config import Config
 from fwcluster.core.rules import RuleSet
-from fwcluster.engine.engine import FAST_PATH_MARK, KERNEL_MARK
 from fwcluster.steering.netns import CommandError, nft, nft_json, run_in
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.nftrules import KERNEL_TABLE, kernel_ruleset
@@ -81,42 +82,18 @@ KERNEL_SYSCTLS = (
 )
 
 
+RULES_FILE = Path(__file__).with_name("fwcluster.rules")  # -> deploy/fwcluster.rules
+_QUEUE_RULE = "-A FORWARD -j NFQUEUE --queue-num 0\n"
+
+
 def fwcluster_rules(queue: int) -> str:
-    """The fail-closed filter of an instance namespace, with the fast path (iptables-restore
-    input, the same for IPv4 and IPv6): one source of truth for the testbed and deploy/."""
-    m = f"0x{FAST_PATH_MARK:x}"
-    k = f"0x{KERNEL_MARK:x}"
-    return (
-        "*raw\n"
-        ":PREROUTING ACCEPT [0:0]\n"
-        ":OUTPUT ACCEPT [0:0]\n"
-        "COMMIT\n"
-        "*mangle\n"
-        ":PREROUTING ACCEPT [0:0]\n"
-        ":INPUT ACCEPT [0:0]\n"
-        ":FORWARD ACCEPT [0:0]\n"
-        ":OUTPUT ACCEPT [0:0]\n"
-        ":POSTROUTING ACCEPT [0:0]\n"
-        # the instance's verdict set the packet mark: remember it for the flow
-        f"-A POSTROUTING -m mark --mark {m}/{m} -j CONNMARK --or-mark {m}\n"
-        f"-A POSTROUTING -m mark --mark {k}/{k} -j CONNMARK --or-mark {k}\n"
-        "COMMIT\n"
-        "*filter\n"
-        ":INPUT ACCEPT [0:0]\n"
-        ":FORWARD ACCEPT [0:0]\n"
-        ":OUTPUT ACCEPT [0:0]\n"
-        # a flow the kernel tracks (kernel tracking): its conntrack decides what passes; what it
-        # calls new (a retransmitted SYN) or invalid goes to the instance below
-        f"-A FORWARD -m connmark --mark {k}/{k} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
-        # a flow on the fast path: the kernel forwards what cannot change its TCP state ...
-        f"-A FORWARD -m connmark --mark {m}/{m} -p tcp --tcp-flags SYN,FIN,RST NONE -j ACCEPT\n"
-        f"-A FORWARD -m connmark --mark {m}/{m} ! -p tcp -j ACCEPT\n"
-        # ... and a SYN, FIN or RST takes the flow off it: the instance tracks the rest
-        f"-A FORWARD -m connmark --mark {m}/{m} -j CONNMARK --and-mark 0x{0xFFFFFFFF ^ FAST_PATH_MARK:x}\n"
-        # everything else goes to the instance; no --queue-bypass: without a reader, dropped
-        f"-A FORWARD -j NFQUEUE --queue-num {queue}\n"
-        "COMMIT\n"
-    )
+    """The fail-closed filter of an instance namespace, with the fast path: deploy/fwcluster.rules
+    (iptables-restore input, the same for IPv4 and IPv6; a host loads it as it is) with its one
+    queue rule reading ``queue``. One source of truth for the testbed and the hosts."""
+    text = RULES_FILE.read_text()
+    if text.count(_QUEUE_RULE) != 1:
+        raise TestbedError(f"{RULES_FILE}: expected exactly one line {_QUEUE_RULE.strip()!r}")
+    return text.replace(_QUEUE_RULE, f"-A FORWARD -j NFQUEUE --queue-num {queue}\n")
 
 
 def install_guard(netns: str, mgmt_if: str) -> None:

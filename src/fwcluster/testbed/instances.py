@@ -1,10 +1,11 @@
 """Start firewall instance processes, one per fw namespace, and wait until each is ready.
 
-The contract with ``fwcluster.instance``: it is started as
-``python -m fwcluster.instance --id fwK --config C --queue Q --run-dir R [--store-url-file F]``
-inside ``fwc-fwK``, and it creates the Unix socket ``R/fwK.sock`` once it reads its queue and
-answers. ``--store-url-file R/fwK.store-url`` (0600) is given when the testbed has a store URL (its
-own redis-server, or the config's): the URL may carry a password, so it is never on the command
+The contract with the instance: it is started as ``fwcluster instance run --config C --id fwK
+--queue Q --run-dir R --metrics ADDR:PORT [--store-url-file F]`` (cli/run_cmd.py, the command a
+host runs too: flags override the config's ``[instance]`` fields) inside ``fwc-fwK``, and it
+creates the Unix socket ``R/fwK.sock`` once it reads its queue and answers.
+``--store-url-file R/fwK.store-url`` (0600) is given when the testbed has a store URL (its own
+redis-server, or the config's): the URL may carry a password, so it is never on the command
 line. With the testbed's own redis, every start makes the instance's store user ``inst-fwK`` anew
 with a new password (testbed/store_acl.py: the flows, the feed and its own heartbeat and
 registration, nothing else).
@@ -34,11 +35,13 @@ def instance_command(inst: InstanceState, config_path: Path, run_dir: Path) -> l
     return [
         sys.executable,
         "-m",
-        "fwcluster.instance",
-        "--id",
-        inst.id,
+        "fwcluster",
+        "instance",
+        "run",
         "--config",
         str(config_path),
+        "--id",
+        inst.id,
         "--queue",
         str(inst.queue),
         "--run-dir",

@@ -1,4 +1,7 @@
-"""Start the masters: processes in fwc-mgmt, next to the store (see fwcluster.control)."""
+"""Start the masters: processes in fwc-mgmt, next to the store (see fwcluster.control).
+
+Each is ``fwcluster master run --config C --id mK --run-dir R --store-url-file F --metrics ...
+--listen-api ... --api-token-file T`` (cli/run_cmd.py), the command a host runs too."""
 
 from __future__ import annotations
 
@@ -74,14 +77,24 @@ def spawn(master_id: str, state: TestbedState) -> MasterState:
     log = run / f"{master_id}.log"
     status = run / f"{master_id}.master.json"
     status.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "fwcluster.control", "--id", master_id, "--config", state.config_path]
+    command = [
+        sys.executable,
+        "-m",
+        "fwcluster",
+        "master",
+        "run",
+        "--config",
+        state.config_path,
+        "--id",
+        master_id,
+    ]
     url = store.master_url(run) if state.store_conf else state.store_url  # the master user, if ours
     url_file = write_secret(store_url_file(run, master_id), url)
     command += ["--run-dir", str(run), "--store-url-file", str(url_file)]
     k = int(master_id.lstrip("m"))
     command += ["--metrics", f"{a.mgmt_bridge_addr().ip4}:{MASTER_METRICS_PORT + k}"]
     api_token(run)
-    command += ["--api", f"{a.mgmt_bridge_addr().ip4}:{MASTER_API_PORT + k}"]
+    command += ["--listen-api", f"{a.mgmt_bridge_addr().ip4}:{MASTER_API_PORT + k}"]
     command += ["--api-token-file", str(run / TOKEN_FILE)]
     proc = spawn_detached(netns_argv(a.MGMT_NETNS, command), log)
     return MasterState(id=master_id, pid=proc.pid, log=str(log), status=str(status))

@@ -14,7 +14,7 @@ import shutil
 from contextlib import suppress
 from pathlib import Path
 
-from fwcluster.config import DEFAULT_TOML
+from fwcluster.config import DEFAULT_TOML, Config, ConfigError, load_config, load_toml
 from fwcluster.credentials import write_secret
 
 CONFIG_FILE = "config.toml"
@@ -42,6 +42,17 @@ def prepare(run: Path, config_path: str | Path | None) -> Path:
     www.mkdir(mode=WWW_MODE, exist_ok=True)
     www.chmod(WWW_MODE)
     return install_config(run, config_path)
+
+
+def load_testbed_config(config_path: str | Path | None) -> Config:
+    """The config the testbed runs with; its processes' own sections it makes itself."""
+    config = load_config(config_path)
+    if config_path is not None and {"instance", "master"} & load_toml(config_path).keys():
+        raise ConfigError(
+            f"{config_path}: the testbed gives its instances and masters their [instance] and "
+            "[master] fields itself (flags of `fwcluster instance run`): leave those sections out"
+        )
+    return config
 
 
 def install_config(run: Path, config_path: str | Path | None) -> Path:

@@ -84,7 +84,7 @@ def reconfigure(config_path: str | Path, run_dir: str | Path = DEFAULT_RUN_DIR) 
     Steering, store and filter modes stay as they are; the config's steering section must not
     change the steering kind or the bucket count."""
     run = Path(run_dir).absolute()
-    new = load_config(config_path)  # ConfigError before anything changes
+    new = rundir.load_testbed_config(config_path)  # ConfigError before anything changes
     with locked(run):
         state = require_state(run)
         if (new.steering.kind.value, new.steering.buckets) != (state.steering_kind, state.buckets):
