@@ -129,6 +129,16 @@ class DatapathConfig:
     kernel_tracking: bool = True
 
 
+MAX_DENIED_PER_SECOND = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    # Denied new connections logged per second at most (a token bucket: the lines beyond it are
+    # counted, not written); 0: none are logged.
+    denied_per_second: int = 10
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     sync: SyncSettings = field(default_factory=SyncSettings)
@@ -138,6 +148,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     datapath: DatapathConfig = field(default_factory=DatapathConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
 
 
@@ -160,7 +171,7 @@ dst = ["198.18.0.0/15", "2001:2::/48"]
 dport = 80
 """
 
-_TOP = ("sync", "policy", "rules", "conntrack", "steering", "store", "cluster", "datapath")
+_TOP = ("sync", "policy", "rules", "conntrack", "steering", "store", "cluster", "datapath", "log")
 _RULE_FIELDS = ("action", "proto", "src", "dst", "sport", "dport", "comment")
 
 
@@ -197,6 +208,7 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
             store=_store(_table(data, "store")),
             cluster=_cluster(_table(data, "cluster")),
             datapath=_datapath(_table(data, "datapath")),
+            log=_log(_table(data, "log")),
             source=source,
         )
     except ConfigError as e:
@@ -378,6 +390,12 @@ def _datapath(t: dict[str, Any]) -> DatapathConfig:
         if not isinstance(value, bool):
             raise ConfigError(f"datapath.{name} must be true or false, not {value!r}")
     return DatapathConfig(**flags)
+
+
+def _log(t: dict[str, Any]) -> LogConfig:
+    _only(t, ("denied_per_second",), "log")
+    rate = _positive_int(t, "log", "denied_per_second", 10, 0, MAX_DENIED_PER_SECOND)
+    return LogConfig(denied_per_second=rate)
 
 
 _URL_FORMS = (

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
-from fwcluster import credentials
+from fwcluster import credentials, eventlog
 from fwcluster.config import ConfigError, load_config
 from fwcluster.control.master import Master
 from fwcluster.instance.metrics import ListenAddr, MetricsServer, listen_option
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # CredentialError is a ValueError
         print(f"fwcluster master: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    eventlog.setup("master", args.id)
     try:
         config = load_config(args.config)
         credentials.check_config_secrets(config, args.config)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
-from fwcluster import credentials
+from fwcluster import credentials, eventlog
 from fwcluster.config import ConfigError, load_config
 from fwcluster.instance.metrics import listen_option
 from fwcluster.instance.process import Instance
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ConfigError) as e:  # CredentialError is a ValueError
         print(f"fwcluster instance: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    eventlog.setup("instance", args.id)
     try:
         instance = Instance(args.id, config, args.queue, args.run_dir, store_url, metrics_addr)
         asyncio.run(instance.run())
