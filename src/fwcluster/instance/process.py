@@ -33,7 +33,7 @@ from fwcluster.instance.denied import DeniedLog
 from fwcluster.instance.heartbeat import Heartbeat
 from fwcluster.instance.metrics import InstanceMetrics, ListenAddr
 from fwcluster.statetable.factory import make_store
-from fwcluster.statetable.guard import ERROR_PAUSE, TaskErrors
+from fwcluster.statetable.guard import ERROR_PAUSE, CountedLog, TaskErrors
 from fwcluster.statetable.settings import Confirm, Follow
 from fwcluster.statetable.shared import LOOKUP_RETRY, OPENING, PUBLISHED, SharedTable, opening_hints
 from fwcluster.storeurl import with_sentinels
@@ -99,6 +99,10 @@ class Instance:
         )
         # denied new connections: log lines, at most [log] denied_per_second (instance/denied.py)
         self.denied = DeniedLog(self.engine, config.log.denied_per_second, time.monotonic())
+        # a failing queue socket: one line now and then, not one per wake-up
+        self._datapath_errors = CountedLog(
+            log, ("queue-read", "verdicts"), event="datapath-error", key="what"
+        )
         self.task_errors = TaskErrors(f"instance {instance_id}", log)
         self.table = SharedTable(
             instance_id, self.engine, config.sync, store, replicas=st.replicas, task_errors=self.task_errors
@@ -244,11 +248,8 @@ class Instance:
             self.datapath.read(time.monotonic())
         except Exception as e:  # the queue socket itself failed (ENOBUFS is counted, not raised)
             self.counters.errors += 1
-            log.warning(
-                "instance %s: queue read failed: %s",
-                self.id,
-                e,
-                extra=eventlog.fields("queue-read-failed", error=str(e)),
+            self._datapath_errors.note(
+                "queue-read", "instance %s: queue read failed: %s", self.id, e, error=str(e)
             )
         self._pump()
 
@@ -260,11 +261,8 @@ class Instance:
                 self.datapath.flush()
             except OSError as e:
                 self.counters.errors += 1
-                log.warning(
-                    "instance %s: verdicts not sent (retried): %s",
-                    self.id,
-                    e,
-                    extra=eventlog.fields("verdicts-failed", error=str(e)),
+                self._datapath_errors.note(
+                    "verdicts", "instance %s: verdicts not sent (retried): %s", self.id, e, error=str(e)
                 )
         self.table.submit()
         engine = self.engine
