@@ -191,3 +191,50 @@ def test_ping_is_dropped_without_an_icmp_rule(bed: TestbedState) -> None:
         ["ping", "-6", "-c", "1", "-W", "1", bed.server_addr6],
     ):
         assert netns_exec(bed.client_netns, cmd).returncode != 0
+
+
+def _log_lines(path: str) -> list[dict[str, object]]:
+    """Every line of a process's log as a JSON object (fails on one that is not)."""
+    docs = [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+    assert all(
+        isinstance(d, dict) and all(k in d for k in ("time", "level", "process", "id", "event")) for d in docs
+    )
+    return docs
+
+
+def test_denied_new_connections_are_logged_with_the_rule_and_every_line_is_json(bed: TestbedState) -> None:
+    """A rejected (rule 2) and a dropped (default policy) connection each leave a `denied` line
+    on the instance that saw them; every line of every instance's and master's log is one JSON
+    object with the base keys (docs/logging.md)."""
+    t0 = time.time()
+    assert curl(bed.client_netns, url(bed, 4, "/", port=8080)).returncode == 7
+    assert curl(bed.client_netns, url(bed, 6, "/", port=22), timeout=1.0).returncode == 28
+
+    def denied() -> list[dict[str, object]]:
+        return [
+            d
+            for i in bed.instances
+            for d in _log_lines(i.log)
+            if d["event"] == "denied" and float(d["time"]) >= t0  # type: ignore[arg-type]
+        ]
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and {d.get("dport") for d in denied()} != {8080, 22}:
+        time.sleep(0.1)
+    lines = denied()
+    (reject,) = [d for d in lines if d.get("dport") == 8080]
+    assert (reject["reason"], reject["rule"], reject["verdict"], reject["proto"]) == (
+        "rule",
+        2,
+        "reject",
+        "tcp",
+    )
+    assert reject["src"] == bed.client_addr and reject["dst"] == bed.server_addr
+    dropped = [d for d in lines if d.get("dport") == 22]
+    assert dropped and all(d["reason"] == "default" and d["rule"] is None for d in dropped)
+    assert all(d["src"] == bed.client_addr6 and d["process"] == "instance" for d in dropped)
+    for inst in bed.instances:
+        events = [d["event"] for d in _log_lines(inst.log) if d["id"] == inst.id]
+        assert "start" in events and "ready" in events
+    for m in bed.masters:
+        assert "master-started" in [d["event"] for d in _log_lines(m.log) if d["process"] == "master"]
