@@ -172,7 +172,6 @@ class Instance:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        # metrics: start the endpoint first, so a bad address fails the start at once
         log.info(
             "instance %s starting pid=%d queue=%d",
             self.id,
@@ -187,6 +186,7 @@ class Instance:
                 store=self.table.enabled,
             ),
         )
+        # metrics: start the endpoint first, so a bad address fails the start at once
         if self.metrics_addr is not None:
             self.metrics = InstanceMetrics(self)
             self.metrics.serve(self.metrics_addr)
