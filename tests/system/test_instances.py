@@ -237,7 +237,8 @@ def test_denied_new_connections_are_logged_with_the_rule_and_every_line_is_json(
         events = [d["event"] for d in _log_lines(inst.log) if d["id"] == inst.id]
         assert "start" in events and "ready" in events
     for m in bed.masters:
-        assert "master-started" in [d["event"] for d in _log_lines(m.log) if d["process"] == "master"]
+        events = [d["event"] for d in _log_lines(m.log) if d["process"] == "master" and d["id"] == m.id]
+        assert "master-started" in events and "master-ready" in events
 
 
 def test_a_syn_flood_to_a_denied_port_is_a_handful_of_lines_and_the_rest_counted(

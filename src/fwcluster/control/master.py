@@ -212,8 +212,12 @@ class Master:
     async def _lease_loop(self) -> None:
         renew_every = self.config.cluster.lease_ms / 4000
         next_status = 0.0
+        ready = False
         while not self._stop.is_set():
             await self._guarded("lease", self._lead)
+            if not ready:  # the first round is over: it leads, or knows it does not
+                ready = True
+                event("master-ready", master=self.id, leader=self.epoch is not None, epoch=self.epoch)
             if time.monotonic() >= next_status:
                 await self._guarded("status", self._status_step)
                 next_status = time.monotonic() + 0.25
