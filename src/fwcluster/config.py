@@ -129,6 +129,16 @@ class DatapathConfig:
     kernel_tracking: bool = True
 
 
+MAX_DENIED_PER_SECOND = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    # Denied new connections logged per second at most (a token bucket: the lines beyond it are
+    # counted, not written); 0: none are logged.
+    denied_per_second: int = 10
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     sync: SyncSettings = field(default_factory=SyncSettings)
@@ -138,6 +148,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     datapath: DatapathConfig = field(default_factory=DatapathConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
 
 
@@ -170,6 +181,7 @@ _TOP = (
     "store",
     "cluster",
     "datapath",
+    "log",
     "instance",
     "master",
 )
@@ -213,6 +225,7 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
             store=_store(_table(data, "store")),
             cluster=_cluster(_table(data, "cluster")),
             datapath=_datapath(_table(data, "datapath")),
+            log=_log(_table(data, "log")),
             source=source,
         )
     except ConfigError as e:
@@ -394,6 +407,12 @@ def _datapath(t: dict[str, Any]) -> DatapathConfig:
         if not isinstance(value, bool):
             raise ConfigError(f"datapath.{name} must be true or false, not {value!r}")
     return DatapathConfig(**flags)
+
+
+def _log(t: dict[str, Any]) -> LogConfig:
+    _only(t, ("denied_per_second",), "log")
+    rate = _positive_int(t, "log", "denied_per_second", 10, 0, MAX_DENIED_PER_SECOND)
+    return LogConfig(denied_per_second=rate)
 
 
 _URL_FORMS = (

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -191,3 +191,113 @@ def test_ping_is_dropped_without_an_icmp_rule(bed: TestbedState) -> None:
         ["ping", "-6", "-c", "1", "-W", "1", bed.server_addr6],
     ):
         assert netns_exec(bed.client_netns, cmd).returncode != 0
+
+
+def _log_lines(path: str) -> list[dict[str, object]]:
+    """Every line of a process's log as a JSON object (fails on one that is not)."""
+    docs = [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+    assert all(
+        isinstance(d, dict) and all(k in d for k in ("time", "level", "process", "id", "event")) for d in docs
+    )
+    return docs
+
+
+def test_denied_new_connections_are_logged_with_the_rule_and_every_line_is_json(bed: TestbedState) -> None:
+    """A rejected (rule 2) and a dropped (default policy) connection each leave a `denied` line
+    on the instance that saw them; every line of every instance's and master's log is one JSON
+    object with the base keys (docs/logging.md)."""
+    t0 = time.time()
+    assert curl(bed.client_netns, url(bed, 4, "/", port=8080)).returncode == 7
+    assert curl(bed.client_netns, url(bed, 6, "/", port=22), timeout=1.0).returncode == 28
+
+    def denied() -> list[dict[str, object]]:
+        return [
+            d
+            for i in bed.instances
+            for d in _log_lines(i.log)
+            if d["event"] == "denied" and float(d["time"]) >= t0  # type: ignore[arg-type]
+        ]
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and {d.get("dport") for d in denied()} != {8080, 22}:
+        time.sleep(0.1)
+    lines = denied()
+    (reject,) = [d for d in lines if d.get("dport") == 8080]
+    assert (reject["reason"], reject["rule"], reject["verdict"], reject["proto"]) == (
+        "rule",
+        2,
+        "reject",
+        "tcp",
+    )
+    assert reject["src"] == bed.client_addr and reject["dst"] == bed.server_addr
+    dropped = [d for d in lines if d.get("dport") == 22]
+    assert dropped and all(d["reason"] == "default" and d["rule"] is None for d in dropped)
+    assert all(d["src"] == bed.client_addr6 and d["process"] == "instance" for d in dropped)
+    for inst in bed.instances:
+        events = [d["event"] for d in _log_lines(inst.log) if d["id"] == inst.id]
+        assert "start" in events and "ready" in events
+    for m in bed.masters:
+        events = [d["event"] for d in _log_lines(m.log) if d["process"] == "master" and d["id"] == m.id]
+        assert "master-started" in events and "master-ready" in events
+
+
+def test_a_syn_flood_to_a_denied_port_is_a_handful_of_lines_and_the_rest_counted(
+    bed: TestbedState, record_property: Callable[[str, object], None]
+) -> None:
+    """3000 SYNs to port 22 (the default policy drops them): each instance writes at most
+    [log] denied_per_second (10) lines a second plus its burst, counts every other denial as
+    suppressed, and the denied-suppressed lines sum up exactly what it did not write."""
+
+    def counts() -> dict[str, tuple[int, int, int]]:
+        out = {}
+        for inst_id, s in _stats(bed).items():
+            log = s["log"]
+            assert isinstance(log, dict) and isinstance(s["reasons"], dict)
+            out[inst_id] = (
+                int(s["reasons"].get("rule_drop", 0)),
+                log["denied_logged"],
+                log["denied_suppressed"],
+            )
+        return out
+
+    before = counts()
+    t0 = time.time()
+    syns = [
+        raw(IP(src=bed.client_addr, dst=bed.server_addr) / TCP(sport=20000 + i, dport=22, flags="S", seq=1))
+        for i in range(3000)
+    ]
+    send_raw(bed.client_netns, syns)
+
+    def settled() -> bool:  # every denial counted, and the last summary line is out
+        now = counts()
+        for inst in bed.instances:
+            dropped = now[inst.id][0] - before[inst.id][0]
+            logged = now[inst.id][1] - before[inst.id][1]
+            suppressed = now[inst.id][2] - before[inst.id][2]
+            if logged + suppressed != dropped:
+                return False
+            lines = [d for d in _log_lines(inst.log) if float(d["time"]) >= t0]  # type: ignore[arg-type]
+            summed = sum(int(d["count"]) for d in lines if d["event"] == "denied-suppressed")  # type: ignore[call-overload]
+            if summed != suppressed:
+                return False
+        return True
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not settled():
+        time.sleep(0.2)
+    assert settled()
+    elapsed = time.time() - t0
+    after = counts()
+    total_dropped = sum(after[i][0] - before[i][0] for i in after)
+    assert total_dropped > 1000  # most of the flood reached an instance (the rest: queue overruns)
+    record_property("denied", total_dropped)
+    record_property("lines", sum(after[i][1] - before[i][1] for i in after))
+    record_property("suppressed", sum(after[i][2] - before[i][2] for i in after))
+    for inst in bed.instances:
+        denied = [
+            d
+            for d in _log_lines(inst.log)
+            if d["event"] == "denied" and float(d["time"]) >= t0  # type: ignore[arg-type]
+        ]
+        assert len(denied) <= 10 + 10 * elapsed + 1, (inst.id, len(denied), elapsed)
+        assert all(d["dport"] == 22 and d["reason"] == "default" for d in denied)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from fwcluster import credentials, hostconfig
+from fwcluster import credentials, eventlog, hostconfig
 from fwcluster.config import ConfigError
 from fwcluster.control.master import Master
 from fwcluster.instance.metrics import MetricsServer
@@ -92,7 +91,7 @@ def instance_run(args: argparse.Namespace) -> int:
         instance = Instance(host.id, config, host.queue, host.run_dir, host.store_url, host.metrics)
     except (ConfigError, StoreConfigError) as e:
         return _fail(prog, str(e), 2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    eventlog.setup("instance", host.id)
     try:
         asyncio.run(instance.run())
     except OSError as e:
@@ -113,7 +112,7 @@ def master_run(args: argparse.Namespace) -> int:
         return _fail(prog, str(e), 2)
     master.api_addr = (host.api.host, host.api.port) if host.api else None
     master.api_token = host.api_token
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    eventlog.setup("master", host.id)
     server: MetricsServer | None = None
     if host.metrics is not None:
         try:

@@ -41,6 +41,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from fwcluster import eventlog
 from fwcluster.control.admin import Admin, AdminError
 
 MAX_BODY = 64 * 1024
@@ -73,13 +74,24 @@ class _Refusals:
         now = int(time.monotonic())
         if now != self._second:
             if self._hidden:
-                log.warning("admin api: %d more refused requests were not logged", self._hidden)
+                log.warning(
+                    "admin api: %d more refused requests were not logged",
+                    self._hidden,
+                    extra=eventlog.fields("api-refused-suppressed", count=self._hidden),
+                )
             self._second, self._lines, self._hidden = now, 0, 0
         if self._lines >= LOG_BURST:
             self._hidden += 1
             return
         self._lines += 1
-        log.warning("admin api: refused %s %s: %d %s", peer, what, status, message[:200])
+        log.warning(
+            "admin api: refused %s %s: %d %s",
+            peer,
+            what,
+            status,
+            message[:200],
+            extra=eventlog.fields("api-refused", peer=peer, request=what, status=status, error=message[:200]),
+        )
 
 
 def json_depth(raw: bytes) -> int:

@@ -43,6 +43,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from fwcluster import eventlog
 from fwcluster.config import Config
 from fwcluster.control.admin import Admin, AdminError
 from fwcluster.control.api import AdminApi
@@ -104,9 +105,20 @@ STEERING_SPEC = "steering.json"
 STEERING_EPOCH = "steering.epoch"
 
 
+# Events that tell of trouble: logged at level warning (api-failed: error); the rest are info.
+WARNING_EVENTS = frozenset({
+    "task-error", "bad-record", "spec-unreadable", "lead-refused", "store-down", "instance-gone",
+    "failover-impossible", "failover-refused", "rebalance-refused", "steering-unreadable",
+    "standby-refill-failed",
+})  # fmt: skip
+
+
 def event(kind: str, **fields: Any) -> None:
-    """One structured line per event (stdout goes to the master's log)."""
-    print(json.dumps({"event": kind, "time": round(time.time(), 6), **fields}), flush=True)
+    """One structured line per event on stdout (the master's log; docs/logging.md)."""
+    level = (
+        logging.ERROR if kind == "api-failed" else logging.WARNING if kind in WARNING_EVENTS else logging.INFO
+    )
+    eventlog.event(kind, level, **fields)
 
 
 class Master:
@@ -197,12 +209,17 @@ class Master:
             self._write_status()
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
+            event("master-stopped", master=self.id)
 
     async def _lease_loop(self) -> None:
         renew_every = self.config.cluster.lease_ms / 4000
         next_status = 0.0
+        ready = False
         while not self._stop.is_set():
             await self._guarded("lease", self._lead)
+            if not ready:  # the first round is over: it leads, or knows it does not
+                ready = True
+                event("master-ready", master=self.id, leader=self.epoch is not None, epoch=self.epoch)
             if time.monotonic() >= next_status:
                 await self._guarded("status", self._status_step)
                 next_status = time.monotonic() + 0.25
@@ -301,7 +318,9 @@ class Master:
             return
         self._members = members
 
-    def _store_failed(self) -> None:
+    def _store_failed(self, e: Exception) -> None:
+        if not self._store_lost:
+            event("store-down", master=self.id, error=f"{type(e).__name__}: {e}"[:300])
         self._store_lost = True
 
     def _store_ok(self) -> None:
@@ -340,9 +359,9 @@ class Master:
         t0 = time.monotonic()
         try:
             epoch = await self.lease.acquire_or_renew(self.driver.gate.newest())
-        except (RedisError, OSError):
+        except (RedisError, OSError) as e:
             epoch = None  # cannot reach the store: we cannot know that we still lead
-            self._store_failed()
+            self._store_failed(e)
         else:
             self._store_ok()
         # The store's TTL started after t0: until this deadline no other master can hold the lease.
@@ -423,8 +442,8 @@ class Master:
             ids = sorted((set(self.registered) | set(self.driver.driver.targets)) - self.leaving)
             keys = [HB_PREFIX + i.encode() for i in ids] + [REG_PREFIX + i.encode() for i in ids]
             values = await self.redis.mget(keys) if ids else []
-        except (RedisError, OSError):
-            self._store_failed()
+        except (RedisError, OSError) as e:
+            self._store_failed(e)
             return
         self._store_ok()
         in_grace = self.in_grace()

@@ -5,7 +5,8 @@ write confirmed, refused or failed (:meth:`write_done`); a record from the store
 or a snapshot (:meth:`record`, :meth:`load`) or answering a look-up (:meth:`lookup_done`); the
 store going down or up (:meth:`set_store_up`); time passing (:meth:`tick`, :meth:`expire`).
 
-Commands (lists the I/O layers drain after each event): verdicts (``accepts``, ``drops``,
+Commands (lists the I/O layers drain after each event; ``denied``, the denied new connections
+to log, is bounded and kept only while the I/O layer asks for it): verdicts (``accepts``, ``drops``,
 ``marks``: accepts that carry the fast-path mark, with
 ``held`` telling the driver which ids still wait, so a batch verdict never covers them),
 REJECT answers to send (``replies``), store writes (``writes``: a ticket, the held packet's id
@@ -96,6 +97,10 @@ _SYN_ACK = 0x12
 # a request that crossed another instance.
 _LOOKUP_REASONS = frozenset({Reason.NO_FLOW, Reason.INVALID_TRANSITION})
 _LOOKUP_IF_NOT_TCP = frozenset({Reason.RULE_DROP, Reason.RULE_REJECT})
+# Denied new connections: a packet that would open a flow, refused by a rule or the default
+# policy, by a full table, or for want of the store. The I/O layer logs them, rate-limited
+# (``Engine.denied``; instance/denied.py).
+DENIED_REASONS = frozenset({Reason.RULE_DROP, Reason.RULE_REJECT, Reason.TABLE_FULL, Reason.OUTAGE})
 
 
 class Outcome(IntEnum):
@@ -169,6 +174,14 @@ class Engine:
         self.writes: list[tuple[int, StateChange]] = []
         self.lookups: list[tuple[int, bytes]] = []
         self.held: dict[int, Held] = {}
+        # Denied new connections (DENIED_REASONS) for the I/O layer to log, with ``log_denied``
+        # on: (reason, packet), at most ``denied_room`` of them until it drains the list (it sets
+        # the room, from its rate limit); the rest only counted in ``denied_skipped``. Nothing
+        # is kept for an accepted packet, and nothing at all while ``log_denied`` is off.
+        self.log_denied = False
+        self.denied: list[tuple[Reason, bytes]] = []
+        self.denied_room = 1
+        self.denied_skipped = 0
         self._decide = firewall.decide
         # by state after the packet: does an accept carry the fast-path mark?
         fast = {FlowState.ESTABLISHED, FlowState.REPLIED} if policy.fast_path else set()
@@ -244,6 +257,8 @@ class Engine:
                     # was deferred, so nothing of it stays. Old flows go on.
                     c.refused_in_outage += 1
                     self._drop(pid, Reason.OUTAGE)
+                    if self.log_denied:
+                        self._deny(Reason.OUTAGE, buf)
                     return
                 if ev.after in policy.publish:
                     if policy.confirm:
@@ -252,6 +267,8 @@ class Engine:
                             return
                         if not self._commit(ev, now):  # deferred for confirmation: commit it here
                             self._drop(pid, Reason.TABLE_FULL)
+                            if self.log_denied:
+                                self._deny(Reason.TABLE_FULL, buf)
                             return
                     # outage "local": committed locally; the resync after the outage shares it
                     c.unshared += 1
@@ -293,6 +310,15 @@ class Engine:
         self._drop(pid, reason)
         if d.verdict is _REJECT and d.reply is not None:
             self.replies.append(d.reply)
+        if self.log_denied and reason in DENIED_REASONS:
+            self._deny(reason, buf)
+
+    def _deny(self, reason: Reason, buf: bytes) -> None:
+        """A denied new connection, for the I/O layer's log (bounded: see ``denied``)."""
+        if len(self.denied) < self.denied_room:
+            self.denied.append((reason, buf))
+        else:
+            self.denied_skipped += 1
 
     @staticmethod
     def _answers_opening(proto: int, flags: int, d: Decision) -> bool:
@@ -367,6 +393,8 @@ class Engine:
         if outcome is Outcome.CONFIRMED:
             if not self._commit(h.change, now):
                 self._drop(ticket, Reason.TABLE_FULL)  # a new flow the full table has no room for
+                if self.log_denied:
+                    self._deny(Reason.TABLE_FULL, h.buf)
                 return
             if current is not None:
                 self._merge(current, now, "write")

@@ -8,27 +8,23 @@ the store did not know is not asked about again for ``negative_ttl`` seconds.
 
 from __future__ import annotations
 
+from fwcluster.tokenbucket import TokenBucket
+
 NEGATIVE_TTL = 0.5  # seconds a "not in the store" answer is trusted
 NEGATIVE_MAX = 10_000  # keys remembered; the cache starts over beyond this
 
 
 class LookupGate:
     __slots__ = (
-        "_burst",
-        "_last",
+        "_bucket",
         "_negative",
-        "_rate",
-        "_tokens",
         "negative_cached",
         "negative_ttl",
         "rate_limited",
     )
 
     def __init__(self, rate: float, now: float, negative_ttl: float = NEGATIVE_TTL) -> None:
-        self._rate = float(rate)
-        self._burst = max(10.0, rate / 10)
-        self._tokens = self._burst
-        self._last = now
+        self._bucket = TokenBucket(rate, max(10.0, rate / 10), now)
         self._negative: dict[bytes, float] = {}
         self.negative_ttl = negative_ttl
         self.negative_cached = 0  # look-ups skipped: the store did not know the key a moment ago
@@ -42,12 +38,9 @@ class LookupGate:
                 self.negative_cached += 1
                 return False
             del self._negative[key]
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens < 1.0:
+        if not self._bucket.take(now):
             self.rate_limited += 1
             return False
-        self._tokens -= 1.0
         return True
 
     def recently_unknown(self, key: bytes, now: float) -> bool:

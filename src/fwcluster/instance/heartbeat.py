@@ -33,6 +33,7 @@ import time
 
 from redis.exceptions import RedisError
 
+from fwcluster import eventlog
 from fwcluster.procutil import host_key
 from fwcluster.statetable.discovery import sync_client
 
@@ -106,12 +107,22 @@ class Heartbeat:
                     self.takeover = isinstance(takeover, bytes)
                     self.sent += 1
                     if failing:
-                        log.warning("instance %s: heartbeats go through again", self.id)
+                        log.warning(
+                            "instance %s: heartbeats go through again",
+                            self.id,
+                            extra=eventlog.fields("heartbeat-ok", failed=self.failed),
+                        )
                     failing = False
                 except Exception as e:  # one failed beat never ends the thread
                     self.failed += 1
                     if not failing:  # one line when beats start failing, not one per beat
-                        log.warning("instance %s: heartbeat failed: %s: %s", self.id, type(e).__name__, e)
+                        error = f"{type(e).__name__}: {e}"[:300]
+                        log.warning(
+                            "instance %s: heartbeat failed: %s",
+                            self.id,
+                            error,
+                            extra=eventlog.fields("heartbeat-failed", error=error),
+                        )
                     failing = True
             self._stop.wait(self.interval)
 

@@ -35,6 +35,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from fwcluster import eventlog
 from fwcluster.core.decision import Reason, Verdict
 from fwcluster.statetable.settings import SyncLevel
 from fwcluster.statetable.shared import PUBLISHED
@@ -273,6 +274,18 @@ def collect_stats(stats: Mapping[str, Any]) -> Iterator[Metric]:
     if fast["conntrack_entries"] is not None:
         yield _gauge("conntrack_entries", "Entries in the instance namespace's conntrack table.",
                      fast["conntrack_entries"])  # fmt: skip
+    # the log's denied-connection lines (instance/denied.py)
+    logged = stats.get("log") or {}
+    yield _counter(
+        "log_denied_total",
+        "Denied new connections logged (at most log.denied_per_second).",
+        logged.get("denied_logged", 0),
+    )
+    yield _counter(
+        "log_suppressed_total",
+        "Denied-connection log lines the rate limit dropped (counted, not written).",
+        logged.get("denied_suppressed", 0),
+    )
     # heartbeats (only with a store URL)
     if stats.get("heartbeats") is not None:
         yield _counter("heartbeats_sent_total", "Heartbeats written to the store.", stats["heartbeats"])
@@ -363,14 +376,23 @@ class InstanceMetrics:
             return fut.result(SNAPSHOT_TIMEOUT)
         except (TimeoutError, RuntimeError):  # a busy (or closing) loop: read from here
             fut.cancel()
-            log.debug("instance %s: metrics snapshot read off the loop", self.instance.id)
+            log.debug(
+                "instance %s: metrics snapshot read off the loop",
+                self.instance.id,
+                extra=eventlog.fields("metrics-off-loop"),
+            )
             return self.read()
 
     def serve(self, addr: ListenAddr) -> MetricsServer:
         """Start ``/metrics`` on ``addr``; call it on the instance's loop. Raises ``OSError``."""
         self._loop = _running_loop()
         self.server = MetricsServer(addr, self.registry)
-        log.info("instance %s: metrics on http://%s/metrics", self.instance.id, self.server.addr)
+        log.info(
+            "instance %s: metrics on http://%s/metrics",
+            self.instance.id,
+            self.server.addr,
+            extra=eventlog.fields("metrics-listening", addr=str(self.server.addr)),
+        )
         return self.server
 
     def close(self) -> None:

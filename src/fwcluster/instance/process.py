@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fwcluster import eventlog
 from fwcluster.config import Config, HeldVerdict, OutagePolicy, SteeringKind
 from fwcluster.core.firewall import Firewall
 from fwcluster.datapath.fastpath import conntrack_entries, fast_path_flows
@@ -28,10 +29,11 @@ from fwcluster.datapath.replies import ReplySender
 from fwcluster.engine.counters import Counters
 from fwcluster.engine.engine import Engine, EnginePolicy
 from fwcluster.instance.control import ControlServer
+from fwcluster.instance.denied import DeniedLog
 from fwcluster.instance.heartbeat import Heartbeat
 from fwcluster.instance.metrics import InstanceMetrics, ListenAddr
 from fwcluster.statetable.factory import make_store
-from fwcluster.statetable.guard import ERROR_PAUSE, TaskErrors
+from fwcluster.statetable.guard import ERROR_PAUSE, CountedLog, TaskErrors
 from fwcluster.statetable.settings import Confirm, Follow
 from fwcluster.statetable.shared import LOOKUP_RETRY, OPENING, PUBLISHED, SharedTable, opening_hints
 from fwcluster.storeurl import with_sentinels
@@ -95,6 +97,12 @@ class Instance:
             self.counters,
             time.monotonic(),
         )
+        # denied new connections: log lines, at most [log] denied_per_second (instance/denied.py)
+        self.denied = DeniedLog(self.engine, config.log.denied_per_second, time.monotonic())
+        # a failing queue socket: one line now and then, not one per wake-up
+        self._datapath_errors = CountedLog(
+            log, ("queue-read", "verdicts"), event="datapath-error", key="what"
+        )
         self.task_errors = TaskErrors(f"instance {instance_id}", log)
         self.table = SharedTable(
             instance_id, self.engine, config.sync, store, replicas=st.replicas, task_errors=self.task_errors
@@ -156,6 +164,7 @@ class Instance:
             "store": self.table.stats() if self.table.enabled else None,
             "heartbeats": self.heartbeat.sent if self.heartbeat else None,
             "task_errors": dict(self.task_errors.counts),
+            "log": {"denied_logged": self.denied.logged, "denied_suppressed": self.denied.suppressed},
             **self.counters.snapshot(),
         }
 
@@ -163,6 +172,20 @@ class Instance:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        log.info(
+            "instance %s starting pid=%d queue=%d",
+            self.id,
+            os.getpid(),
+            self.queue,
+            extra=eventlog.fields(
+                "start",
+                pid=os.getpid(),
+                queue=self.queue,
+                config=self.config.source,
+                sync=self.config.sync.as_dict(),
+                store=self.table.enabled,
+            ),
+        )
         # metrics: start the endpoint first, so a bad address fails the start at once
         if self.metrics_addr is not None:
             self.metrics = InstanceMetrics(self)
@@ -189,6 +212,14 @@ class Instance:
             os.getpid(),
             len(self.firewall.table),
             self.config.sync.as_dict(),
+            extra=eventlog.fields(
+                "ready",
+                pid=os.getpid(),
+                flows=len(self.firewall.table),
+                sync=self.config.sync.as_dict(),
+                rules=len(self.firewall.ruleset.rules),
+                start_ms=round((time.time() - self.started) * 1000),
+            ),
         )
         try:
             await self._stop.wait()
@@ -205,7 +236,11 @@ class Instance:
             await self.table.stop()
             if self.metrics is not None:  # metrics: stop the endpoint
                 await asyncio.to_thread(self.metrics.close)
-            log.info("instance %s stopped", self.id)
+            log.info(
+                "instance %s stopped",
+                self.id,
+                extra=eventlog.fields("stop", uptime_s=round(time.time() - self.started, 3)),
+            )
 
     def _process(self) -> None:
         assert self.datapath is not None
@@ -213,7 +248,9 @@ class Instance:
             self.datapath.read(time.monotonic())
         except Exception as e:  # the queue socket itself failed (ENOBUFS is counted, not raised)
             self.counters.errors += 1
-            log.warning("instance %s: queue read failed: %s", self.id, e)
+            self._datapath_errors.note(
+                "queue-read", "instance %s: queue read failed: %s", self.id, e, error=str(e)
+            )
         self._pump()
 
     def _pump(self) -> None:
@@ -224,9 +261,14 @@ class Instance:
                 self.datapath.flush()
             except OSError as e:
                 self.counters.errors += 1
-                log.warning("instance %s: verdicts not sent (retried): %s", self.id, e)
+                self._datapath_errors.note(
+                    "verdicts", "instance %s: verdicts not sent (retried): %s", self.id, e, error=str(e)
+                )
         self.table.submit()
-        due = self.engine.next_deadline()
+        engine = self.engine
+        if engine.denied or engine.denied_skipped:
+            self.denied.drain(time.monotonic())
+        due = engine.next_deadline()
         if due is not None:
             # a tick at the next deadline or look-up to ask again, at the latest one interval on
             loop = asyncio.get_running_loop()
@@ -274,5 +316,6 @@ class Instance:
         """One bounded step of the expiry sweep."""
         budget = max(1024, int(len(self.firewall.table) * SWEEP_INTERVAL / SWEEP_PASS))
         self.expired += self.engine.expire(now, budget)
+        self.denied.flush(now)  # the last denied-suppressed line once a flood is over
         if self.heartbeat is not None:
             self.engine.pickup = self.heartbeat.takeover  # the beats' news, every sweep (100 ms)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
+
+from fwcluster import eventlog
 
 LOG_INTERVAL = 10.0  # seconds between two log lines about one task's errors
 ERROR_PAUSE = 0.1  # seconds a loop waits after a failed iteration
@@ -22,25 +25,35 @@ TASKS = ("writer", "feed", "health", "lookup", "sweeper", "fast-count", "ticker"
 
 class CountedLog:
     """Counts events by name and logs one line per name at most every ``interval`` seconds (the
-    count so far appended), so a fault that repeats thousands of times a second stays one line."""
+    count so far appended), so a fault that repeats thousands of times a second stays one line:
+    event ``event`` with the name as field ``key``, ``count`` and the caller's fields."""
 
     def __init__(
-        self, logger: logging.Logger, names: tuple[str, ...] = (), interval: float = LOG_INTERVAL
+        self,
+        logger: logging.Logger,
+        names: tuple[str, ...] = (),
+        interval: float = LOG_INTERVAL,
+        event: str = "counted",
+        key: str = "name",
     ) -> None:
         self.log = logger
+        self.event = event
+        self.key = key
         self.counts: dict[str, int] = dict.fromkeys(names, 0)
         self.interval = interval
         self._logged: dict[str, float] = {}
 
-    def note(self, name: str, fmt: str, *args: object) -> int:
-        """Count one event of ``name``; log ``fmt % args`` when that is due. Returns the count."""
+    def note(self, name: str, fmt: str, *args: object, **fields: Any) -> int:
+        """Count one event of ``name``; log ``fmt % args`` (and ``fields``) when that is due.
+        Returns the count."""
         n = self.counts.get(name, 0) + 1
         self.counts[name] = n
         now = time.monotonic()
         last = self._logged.get(name)
         if last is None or now - last >= self.interval:
             self._logged[name] = now
-            self.log.warning(fmt + " (%d so far)", *args, n)
+            extra = eventlog.fields(self.event, **{self.key: name}, count=n, **fields)
+            self.log.warning(fmt + " (%d so far)", *args, n, extra=extra)
         return n
 
 
@@ -49,9 +62,10 @@ class TaskErrors:
 
     def __init__(self, owner: str, logger: logging.Logger) -> None:
         self.owner = owner
-        self._log = CountedLog(logger, TASKS)
+        self._log = CountedLog(logger, TASKS, event="task-error", key="task")
         self.counts = self._log.counts
 
     def note(self, task: str, e: BaseException) -> None:
         """Count ``e`` for ``task``; log one line now and then."""
-        self._log.note(task, "%s: task %s survived %s: %s", self.owner, task, type(e).__name__, e)
+        error = f"{type(e).__name__}: {e}"[:300]
+        self._log.note(task, "%s: task %s survived %s", self.owner, task, error, error=error)

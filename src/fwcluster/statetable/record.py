@@ -114,7 +114,7 @@ class BadRecords:
     SOURCES = ("feed", "lookup", "load", "write-answer", "members")
 
     def __init__(self) -> None:
-        self._log = CountedLog(log, self.SOURCES)
+        self._log = CountedLog(log, self.SOURCES, event="bad-record", key="source")
         self.by_source = self._log.counts
 
     def decode(self, source: str, key: object, raw: object) -> FlowRecord | None:
@@ -127,7 +127,9 @@ class BadRecords:
 
     def note(self, source: str, key: object, why: str) -> None:
         shown = key[:40].hex() if isinstance(key, bytes) else type(key).__name__
-        self._log.note(source, "skipped a bad store record (%s, key %s): %s", source, shown, why)
+        self._log.note(
+            source, "skipped a bad store record (%s, key %s): %s", source, shown, why, key=shown, error=why
+        )
 
 
 def clean_allows(current: FlowRecord | None, new: FlowRecord) -> bool:

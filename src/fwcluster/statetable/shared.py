@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fwcluster import eventlog
 from fwcluster.core.decision import StateChange
 from fwcluster.core.states import FlowState
 from fwcluster.engine.engine import NO_TICKET, Engine, Outcome
@@ -124,7 +125,9 @@ class SharedTable:
         self.task_errors = (
             task_errors if task_errors is not None else TaskErrors(f"instance {instance_id}", log)
         )
-        self._refused_log = CountedLog(log)  # one line now and then, however many are refused
+        self._refused_log = CountedLog(
+            log, event="write-refused", key="what"
+        )  # one line now and then, however many are refused
         # what the engine writes: its level's states and, with ECMP, the opening hints
         self.publish_states = (
             engine.policy.publish | engine.policy.hints if store is not None else frozenset()
@@ -166,7 +169,12 @@ class SharedTable:
             await self.store.ping()  # connect (and load server-side scripts) before traffic
             await self._load_snapshot()
         except StoreError as e:
-            log.warning("instance %s: store unreachable at start (%s); starting empty", self.id, e)
+            log.warning(
+                "instance %s: store unreachable at start (%s); starting empty",
+                self.id,
+                e,
+                extra=eventlog.fields("store-down", error=str(e), at_start=True),
+            )
             self._mark_down()
         self._tasks = [
             asyncio.create_task(self._writer(), name="writer"),
@@ -302,7 +310,7 @@ class SharedTable:
 
     def _write_refused(self, error: str) -> None:
         self.counters.refused_writes = self._refused_log.note(
-            "refused", "instance %s: the store refused a write: %s", self.id, error
+            "refused", "instance %s: the store refused a write: %s", self.id, error, error=error
         )
 
     def _fail_tickets(self, batch: list[tuple[FlowRecord, int, int]]) -> None:
@@ -433,7 +441,9 @@ class SharedTable:
     def _store_failed(self, e: Exception) -> None:
         self.counters.store_errors += 1
         if self.store_up:
-            log.warning("instance %s: store down: %s", self.id, e)
+            log.warning(
+                "instance %s: store down: %s", self.id, e, extra=eventlog.fields("store-down", error=str(e))
+            )
             self._mark_down()
 
     def _mark_down(self) -> None:
@@ -462,7 +472,12 @@ class SharedTable:
         self.store_up = True
         self.engine.set_store_up(True)
         self.counters.reconnects += 1
-        log.warning("instance %s: store back; %d flows resynchronized", self.id, self.counters.resynced_flows)
+        log.warning(
+            "instance %s: store back; %d flows resynchronized",
+            self.id,
+            self.counters.resynced_flows,
+            extra=eventlog.fields("store-back", resynced_flows=self.counters.resynced_flows),
+        )
 
     async def _resync(self) -> None:
         """After an outage: learn what others wrote, then tell the store what we hold.
