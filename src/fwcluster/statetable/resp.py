@@ -206,8 +206,12 @@ class RespConnection:
         futs = [loop.create_future() for _ in commands]
         proto.waiters.extend(futs)
         proto.transport.write(b"".join([encode(c) for c in commands]))
+        replies = asyncio.gather(*futs)
+        # the caller may be gone (timeout, cancelled at stop) when the connection then fails:
+        # the error is seen here, not logged as "exception never retrieved"
+        replies.add_done_callback(_seen)
         try:
-            return await asyncio.wait_for(asyncio.gather(*futs), timeout)
+            return await asyncio.wait_for(replies, timeout)
         except TimeoutError:
             raise RespError(f"no answer within {timeout:.3f} s") from None
 
@@ -215,3 +219,8 @@ class RespConnection:
         if self._proto is not None:
             self._proto._fail(RespError("closed"))
             self._proto = None
+
+
+def _seen(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
