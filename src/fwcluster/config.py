@@ -177,13 +177,17 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
+    return parse_config(parse_toml(text, str(p)), str(p))
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """The tables of a TOML text; a ConfigError naming ``source`` when it is not TOML."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
-        raise ConfigError(f"{p}: not valid TOML: arrays or tables nested too deeply") from None
-    return parse_config(data, str(p))
+        raise ConfigError(f"{source}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:
@@ -199,6 +203,19 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
             datapath=_datapath(_table(data, "datapath")),
             source=source,
         )
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+POLICY_SECTIONS = ("policy", "rules")
+
+
+def parse_policy_tables(data: dict[str, Any], source: str) -> RuleSet:
+    """The ``[policy]`` and ``[[rules]]`` of a policy file (``fwcluster policy apply``): the same
+    fields as in a config, checked by the same code; any other section is refused."""
+    try:
+        _only(data, POLICY_SECTIONS, "")
+        return _ruleset(_table(data, "policy"), data.get("rules", []))
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 

@@ -45,7 +45,7 @@ def _positive(lo: int, hi: int) -> Callable[[str], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fwcluster.cli import bench_cmd, demo_cmd, status_cmd, testbed_cmd
+    from fwcluster.cli import bench_cmd, demo_cmd, policy_cmd, status_cmd, testbed_cmd
 
     ap = _Parser(prog="fwcluster", description="A stateful firewall as a cluster of VNF instances.")
     ap.add_argument("--version", action="version", version=f"fwcluster {__version__}")
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("id", metavar="ID", help="instance id, e.g. fw2")
     ins.add_argument("--json", action="store_true", help="print the answer as one JSON object")
     ins.set_defaults(func=testbed_cmd.instance)
+
+    policy_cmd.add_parser(sub, _Parser)
 
     st = sub.add_parser("status", help="instances, flows, sync settings and testbed addresses")
     st.add_argument("--json", action="store_true", help="print one JSON object")

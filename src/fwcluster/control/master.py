@@ -41,13 +41,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from fwcluster.config import Config
 from fwcluster.control.admin import Admin, AdminError
 from fwcluster.control.api import AdminApi
 from fwcluster.control.lease import EPOCH_KEY, LEADER_KEY, LeaderLease
 from fwcluster.control.metrics import MasterMetrics
+from fwcluster.control.policy_store import PolicyStore
 from fwcluster.instance.heartbeat import (
     HB_PREFIX,
     ID,
@@ -55,7 +56,9 @@ from fwcluster.instance.heartbeat import (
     TAKEOVER_KEY,
     parse_beat,
     parse_registration,
+    registration_policy,
 )
+from fwcluster.policy import POLICY_KEY, VERSION_FIELD
 from fwcluster.procutil import host_key, running
 from fwcluster.statetable.discovery import async_client
 from fwcluster.statetable.redis_store import MEMBERS as MEMBERS_KEY
@@ -119,6 +122,9 @@ class Master:
         self.store_ha = is_sentinel_url(store_url)
         self.lease = LeaderLease(self.redis, master_id, config.cluster.lease_ms, self._bad_lease)
         self._write_members = self.redis.register_script(WRITE_MEMBERS)
+        self.policy = PolicyStore(self.redis)  # the stored policy (control/admin.py applies it)
+        self.stored_policy_version: int | None = None  # as read last (None: not yet)
+        self.policy_versions: dict[str, int | None] = {}  # instance id -> the policy it applied (-1: none)
         self._spec = run_dir / STEERING_SPEC
         self._spec_mtime = 0.0
         self.driver = FencedDriver(load_driver(self._spec), EpochGate(run_dir / STEERING_EPOCH))
@@ -411,10 +417,24 @@ class Master:
         for instance_id in found - set(self.registered):
             self.registered[instance_id] = 0  # its pid comes with the next read
 
+    async def _read_policy_version(self) -> None:
+        """The stored policy's version, for status (which instance lags behind it)."""
+        try:
+            raw = await self.redis.hget(POLICY_KEY, VERSION_FIELD)
+        except ResponseError:  # WRONGTYPE: a bad record (refused by the instances, reported by policy show)
+            self.stored_policy_version = None
+            return
+        self.stored_policy_version = (
+            int(raw)
+            if isinstance(raw, bytes) and raw.isdigit() and len(raw) <= 15
+            else (0 if raw is None else None)
+        )
+
     async def _watch(self) -> None:
         try:
             if time.monotonic() >= self._next_discover:
                 await self._discover()
+                await self._read_policy_version()
                 self._next_discover = time.monotonic() + DISCOVER_INTERVAL
             # Registered or not: every instance steering knows is watched, so one that holds
             # buckets and stops beating is failed over however it ended (a clean stop included).
@@ -452,6 +472,7 @@ class Master:
                 registration = parse_registration(reg)
                 if registration is not None:
                     self.registered[instance_id] = registration[0]
+                    self.policy_versions[instance_id] = registration_policy(reg)
                     if registration[2] and registration[2] != host_key():
                         self.remote.add(instance_id)
                     else:
