@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="the whole story: allowed and blocked traffic, then failover, scaling and a master takeover "
-        "under load; a summary and a timeline plot",
+        help="the whole story: allowed and blocked traffic, a policy change under load, then failover, "
+        "scaling and a master takeover under load; a summary and a timeline plot",
     )
     demo.add_argument("--instances", type=_positive(1, 26), default=3, help="active instances (default 3)")
     demo.add_argument(
