@@ -199,3 +199,21 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
     return port
+
+
+def test_the_leader_writes_back_a_record_the_store_lost(users: dict[str, str], admin: Any, run: Run) -> None:
+    async def restore(version: int, policy: Policy, master: str = "m1") -> bool:
+        client = aioredis.Redis.from_url(users["master"])
+        try:
+            return await PolicyStore(client).restore(version, policy, master, 5)
+        finally:
+            await client.aclose()
+
+    run(_store(users["master"], _policy(80), _policy(81)))
+    assert run(restore(2, _policy(90))) is False  # a record exists: nothing is written over it
+    admin.delete(POLICY_KEY)  # the store lost it
+    with pytest.raises(NotLeader):
+        run(restore(2, _policy(81), master="m2"))
+    assert run(restore(2, _policy(81))) is True
+    assert run(_read(users["master"])) == (2, _policy(81))
+    assert run(_store(users["master"], _policy(82))) == [(3, True)]  # and versions go on from it

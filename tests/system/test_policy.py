@@ -2,7 +2,8 @@
 ``fwcluster policy apply`` closes port 8081, which was open: no request on port 80 fails, the
 downloads already running on 8081 finish intact (tracked flows keep passing), and 1 s after the
 apply returned, new connections to 8081 are refused by every instance. A bad file, a wrong token
-and an unknown endpoint change nothing; an instance that starts later applies the stored policy."""
+change nothing; an instance that starts later applies the stored policy; a store restarted
+without its data gets the record back from the leader."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from test_masters import leader, wait_for
 from test_shared_state import stats
 
 from fwcluster.bench.datapath import loadgen
-from fwcluster.testbed import TestbedState
+from fwcluster.testbed import TestbedState, store_start, store_stop
 from fwcluster.testbed.addressing import HTTP_PORT2
 from fwcluster.testbed.masters import api_token, api_url
 
@@ -168,3 +169,17 @@ def test_a_policy_applied_under_load_closes_a_port_on_every_instance(
     doc = json.loads(cli("status", "--json").stdout)
     fw4 = next(i for i in doc["instances"] if i["id"] == "fw4")
     assert fw4["policy_version"] == 1 and not fw4["policy_lag"]
+
+    # A store restarted without its data gets the record back from the leader.
+    store_stop()
+    store_start()
+    deadline = time.monotonic() + 30
+    shown = {}
+    while time.monotonic() < deadline:
+        p = cli("policy", "show", "--json")
+        shown = json.loads(p.stdout) if p.returncode == 0 else {}
+        if shown.get("version") == 1:
+            break
+        time.sleep(0.5)
+    assert shown.get("version") == 1, shown
+    assert wait_for(state, "policy-restored", timeout=5)

@@ -94,6 +94,7 @@ class Admin:
             self.m.stored_policy_version = NO_POLICY
             return NO_POLICY, Policy(self.m.config.ruleset)
         self.m.stored_policy_version = stored[0]
+        self.m.known_policy = stored
         return stored
 
     async def policy_show(self) -> dict[str, Any]:
@@ -134,6 +135,7 @@ class Admin:
         except (RedisError, OSError) as e:
             raise AdminError(503, f"the store is unreachable: {e}") from None
         self.m.stored_policy_version = version
+        self.m.known_policy = (version, new)
         d = diff(current, new)
         if changed:
             self.m.note("policy-applied", version=version, previous=previous, rules=len(new.ruleset.rules))

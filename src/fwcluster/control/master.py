@@ -48,7 +48,7 @@ from fwcluster.control.admin import Admin, AdminError
 from fwcluster.control.api import AdminApi
 from fwcluster.control.lease import EPOCH_KEY, LEADER_KEY, LeaderLease
 from fwcluster.control.metrics import MasterMetrics
-from fwcluster.control.policy_store import PolicyStore
+from fwcluster.control.policy_store import NotLeader, PolicyStore, StoredPolicyError
 from fwcluster.instance.heartbeat import (
     HB_PREFIX,
     ID,
@@ -58,7 +58,7 @@ from fwcluster.instance.heartbeat import (
     parse_registration,
     registration_policy,
 )
-from fwcluster.policy import POLICY_KEY, VERSION_FIELD
+from fwcluster.policy import NO_POLICY, POLICY_KEY, VERSION_FIELD, Policy
 from fwcluster.procutil import host_key, running
 from fwcluster.statetable.discovery import async_client
 from fwcluster.statetable.redis_store import MEMBERS as MEMBERS_KEY
@@ -124,6 +124,7 @@ class Master:
         self._write_members = self.redis.register_script(WRITE_MEMBERS)
         self.policy = PolicyStore(self.redis)  # the stored policy (control/admin.py applies it)
         self.stored_policy_version: int | None = None  # as read last (None: not yet)
+        self.known_policy: tuple[int, Policy] | None = None  # the last version read or stored
         self.policy_versions: dict[str, int | None] = {}  # instance id -> the policy it applied (-1: none)
         self._spec = run_dir / STEERING_SPEC
         self._spec_mtime = 0.0
@@ -418,17 +419,27 @@ class Master:
             self.registered[instance_id] = 0  # its pid comes with the next read
 
     async def _read_policy_version(self) -> None:
-        """The stored policy's version, for status (which instance lags behind it)."""
+        """The stored policy's version, for status (which instance lags behind it); the record
+        itself when the version changed, so that a store that lost it gets it back (restore)."""
         try:
             raw = await self.redis.hget(POLICY_KEY, VERSION_FIELD)
-        except ResponseError:  # WRONGTYPE: a bad record (refused by the instances, reported by policy show)
+            if raw is None and self.known_policy is not None and self.epoch is not None:
+                version, policy = self.known_policy
+                if await self.policy.restore(version, policy, self.id, self.epoch):
+                    event("policy-restored", master=self.id, version=version, epoch=self.epoch)
+                self.stored_policy_version = version
+                return
+            if raw is None:
+                self.stored_policy_version = NO_POLICY
+                return
+            if self.known_policy is None or raw != str(self.known_policy[0]).encode():
+                self.known_policy = await self.policy.read()
+            self.stored_policy_version = self.known_policy[0] if self.known_policy else NO_POLICY
+        except (ResponseError, StoredPolicyError):  # a bad record: refused by the instances, reported by show
+            self.bad_record("policy", POLICY_KEY)
             self.stored_policy_version = None
+        except NotLeader:
             return
-        self.stored_policy_version = (
-            int(raw)
-            if isinstance(raw, bytes) and raw.isdigit() and len(raw) <= 15
-            else (0 if raw is None else None)
-        )
 
     async def _watch(self) -> None:
         try:

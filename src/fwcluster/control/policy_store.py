@@ -6,6 +6,9 @@ and the body together. Two applies never get the same version, and an instance n
 version with another version's body. The script is fenced: it writes only while the lease (``fwc:leader``)
 is the caller's, at its epoch, so a master that lost the lead without knowing it yet changes
 nothing (as its steering writes are fenced by the epoch gate).
+
+A store that lost the record (restarted without persistence) gets it back from the leader, which
+keeps the last version it read or stored (:meth:`PolicyStore.restore`, control/master.py).
 """
 
 from __future__ import annotations
@@ -40,6 +43,19 @@ redis.call('HSET', KEYS[1], 'version', tostring(version), 'body', ARGV[1])
 return {version, 1}
 """
 
+# A store that lost the record (a restart without persistence): the leader writes back the
+# version it knows, unless a record exists meanwhile. KEYS as APPLY; ARGV: version, body, lease.
+RESTORE = """
+if redis.call('TYPE', KEYS[2]).ok ~= 'string' or redis.call('GET', KEYS[2]) ~= ARGV[3] then
+  return -1
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'body', ARGV[2])
+return 1
+"""
+
 
 class NotLeader(Exception):
     """The epoch moved on: another master leads."""
@@ -53,6 +69,7 @@ class PolicyStore:
     def __init__(self, redis: Any) -> None:
         self.redis = redis
         self._apply = redis.register_script(APPLY)
+        self._restore = redis.register_script(RESTORE)
 
     async def read(self) -> tuple[int, Policy] | None:
         """The stored version and policy; None when none is stored. StoredPolicyError for a record
@@ -82,3 +99,14 @@ class PolicyStore:
         if version == -2:
             raise StoredPolicyError(f"the stored policy ({POLICY_KEY.decode()}) has no valid version")
         return int(version), bool(changed)
+
+    async def restore(self, version: int, policy: Policy, master_id: str, epoch: int) -> bool:
+        """Write ``version`` back when the store holds no record at all (it lost it); whether it
+        did. The instances that applied it change nothing, one that starts applies it, not its
+        config's rules."""
+        done = await self._restore(
+            keys=[POLICY_KEY, LEADER_KEY], args=[str(version), policy.render(), f"{master_id}:{epoch}"]
+        )
+        if done == -1:
+            raise NotLeader()
+        return bool(done)

@@ -41,11 +41,11 @@ INSTANCE_COMMANDS = (
 )  # fmt: skip
 # Every command a master sends: the lease scripts (get, set, del, pexpire, type), the membership
 # (hgetall; del + hset in one script), discovery (scan), the health watch (mget) and the policy
-# (hget, hmget; the apply script: type, get, hmget, hset).
+# (hget, hmget; the apply and restore scripts: type, get, hmget, hset, exists).
 MASTER_COMMANDS = (
     "ping", "select",
     "get", "mget", "set", "del", "pexpire", "type", "scan",
-    "hgetall", "hset", "hdel", "hget", "hmget",
+    "hgetall", "hset", "hdel", "hget", "hmget", "exists",
     "evalsha", "script|load", "wait",
 )  # fmt: skip
 MASTER_KEYS = (
