@@ -206,12 +206,17 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
+    return parse_toml(text, str(p))
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """The tables of a TOML text; a ConfigError naming ``source`` when it is not TOML."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
-        raise ConfigError(f"{p}: not valid TOML: arrays or tables nested too deeply") from None
+        raise ConfigError(f"{source}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:
@@ -228,6 +233,19 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
             log=_log(_table(data, "log")),
             source=source,
         )
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+POLICY_SECTIONS = ("policy", "rules")
+
+
+def parse_policy_tables(data: dict[str, Any], source: str) -> RuleSet:
+    """The ``[policy]`` and ``[[rules]]`` of a policy file (``fwcluster policy apply``): the same
+    fields as in a config, checked by the same code; any other section is refused."""
+    try:
+        _only(data, POLICY_SECTIONS, "")
+        return _ruleset(_table(data, "policy"), data.get("rules", []))
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 

@@ -59,6 +59,7 @@ def loadgen(
     seed: int | None = None,
     procs: int = 1,
     on_mark: Callable[[str], None] | None = None,
+    port: int = 80,
 ) -> dict[str, Any]:
     """Run the load generator inside ``netns``; returns its JSON result.
 
@@ -66,12 +67,15 @@ def loadgen(
     on open connections; ``warmup`` seconds of the same load run first, unrecorded; ``on_mark`` is
     called with ``"measuring"`` when the measured window starts and ``"stopped"`` when it ends
     (e.g. to read the instance's CPU time at those moments). ``procs`` worker processes share the
-    load (one Python process is one core; on a fast path one would be the bottleneck)."""
+    load (one Python process is one core; on a fast path one would be the bottleneck). ``port``:
+    the server's port (the testbed's nginx serves 80 and 8081)."""
     argv = [
         "ip", "netns", "exec", netns, sys.executable, "-m", "fwcluster.bench.loadgen",
         "--host", host, "--concurrency", str(concurrency), "--count", str(count), "--path", path,
         "--duration", str(duration), "--timeout", str(timeout),
     ]  # fmt: skip
+    if port != 80:
+        argv += ["--port", str(port)]
     if timeline:
         argv.append("--timeline")
     if rate is not None:

@@ -1,11 +1,14 @@
 """``fwcluster demo``: the testbed up, allowed and blocked traffic with real clients, the counters
-of every instance, and the testbed down again."""
+of every instance, a policy change under load (port 8081 closes), the story (failover, scaling,
+a master takeover under load), and the testbed down again."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +19,11 @@ from rich.table import Table
 
 from fwcluster.cli.errors import UserError
 from fwcluster.cli.status_cmd import require_root
+from fwcluster.instance.control import query
 
 DEMO_CONFIG = """\
-# The demo's policy: web traffic passes, one port is refused loudly, everything else silently.
+# The demo's policy: web traffic passes (ports 80 and 8081; the demo closes 8081 at run time with
+# `fwcluster policy apply`), one port is refused loudly, everything else silently.
 # Every state change is shared (full, clean), so instances can fail and come and go mid-connection.
 [sync]
 level = "full"
@@ -36,13 +41,34 @@ default = "drop"
 action = "accept"
 proto = "tcp"
 dst = ["198.19.0.0/24", "2001:2:0:300::/64"]
-dport = 80
+dport = [80, 8081]
 
 [[rules]]
 action = "reject"
 proto = "tcp"
 dport = 8080
 """
+
+# The policy the demo applies under load: port 8081 closes (new connections refused with a RST;
+# those already open go on), port 80 stays open.
+DEMO_POLICY = """\
+[policy]
+default = "drop"
+
+[[rules]]
+action = "accept"
+proto = "tcp"
+dst = ["198.19.0.0/24", "2001:2:0:300::/64"]
+dport = 80
+
+[[rules]]
+action = "reject"
+proto = "tcp"
+dport = [8080, 8081]
+comment = "8081 closed by the demo"
+"""
+POLICY_LOAD_RATE = 100.0  # new downloads per second on port 80 while the policy changes
+POLICY_PROBES = 24  # new connections to the closed port after the change
 
 
 @dataclass
@@ -110,6 +136,7 @@ def demo(args: argparse.Namespace) -> int:
             checks = [
                 Check("HTTP over IPv4, allowed", _curl(f"http://{s4}/index.html"), "body"),
                 Check("HTTP over IPv6, allowed", _curl(f"http://[{s6}]/index.html", six=True), "body"),
+                Check("HTTP port 8081, allowed (for now)", _curl(f"http://{s4}:8081/index.html"), "body"),
                 Check("TCP 8080, rule 'reject'", _curl(f"http://{s4}:8080/"), "refused"),
                 Check("TCP 22, default policy 'drop'", _curl(f"http://{s4}:22/"), "timeout"),
                 Check("ping IPv4, no ICMP rule", ["ping", "-c", "1", "-W", "1", s4], "no reply"),
@@ -140,6 +167,7 @@ def demo(args: argparse.Namespace) -> int:
                 )
             console.print(it)
             failed = [c.what for c in checks if not c.ok]
+            failed += _policy_step(console, state, Path(tmp))
             # The story's figures are measurements: what went wrong is reported, not failed on
             # (the guarantees themselves are asserted by the system tests).
             notes = _story(console, state, Path(args.out))
@@ -160,6 +188,89 @@ def demo(args: argparse.Namespace) -> int:
             "[green]demo: every check behaved as expected, and the story ran without a failed connection"
         )
     return 0
+
+
+def _policy_step(console: Console, state: Any, tmp: Path) -> list[str]:
+    """Under load on port 80, apply a policy that closes 8081: 8081 refuses new connections on
+    every instance, port 80 keeps working. Returns the checks that did not behave."""
+    from fwcluster.bench.datapath import loadgen
+    from fwcluster.cli.api_client import call
+    from fwcluster.cli.status_cmd import collect
+
+    console.rule("Under load: a new policy closes port 8081 (fwcluster policy apply)")
+    load: dict[str, Any] = {}
+
+    def run_load() -> None:
+        load.update(loadgen(state.client_netns, state.server_addr, 100, 10**6, timeout=10.0,
+                            duration=5.0, rate=POLICY_LOAD_RATE))  # fmt: skip
+
+    def rejects() -> dict[str, int]:
+        return {i["id"]: int(i.get("stats", {}).get("reasons", {}).get("rule_reject", 0))
+                for i in collect()["instances"]}  # fmt: skip
+
+    console.print(f"{POLICY_LOAD_RATE:.0f} new downloads per second on port 80; then, 1.5 s in:")
+    console.print(DEMO_POLICY.rstrip(), markup=False, highlight=False)
+    loader = threading.Thread(target=run_load)
+    loader.start()
+    problems: list[str] = []
+    try:
+        time.sleep(1.5)
+        before = rejects()
+        try:
+            doc = call("POST", "/v1/policy", {"policy": DEMO_POLICY})
+        except UserError as e:
+            return [f"policy apply: {e}"]
+        applied = time.monotonic()
+        version = doc.get("version")
+        took: dict[str, float] = {}
+        while len(took) < len(state.instances) and time.monotonic() < applied + 5:
+            for inst in state.instances:
+                with contextlib.suppress(OSError, ValueError):
+                    if (
+                        inst.id not in took
+                        and query(inst.control_socket, {"cmd": "stats"}, timeout=1.0)
+                        .get("policy", {})
+                        .get("version")
+                        == version
+                    ):
+                        took[inst.id] = (time.monotonic() - applied) * 1000
+            time.sleep(0.01)
+        probe = loadgen(state.client_netns, state.server_addr, POLICY_PROBES, POLICY_PROBES, timeout=3.0,
+                        duration=10, port=8081)  # fmt: skip
+        after = rejects()
+    finally:
+        loader.join(60)
+    t = Table(title=f"Policy version {version} applied under load")
+    for col in ("what", "observed", "ok"):
+        t.add_column(col)
+    late = [i.id for i in state.instances if i.id not in took]
+    t.add_row(
+        "every instance applied it",
+        ", ".join(f"{i} {ms:.0f} ms" for i, ms in sorted(took.items())) + " after the apply returned"
+        + (f"; not: {', '.join(late)}" if late else ""),
+        "[green]yes" if not late else "[red]NO",
+    )  # fmt: skip
+    refused = probe.get("errors", {}).get("ECONNREFUSED", 0)
+    t.add_row(
+        f"{POLICY_PROBES} new connections to 8081",
+        f"{refused} refused (RST), {probe.get('completed', 0)} completed",
+        "[green]yes" if refused == POLICY_PROBES else "[red]NO",
+    )
+    refusing = sorted(i for i in after if after[i] > before.get(i, 0))
+    t.add_row("instances that refused them", ", ".join(refusing) or "none", "")
+    t.add_row(
+        "downloads on port 80 meanwhile",
+        f"{load.get('completed', 0)} completed, {load.get('failed', 0)} failed",
+        "[green]yes" if load.get("completed") and not load.get("failed") else "[red]NO",
+    )
+    console.print(t)
+    if late:
+        problems.append(f"instances {', '.join(late)} did not apply policy version {version}")
+    if refused != POLICY_PROBES:
+        problems.append(f"port 8081: only {refused} of {POLICY_PROBES} new connections refused")
+    if not load.get("completed") or load.get("failed"):
+        problems.append(f"port 80 under the policy change: {load.get('failed')} downloads failed")
+    return problems
 
 
 def _story(console: Console, state: Any, out: Path) -> list[str]:

@@ -45,7 +45,7 @@ def _positive(lo: int, hi: int) -> Callable[[str], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fwcluster.cli import bench_cmd, demo_cmd, run_cmd, status_cmd, testbed_cmd
+    from fwcluster.cli import bench_cmd, demo_cmd, policy_cmd, run_cmd, status_cmd, testbed_cmd
 
     ap = _Parser(prog="fwcluster", description="A stateful firewall as a cluster of VNF instances.")
     ap.add_argument("--version", action="version", version=f"fwcluster {__version__}")
@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
 
+    policy_cmd.add_parser(sub, _Parser)
+
     st = sub.add_parser("status", help="instances, flows, sync settings and testbed addresses")
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.set_defaults(func=status_cmd.status)
@@ -144,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="the whole story: allowed and blocked traffic, then failover, scaling and a master takeover "
-        "under load; a summary and a timeline plot",
+        help="the whole story: allowed and blocked traffic, a policy change under load, then failover, "
+        "scaling and a master takeover under load; a summary and a timeline plot",
     )
     demo.add_argument("--instances", type=_positive(1, 26), default=3, help="active instances (default 3)")
     demo.add_argument(

@@ -14,8 +14,8 @@ from rich.table import Table
 from fwcluster import hostconfig
 from fwcluster.cli.errors import UserError
 from fwcluster.config import Config, load_config, load_toml
-from fwcluster.core.rules import PROTO_BY_NAME
 from fwcluster.instance.control import query
+from fwcluster.policy import rule_line
 
 
 def require_root(what: str) -> None:
@@ -33,7 +33,9 @@ def collect() -> dict[str, Any]:
         raise UserError("the testbed is not up (run: fwcluster testbed up)", code=1)
     config = load_config(state.config_path)
     buckets = _bucket_counts()
-    roles = _leader_roles() if state.masters else {}
+    leader = _leader_status() if state.masters else {}
+    roles = {str(i["id"]): str(i["role"]) for i in leader.get("instances", []) if "id" in i and "role" in i}
+    stored = leader.get("policy", {}).get("version")  # the stored policy's version (None: unknown)
     instances = []
     for inst in state.instances:
         role = roles.get(inst.id, inst.role)
@@ -42,8 +44,13 @@ def collect() -> dict[str, Any]:
         try:
             stats = query(inst.control_socket, {"cmd": "stats"}, timeout=1.0)
             entry.update(health=stats.get("health", "ok"), flows=stats.get("flows", 0), stats=stats)
+            applied = stats.get("policy", {}).get("version")
         except (OSError, ValueError):
             entry.update(health="down", flows=None)
+            applied = None
+        # the policy version it applied, and whether that lags behind the stored one
+        entry["policy_version"] = applied
+        entry["policy_lag"] = isinstance(stored, int) and applied is not None and applied != stored
         instances.append(entry)
     from fwcluster.testbed.masters import read_status
     from fwcluster.testbed.processes import alive
@@ -64,6 +71,7 @@ def collect() -> dict[str, Any]:
     return {
         "instances": instances,
         "masters": masters,
+        "policy": {"version": stored},
         "store": _store_nodes(state),
         "sync": config.sync.as_dict(),
         "testbed": {
@@ -98,16 +106,16 @@ def _store_nodes(state: Any) -> dict[str, Any]:
     return {"ha": state.store_ha, "nodes": nodes}
 
 
-def _leader_roles() -> dict[str, str]:
-    """Each instance's role as the leading master keeps it (joining .. failed; control/admin.py),
-    asked over the admin API; empty when no master answers (the testbed's record is used then)."""
+def _leader_status() -> dict[str, Any]:
+    """The leading master's view (each instance's role, joining .. failed: control/admin.py; the
+    stored policy's version), asked over the admin API; empty when no master answers (the
+    testbed's record is used then)."""
     from fwcluster.cli.api_client import call
 
     try:
-        doc = call("GET", "/v1/status")
+        return call("GET", "/v1/status")
     except UserError:
         return {}
-    return {str(i["id"]): str(i["role"]) for i in doc.get("instances", []) if "id" in i and "role" in i}
 
 
 def _bucket_counts() -> dict[str, int] | None:
@@ -136,6 +144,14 @@ def _fast(stats: dict[str, object]) -> str:
     return "-" if fast.get("flows") is None else str(fast["flows"])
 
 
+def _policy(i: dict[str, Any]) -> str:
+    """The policy version an instance applied (``none``: it fails closed; ``LAG``: behind the store)."""
+    v = i.get("policy_version")
+    if v is None:
+        return "-"
+    return ("none" if v < 0 else str(v)) + (" LAG" if i.get("policy_lag") else "")
+
+
 def status(args: argparse.Namespace) -> int:
     if args.api:  # one master's own view, over the network
         from fwcluster.cli.api_client import call
@@ -160,6 +176,7 @@ def status(args: argparse.Namespace) -> int:
         "accept",
         "drop",
         "invalid",
+        "policy",
     )
     for col in columns:
         t.add_column(col, justify="left" if col in ("id", "role", "health") else "right")
@@ -176,8 +193,17 @@ def status(args: argparse.Namespace) -> int:
             _fast(s),
             *(str(x) for x in (s.get("packets", "-"), v.get("accept", "-"), v.get("drop", "-"))),
             str(s.get("invalid", "-")),
+            _policy(i),
         )
     console.print(t)
+    lagging = [i["id"] for i in doc["instances"] if i.get("policy_lag")]
+    stored = doc["policy"]["version"]
+    if stored is not None:
+        console.print(
+            f"policy: version {stored}"
+            + (" (none stored: the config's rules)" if stored == 0 else "")
+            + (f"; lagging behind it: {', '.join(lagging)}" if lagging else "")
+        )
     sync, tb = doc["sync"], doc["testbed"]
     console.print(f"sync: level={sync['level']} access={sync['access']} confirm={sync['confirm']}")
     if doc["masters"]:
@@ -202,17 +228,9 @@ def status(args: argparse.Namespace) -> int:
 
 
 def describe(config: Config) -> list[str]:
-    names = {v: k for k, v in PROTO_BY_NAME.items()}
     lines = [f"sync: {config.sync.as_dict()}", f"policy.default: {config.ruleset.default.name.lower()}"]
     for i, r in enumerate(config.ruleset.rules):
-        parts = [r.action.name.lower(), names[r.proto]]
-        for label, nets in (("src", r.src), ("dst", r.dst)):
-            if nets:
-                parts.append(f"{label}={','.join(str(n) for n in nets)}")
-        for label, ports in (("sport", r.sport), ("dport", r.dport)):
-            if ports:
-                parts.append(f"{label}={','.join(str(a) if a == b else f'{a}-{b}' for a, b in ports)}")
-        lines.append(f"rules[{i}]: {' '.join(parts)}")
+        lines.append(f"rules[{i}]: {rule_line(r)}")
     lines.append(f"conntrack.max_flows: {config.conntrack.max_flows}")
     lines.append(f"steering: {config.steering.kind.value}, {config.steering.buckets} buckets")
     return lines

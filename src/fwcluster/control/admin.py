@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from fwcluster.control.lease import LeaderLease
+from fwcluster.control.policy_store import NotLeader, StoredPolicyError
+from fwcluster.policy import NO_POLICY, Policy, PolicyError, diff, parse_policy
 from fwcluster.steering.balance import rebalance
 from fwcluster.steering.base import Direction, SteeringError
 
@@ -65,6 +67,7 @@ class Admin:
                     "role": m.role_of(instance_id, owners),
                     "buckets": {d: len(driver.buckets_of(instance_id, d)) for d in driver.directions()},
                     "pid": m.last_pid.get(instance_id),
+                    "policy_version": m.policy_versions.get(instance_id),
                 }
             )
         return {
@@ -73,7 +76,70 @@ class Admin:
             "epoch": m.epoch,
             "failovers": m.failovers,
             "instances": rows,
+            # the stored policy's version as this master read it last (None: not known here)
+            "policy": {"version": m.stored_policy_version},
         }
+
+    # --- the policy (fwcluster/policy.py) ------------------------------------------------------
+
+    async def _current_policy(self) -> tuple[int, Policy]:
+        """The stored version and policy, or (0, the config's rules) when none is stored."""
+        try:
+            stored = await self.m.policy.read()
+        except StoredPolicyError as e:
+            raise AdminError(409, str(e)) from None
+        except (RedisError, OSError) as e:
+            raise AdminError(503, f"the store is unreachable: {e}") from None
+        if stored is None:
+            self.m.stored_policy_version = NO_POLICY
+            return NO_POLICY, Policy(self.m.config.ruleset)
+        self.m.stored_policy_version = stored[0]
+        self.m.known_policy = stored
+        return stored
+
+    async def policy_show(self) -> dict[str, Any]:
+        await self._must_lead()
+        version, policy = await self._current_policy()
+        return {
+            "version": version,
+            "stored": version != NO_POLICY,
+            "default": policy.ruleset.default.name.lower(),
+            "rules": policy.lines(),
+            "body": policy.render(),
+        }
+
+    async def policy_diff(self, text: Any) -> dict[str, Any]:
+        new = _policy_text(text)
+        await self._must_lead()
+        version, current = await self._current_policy()
+        d = diff(current, new)
+        return {"version": version, "changed": d.changed, "lines": d.lines()}
+
+    async def policy_apply(self, text: Any) -> dict[str, Any]:
+        """Validate the policy whole, then store it as the next version (nothing changes when it
+        is refused). Instances pick it up from the store (instance/policy_watch.py)."""
+        new = _policy_text(text)
+        await self._must_lead()
+        previous, current = await self._current_policy()
+        epoch = self.m.epoch
+        if epoch is None:
+            raise AdminError(409, f"master {self.m.id} lost the lead during the operation")
+        try:
+            version, changed = await self.m.policy.store(new, self.m.id, epoch)
+        except NotLeader:
+            raise AdminError(
+                409, f"master {self.m.id} does not lead (its lease moved on); ask the leader"
+            ) from None
+        except StoredPolicyError as e:
+            raise AdminError(409, str(e)) from None
+        except (RedisError, OSError) as e:
+            raise AdminError(503, f"the store is unreachable: {e}") from None
+        self.m.stored_policy_version = version
+        self.m.known_policy = (version, new)
+        d = diff(current, new)
+        if changed:
+            self.m.note("policy-applied", version=version, previous=previous, rules=len(new.ruleset.rules))
+        return {"version": version, "previous": previous, "changed": changed, "lines": d.lines()}
 
     # --- changing --------------------------------------------------------------------------------
 
@@ -261,6 +327,15 @@ class Admin:
         if "error" in reply:
             raise AdminError(502, f"provisioner: {reply['error']}")
         return reply
+
+
+def _policy_text(text: Any) -> Policy:
+    if not isinstance(text, str):
+        raise AdminError(400, 'a policy needs a JSON body {"policy": "<the policy file\'s text>"}')
+    try:
+        return parse_policy(text, "policy")
+    except PolicyError as e:
+        raise AdminError(400, str(e)) from None
 
 
 def _counts(moved: dict[str, dict[int, str]]) -> dict[str, int]:

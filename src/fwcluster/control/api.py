@@ -4,6 +4,9 @@
     POST /v1/scale                    {"active": N}: scale to N active instances
     POST /v1/instances/<id>/drain     move the instance's buckets away; it stays up, "ready"
     POST /v1/instances/<id>/stop      drain, then stop and remove it
+    GET  /v1/policy                   the stored policy: version, default, rules (0: none stored)
+    POST /v1/policy/diff              {"policy": TEXT}: what applying it would change (nothing changes)
+    POST /v1/policy                   {"policy": TEXT}: validate it whole, store it as the next version
 
 Every answer is one JSON object; a refusal is ``{"error": "<one line>"}`` with a 4xx/5xx status,
 and nothing changed. A master that does not lead answers changes with 409 and names the leader.
@@ -299,6 +302,14 @@ class AdminApi:
             if "active" not in body:
                 raise AdminError(400, 'scale needs a JSON body {"active": N}')
             return lambda: admin.scale(body["active"])
+        if path == "/v1/policy":
+            if method == "GET":
+                return admin.policy_show
+            _allow(method, "POST")
+            return lambda: admin.policy_apply(body.get("policy"))
+        if path == "/v1/policy/diff":
+            _allow(method, "POST")
+            return lambda: admin.policy_diff(body.get("policy"))
         m = _INSTANCE_OP.match(path)
         if m:
             _allow(method, "POST")

@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from fwcluster import eventlog
 from fwcluster.config import Config
@@ -49,6 +49,7 @@ from fwcluster.control.admin import Admin, AdminError
 from fwcluster.control.api import AdminApi
 from fwcluster.control.lease import EPOCH_KEY, LEADER_KEY, LeaderLease
 from fwcluster.control.metrics import MasterMetrics
+from fwcluster.control.policy_store import NotLeader, PolicyStore, StoredPolicyError
 from fwcluster.instance.heartbeat import (
     HB_PREFIX,
     ID,
@@ -56,7 +57,9 @@ from fwcluster.instance.heartbeat import (
     TAKEOVER_KEY,
     parse_beat,
     parse_registration,
+    registration_policy,
 )
+from fwcluster.policy import NO_POLICY, POLICY_KEY, VERSION_FIELD, Policy
 from fwcluster.procutil import host_key, running
 from fwcluster.statetable.discovery import async_client
 from fwcluster.statetable.redis_store import MEMBERS as MEMBERS_KEY
@@ -133,6 +136,10 @@ class Master:
         self.store_ha = is_sentinel_url(store_url)
         self.lease = LeaderLease(self.redis, master_id, config.cluster.lease_ms, self._bad_lease)
         self._write_members = self.redis.register_script(WRITE_MEMBERS)
+        self.policy = PolicyStore(self.redis)  # the stored policy (control/admin.py applies it)
+        self.stored_policy_version: int | None = None  # as read last (None: not yet)
+        self.known_policy: tuple[int, Policy] | None = None  # the last version read or stored
+        self.policy_versions: dict[str, int | None] = {}  # instance id -> the policy it applied (-1: none)
         self._spec = steering or run_dir / STEERING_SPEC  # the steering description
         self._spec_mtime = 0.0
         self.driver = FencedDriver(load_driver(self._spec), EpochGate(run_dir / STEERING_EPOCH))
@@ -432,10 +439,34 @@ class Master:
         for instance_id in found - set(self.registered):
             self.registered[instance_id] = 0  # its pid comes with the next read
 
+    async def _read_policy_version(self) -> None:
+        """The stored policy's version, for status (which instance lags behind it); the record
+        itself when the version changed, so that a store that lost it gets it back (restore)."""
+        try:
+            raw = await self.redis.hget(POLICY_KEY, VERSION_FIELD)
+            if raw is None and self.known_policy is not None and self.epoch is not None:
+                version, policy = self.known_policy
+                if await self.policy.restore(version, policy, self.id, self.epoch):
+                    event("policy-restored", master=self.id, version=version, epoch=self.epoch)
+                self.stored_policy_version = version
+                return
+            if raw is None:
+                self.stored_policy_version = NO_POLICY
+                return
+            if self.known_policy is None or raw != str(self.known_policy[0]).encode():
+                self.known_policy = await self.policy.read()
+            self.stored_policy_version = self.known_policy[0] if self.known_policy else NO_POLICY
+        except (ResponseError, StoredPolicyError):  # a bad record: refused by the instances, reported by show
+            self.bad_record("policy", POLICY_KEY)
+            self.stored_policy_version = None
+        except NotLeader:
+            return
+
     async def _watch(self) -> None:
         try:
             if time.monotonic() >= self._next_discover:
                 await self._discover()
+                await self._read_policy_version()
                 self._next_discover = time.monotonic() + DISCOVER_INTERVAL
             # Registered or not: every instance steering knows is watched, so one that holds
             # buckets and stops beating is failed over however it ended (a clean stop included).
@@ -473,6 +504,7 @@ class Master:
                 registration = parse_registration(reg)
                 if registration is not None:
                     self.registered[instance_id] = registration[0]
+                    self.policy_versions[instance_id] = registration_policy(reg)
                     if registration[2] and registration[2] != host_key():
                         self.remote.add(instance_id)
                     else:

@@ -71,7 +71,7 @@ from enum import IntEnum
 from fwcluster.core.decision import Decision, Reason, StateChange, Verdict
 from fwcluster.core.firewall import Firewall, Flow, FlowFacts
 from fwcluster.core.packet import Parsed, parse
-from fwcluster.core.rules import PROTO_TCP
+from fwcluster.core.rules import PROTO_TCP, RuleSet
 from fwcluster.core.states import REOPENABLE, FlowState
 from fwcluster.engine.counters import Counters
 from fwcluster.engine.lookups import LookupGate
@@ -203,6 +203,9 @@ class Engine:
         # (Firewall.pickup): its connection was established on the failed instance in the
         # millisecond before it died, and the async write of that state died with it.
         self.pickup = False
+        # the version of the policy the firewall's ruleset came from (fwcluster/policy.py;
+        # 0: the config's rules; set_ruleset changes both)
+        self.policy_version = 0
         self._set_deferred()
 
     def _set_deferred(self) -> None:
@@ -535,6 +538,16 @@ class Engine:
         if self.sharing and up != self.store_up:
             self.store_up = up
             self._set_deferred()
+
+    def set_ruleset(self, ruleset: RuleSet, version: int) -> None:
+        """A new policy (fwcluster/policy.py), from the next packet on. Between two events, so
+        between two packets: a packet is decided under one ruleset, never part under each. The
+        rules decide only packets that would open a flow (Firewall._open): tracked flows, and
+        flows learned from the store later (feed, look-up, snapshot), keep passing, as under the
+        kernel's conntrack; a held packet decided again (a look-up's answer, a refused clean
+        write) meets the new rules, since its verdict was not given yet."""
+        self.firewall.ruleset = ruleset
+        self.policy_version = version
 
     # ------------------------------------------------------------------ events: time
     def tick(self, now: float) -> None:

@@ -2,9 +2,12 @@
 
 ``fwc:hb:<id>`` = ``<pid>:<unix time in ms>``, with a TTL of ``heartbeat_ms * misses``: the key vanishes
 when the instance stops beating (hung, cut off, dead), which is what masters watch. The instance
-registers with a key of its own, ``fwc:reg:<id>`` = ``<pid>:<unix time in ms of the start>:<host key>``
-(no TTL; the host key, procutil.host_key, tells a master whether it can see the pid; written
-before it loads the table and again with every beat, so a store that lost its data learns it
+registers with a key of its own,
+``fwc:reg:<id>`` = ``<pid>:<unix time in ms of the start>:<host key>:<policy>`` (no TTL; the host
+key, procutil.host_key, tells a master whether it can see the pid; the policy is the version of
+the cluster policy it applied, fwcluster/policy.py, or ``x`` while it has none and fails closed;
+older instances wrote neither of the last two fields; written before it loads the table and
+again with every beat, so a store that lost its data learns it
 back); masters find registrations with ``SCAN MATCH fwc:reg:*``. A clean stop deletes
 both keys in one command. These two keys are the only control keys an instance writes (its store
 user may touch no other: docs/architecture.md, "Threat model").
@@ -67,12 +70,19 @@ class Heartbeat:
         self.loop_alive = time.monotonic()
         self._reg_key = REG_PREFIX + instance_id.encode()
         self._registration = f"{os.getpid()}:{int(time.time() * 1000)}:{host_key()}"
+        # the version of the policy applied (instance/policy_watch.py); -1: none, failing closed
+        self.policy_version = -1
+
+    @property
+    def registration(self) -> str:
+        pv = self.policy_version
+        return f"{self._registration}:{'x' if pv < 0 else pv}"
 
     def register(self) -> None:
         """Register before loading the table: the leader sees the instance as "joining" until it
         beats; best effort (every beat registers again)."""
         with contextlib.suppress(RedisError, OSError):
-            self._r.set(self._reg_key, self._registration)
+            self._r.set(self._reg_key, self.registration)
 
     def start(self) -> None:
         """Start beating (call from inside the running event loop, which the stamper task proves alive)."""
@@ -97,7 +107,7 @@ class Heartbeat:
                 try:
                     pipe = self._r.pipeline(transaction=False)
                     pipe.set(key, f"{pid}:{int(time.time() * 1000)}", px=self.ttl_ms)
-                    pipe.set(self._reg_key, self._registration)
+                    pipe.set(self._reg_key, self.registration)
                     pipe.get(TAKEOVER_KEY)
                     beat, reg, takeover = pipe.execute(raise_on_error=False)
                     for res in (beat, reg):
@@ -147,7 +157,8 @@ class Heartbeat:
 
 PID_MAX = 1 << 22  # the kernel's upper bound for pid_max
 _BEAT = re.compile(rb"([1-9][0-9]{0,6}):([0-9]{1,15})")  # pid, unix time in ms (below year 33658)
-_REGISTRATION = re.compile(rb"([1-9][0-9]{0,6}):([0-9]{1,15})(?::([0-9a-f]{16}))?")  # ... and a host key
+# ... and a host key, and the policy version applied
+_REGISTRATION = re.compile(rb"([1-9][0-9]{0,6}):([0-9]{1,15})(?::([0-9a-f]{16})(?::([0-9]{1,15}|x))?)?")
 ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an instance id as masters accept it from the store
 
 
@@ -171,3 +182,14 @@ def parse_registration(raw: object) -> tuple[int, float, str] | None:
     if m is None or int(m[1]) >= PID_MAX:
         return None
     return int(m[1]), int(m[2]) / 1000, (m[3] or b"").decode()
+
+
+def registration_policy(raw: object) -> int | None:
+    """The policy version a registration says its instance applied: -1 for none (it fails
+    closed), None when it does not say (an older instance) or is no registration."""
+    if not isinstance(raw, bytes):
+        return None
+    m = _REGISTRATION.fullmatch(raw)
+    if m is None or m[4] is None:
+        return None
+    return -1 if m[4] == b"x" else int(m[4])

@@ -286,6 +286,20 @@ def collect_stats(stats: Mapping[str, Any]) -> Iterator[Metric]:
         "Denied-connection log lines the rate limit dropped (counted, not written).",
         logged.get("denied_suppressed", 0),
     )
+    # the cluster policy (fwcluster/policy.py)
+    policy = stats.get("policy")
+    if policy is not None:
+        yield _gauge(
+            "policy_version",
+            "Version of the cluster policy applied (0: the config's rules; -1: none could be read, "
+            "no new connection passes).",
+            policy["version"],
+        )
+        yield _counter(
+            "policy_records_refused_total",
+            "Policy records read from the store that were no valid policy (refused, the applied one kept).",
+            policy["refused"],
+        )
     # heartbeats (only with a store URL)
     if stats.get("heartbeats") is not None:
         yield _counter("heartbeats_sent_total", "Heartbeats written to the store.", stats["heartbeats"])

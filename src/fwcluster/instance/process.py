@@ -32,6 +32,8 @@ from fwcluster.instance.control import ControlServer
 from fwcluster.instance.denied import DeniedLog
 from fwcluster.instance.heartbeat import Heartbeat
 from fwcluster.instance.metrics import InstanceMetrics, ListenAddr
+from fwcluster.instance.policy_watch import PolicyWatch
+from fwcluster.policy import Policy
 from fwcluster.statetable.factory import make_store
 from fwcluster.statetable.guard import ERROR_PAUSE, CountedLog, TaskErrors
 from fwcluster.statetable.settings import Confirm, Follow
@@ -124,6 +126,14 @@ class Instance:
             if store_url
             else None
         )
+        # the cluster policy (fwcluster/policy.py): the stored one, else the config's rules
+        self.policy_watch = (
+            PolicyWatch(
+                with_sentinels(store_url, st.sentinels, st.service), instance_id, Policy(config.ruleset)
+            )
+            if store_url
+            else None
+        )
         self.datapath: NfqueueDriver | None = None
         self.control: ControlServer | None = None
         self._stop = asyncio.Event()
@@ -163,6 +173,12 @@ class Instance:
             "sync": self.config.sync.as_dict(),
             "store": self.table.stats() if self.table.enabled else None,
             "heartbeats": self.heartbeat.sent if self.heartbeat else None,
+            "policy": {
+                "version": self.engine.policy_version,  # -1: none could be read (fail closed)
+                "rules": len(self.firewall.ruleset.rules),
+                "refused": self.policy_watch.refused if self.policy_watch else 0,
+                "read_errors": self.policy_watch.read_errors if self.policy_watch else 0,
+            },
             "task_errors": dict(self.task_errors.counts),
             "log": {"denied_logged": self.denied.logged, "denied_suppressed": self.denied.suppressed},
             **self.counters.snapshot(),
@@ -194,6 +210,10 @@ class Instance:
         # would queue here, so a joining instance fails closed.
         if self.heartbeat is not None:
             await asyncio.to_thread(self.heartbeat.register)
+        if self.policy_watch is not None:
+            # the stored policy before the queue is bound (fail closed: see policy_watch.py)
+            self.apply_policy(*await asyncio.to_thread(self.policy_watch.initial))
+            self.policy_watch.start(loop, self.apply_policy)
         await self.table.start()
         self.datapath = NfqueueDriver(self.queue, self.engine, ReplySender())
         loop.add_reader(self.datapath.fileno(), self._process)
@@ -229,6 +249,8 @@ class Instance:
                 fast_counter.cancel()
             if self.heartbeat is not None:
                 await self.heartbeat.stop()
+            if self.policy_watch is not None:
+                await asyncio.to_thread(self.policy_watch.stop)
             loop.remove_reader(self.control.fileno())
             loop.remove_reader(self.datapath.fileno())
             self.control.close()
@@ -241,6 +263,22 @@ class Instance:
                 self.id,
                 extra=eventlog.fields("stop", uptime_s=round(time.time() - self.started, 3)),
             )
+
+    def apply_policy(self, version: int, policy: Policy) -> None:
+        """A policy version for the engine (on the event loop, so between two packets)."""
+        self.engine.set_ruleset(policy.ruleset, version)
+        if self.policy_watch is not None:
+            self.policy_watch.applied = version
+        if self.heartbeat is not None:
+            self.heartbeat.policy_version = version  # the next beat's registration reports it
+        log.info(
+            "instance %s: policy version %s applied (%d rules, default %s)",
+            self.id,
+            version if version >= 0 else "none (fail closed: no new connection)",
+            len(policy.ruleset.rules),
+            policy.ruleset.default.name.lower(),
+            extra=eventlog.fields("policy-applied", version=version, rules=len(policy.ruleset.rules)),
+        )
 
     def _process(self) -> None:
         assert self.datapath is not None

@@ -35,6 +35,9 @@ SERVER_NETNS = "fwc-server"
 MGMT_NETNS = "fwc-mgmt"
 
 HTTP_PORT = 80
+# nginx serves the same files on a second port: a policy test and the demo's policy step close it
+# while port 80 stays open (the default rules do not let it through).
+HTTP_PORT2 = 8081
 
 # Interface names. A veth end is named after the namespace at its other end.
 IF_TO_CLIENT = "client"  # in fwc-lb

@@ -52,7 +52,11 @@ def nginx_conf(run_dir: Path, docroot: Path, www: Path, listen: Sequence[str] | 
     """``listen``: ``ADDR:PORT`` / ``[ADDR6]:PORT`` to listen on (default: the testbed's server)."""
     srv = a.server_addr()
     if listen is None:
-        listen = (f"{srv.ip4}:{a.HTTP_PORT}", f"[{srv.ip6}]:{a.HTTP_PORT}")
+        listen = tuple(
+            addr
+            for port in (a.HTTP_PORT, a.HTTP_PORT2)
+            for addr in (f"{srv.ip4}:{port}", f"[{srv.ip6}]:{port}")
+        )
     listens = "\n".join(f"        listen {addr} reuseport backlog=4096;" for addr in listen)
     temp = "\n".join(f"    {d}_temp_path {www / 'nginx' / d};" for d in TEMP_DIRS)
     return f"""\

@@ -9,7 +9,9 @@ The key layout they follow (issue 10):
 - ``fwc:hb:<id>`` (heartbeat) and ``fwc:reg:<id>`` (registration): written by instance ``<id>``
   only, read by the masters;
 - ``fwc:leader``, ``fwc:epoch``, ``fwc:members`` (and ``fwc:instances``): the masters only;
-  the instances may read ``fwc:members`` (who backs up whom follows from it: statetable/ring.py).
+  the instances may read ``fwc:members`` (who backs up whom follows from it: statetable/ring.py);
+- ``fwc:policy`` (the cluster policy, fwcluster/policy.py): written by the leading master, read
+  by the instances.
 
 So ``inst-<id>`` may touch the flows, the feed and its own two keys, with only the commands an
 instance sends (statetable/redis_store.py, resp.py, instance/heartbeat.py); ``master`` the lease,
@@ -34,19 +36,20 @@ INSTANCE_COMMANDS = (
     "ping", "select",
     "get", "mget", "set", "del", "scan",
     "xadd", "xread", "xrevrange", "xrange",
-    "zadd", "zrem", "zremrangebyscore", "zrange", "pexpire", "hgetall",
+    "zadd", "zrem", "zremrangebyscore", "zrange", "pexpire", "hgetall", "hget", "hmget",
     "evalsha", "script|load", "wait", "role",
 )  # fmt: skip
 # Every command a master sends: the lease scripts (get, set, del, pexpire, type), the membership
-# (hgetall; del + hset in one script), discovery (scan) and the health watch (mget).
+# (hgetall; del + hset in one script), discovery (scan), the health watch (mget) and the policy
+# (hget, hmget; the apply and restore scripts: type, get, hmget, hset, exists).
 MASTER_COMMANDS = (
     "ping", "select",
     "get", "mget", "set", "del", "pexpire", "type", "scan",
-    "hgetall", "hset", "hdel",
+    "hgetall", "hset", "hdel", "hget", "hmget", "exists",
     "evalsha", "script|load", "wait",
 )  # fmt: skip
 MASTER_KEYS = (
-    "~fwc:leader", "~fwc:epoch", "~fwc:members", "~fwc:instances", "~fwc:takeover",
+    "~fwc:leader", "~fwc:epoch", "~fwc:members", "~fwc:instances", "~fwc:takeover", "~fwc:policy",
     "%R~fwc:hb:*", "%R~fwc:reg:*",
 )  # fmt: skip
 
@@ -67,7 +70,7 @@ def instance_rules(instance_id: str) -> list[str]:
     keys = (
         "~fwc:f:*", "~fwc:feed", f"~fwc:hb:{instance_id}", f"~fwc:reg:{instance_id}",
         f"~fwc:feed:{instance_id}", f"~fwc:o:{instance_id}", "%R~fwc:feed:*", "%R~fwc:o:*",
-        "%R~fwc:members", "%R~fwc:takeover",
+        "%R~fwc:members", "%R~fwc:takeover", "%R~fwc:policy",
     )  # fmt: skip
     return _rules(INSTANCE_COMMANDS, keys)
 
