@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,13 @@ def test_the_example_config_lists_every_field_and_is_valid(tmp_path: Path) -> No
     assert cfg.store.sentinels and cfg.store.service == "fwc"
     _, master = load_master(config, {})
     assert master.id == "m1" and master.api is not None and master.api_token == "x" * 32
+
+
+def test_the_readme_config_example_lists_every_host_field() -> None:
+    readme = (DEPLOY.parent / "README.md").read_text()
+    blocks = [tomllib.loads(b) for b in re.findall(r"```toml\n(.*?)```", readme, re.S)]
+    hosts = [b for b in blocks if "instance" in b]
+    assert hosts, "README's config example has no [instance] section"
+    assert set(hosts[0]["instance"]) == set(INSTANCE_FIELDS)
+    assert set(hosts[0]["master"]) == set(MASTER_FIELDS)
+    assert "denied_per_second" in hosts[0]["log"]
