@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fwcluster.config import load_config
+from fwcluster.control import api as api_mod
 from fwcluster.control.api import MAX_DEPTH, AdminApi
 from fwcluster.control.master import Master
 from fwcluster.steering import Balancer
@@ -132,7 +133,6 @@ def test_bad_lengths_and_deep_json_are_refused_with_one_line_each(
 def test_a_client_that_sends_nothing_is_closed_after_the_head_timeout(
     api: tuple[AdminApi, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fwcluster.control import api as api_mod
 
     server, port = api
     monkeypatch.setattr(api_mod, "HEAD_TIMEOUT", 0.2)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fwcluster.bench.store import TCP_WALK, TTL_MS, flow_key, redact, tcp_changes
+from fwcluster.bench.store import TCP_WALK, TTL_MS, flow_key, free_port, redact, tcp_changes
 from fwcluster.cli.main import main
 from fwcluster.core.states import RANK, FlowState
 from fwcluster.credentials import write_secret
@@ -112,7 +112,6 @@ def test_bad_arguments_are_one_line(args: list[str]) -> None:
 
 
 def test_unreachable_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from fwcluster.bench.store import free_port
 
     assert main(["bench", "store", "--changes", "10", "--url", f"redis://127.0.0.1:{free_port()}/0"]) == 1
     err = capsys.readouterr().err

@@ -10,7 +10,15 @@ import pytest
 from netns_helpers import curl, url
 
 from fwcluster.config import parse_config
-from fwcluster.testbed import TestbedState, current_mode, load_state, netns_exec, set_filter_mode, set_mode
+from fwcluster.testbed import (
+    TestbedError,
+    TestbedState,
+    current_mode,
+    load_state,
+    netns_exec,
+    set_filter_mode,
+    set_mode,
+)
 from fwcluster.testbed.filtering import FilterMode
 
 pytestmark = pytest.mark.netns
@@ -102,7 +110,6 @@ def test_switching_modes_replaces_the_previous_rules(bed: TestbedState) -> None:
 
 
 def test_unknown_mode_is_refused(bed: TestbedState) -> None:
-    from fwcluster.testbed import TestbedError
 
     with pytest.raises(TestbedError, match="unknown filter mode"):
         set_mode("open")

@@ -19,7 +19,7 @@ from fwcluster.bench.failover import STREAM_CAPTURE, STREAM_PORTS
 from fwcluster.instance.control import query
 from fwcluster.steering.fencing import EpochGate, FencedDriver, StaleEpochError
 from fwcluster.steering.spec import load_driver
-from fwcluster.testbed import TestbedState, steer_table
+from fwcluster.testbed import TestbedState, netns_exec, steer_table
 from fwcluster.testbed.masters import master_events, read_status
 from fwcluster.testbed.processes import alive
 
@@ -268,7 +268,6 @@ def test_a_standby_instance_takes_the_failed_instances_buckets(testbed: Builder,
 
 
 def test_metrics_are_served_on_the_management_network_only(testbed: Builder, tmp_path: Path) -> None:
-    from fwcluster.testbed import netns_exec
 
     state = testbed(2, config(tmp_path, "established", "dirty", "async"), start_instances=True)
     assert curl(state.client_netns, url(state, 4)).body == b"x"

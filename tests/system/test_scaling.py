@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from downloads import finish, start_downloads, wait_established
 from netns_helpers import Builder
-from test_admin_api import members
+from test_admin_api import cli, members
 from test_shared_state import config
 
 from fwcluster.bench.datapath import loadgen
@@ -44,7 +44,6 @@ def _scale(via: str, n: int) -> dict[str, dict[int, str]]:
     """Scale through the leading master (CLI -> admin API -> master -> agent) or the testbed itself."""
     if via == "testbed":
         return scale(n)[1]
-    from test_admin_api import cli
 
     p = cli("scale", str(n), "--json")
     assert p.returncode == 0, p.stderr

@@ -9,6 +9,7 @@ import time
 import pytest
 from netns_helpers import Builder
 
+from fwcluster.testbed import steer_move, steer_spread
 from fwcluster.testbed.server import LARGE_FILES, SLOW_RATE
 
 pytestmark = pytest.mark.netns
@@ -38,7 +39,6 @@ def test_slow_download_is_intact_and_takes_seconds(testbed: Builder) -> None:
 
 def test_twenty_slow_downloads_survive_a_bucket_move(testbed: Builder) -> None:
     """Direct mode (no instance): moving buckets mid-download re-routes the flows, nothing breaks."""
-    from fwcluster.testbed import steer_move, steer_spread
 
     state = testbed(2)
     argv = ["ip", "netns", "exec", state.client_netns, "curl", "-s", "-m", "20", "-o", "-"]

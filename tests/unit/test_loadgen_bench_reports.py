@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tomllib
 from typing import Any
 
 from fwcluster.bench import datapath
+from fwcluster.bench.rounds import interleaved, rotated
+from fwcluster.config import load_config, parse_config
 
 
 def _run(rate: float, connect: list[int], open_loop: bool = False, cpu_us: float = 0.0) -> dict[str, Any]:
@@ -53,9 +56,6 @@ def test_datapath_summary_of_an_open_loop_has_the_sojourn_and_its_ratio() -> Non
 
 
 def test_datapath_default_config_is_one_instance_with_nothing_to_share() -> None:
-    import tomllib
-
-    from fwcluster.config import load_config, parse_config
 
     config = parse_config(tomllib.loads(datapath.DATAPATH_CONFIG), "<datapath>")
     assert config.sync.level.value == "none" and config.store.backend.value == "memory"
@@ -64,7 +64,6 @@ def test_datapath_default_config_is_one_instance_with_nothing_to_share() -> None
 
 
 def test_rounds_rotate_the_order_of_the_setups() -> None:
-    from fwcluster.bench.rounds import interleaved, rotated
 
     assert [rotated("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
     assert list(interleaved("t", ["x", "y"], 2)) == [(0, "x"), (0, "y"), (1, "y"), (1, "x")]

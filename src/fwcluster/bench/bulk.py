@@ -27,6 +27,8 @@ from typing import Any
 from fwcluster.bench.procstat import cpu_seconds
 from fwcluster.bench.rounds import interleaved
 from fwcluster.config import DEFAULT_TOML
+from fwcluster.instance.control import query
+from fwcluster.testbed import down, reconfigure, set_mode, up
 
 IPERF_PORT = 5201
 BASELINE = "kernel"
@@ -124,7 +126,6 @@ def iperf3_client(netns: str, addr: str, seconds: int, streams: int) -> dict[str
 
 
 def _user_space_packets(control_socket: str) -> int:
-    from fwcluster.instance.control import query
 
     stats = query(control_socket, {"cmd": "stats"}, timeout=2.0)
     return int(stats.get("user_space_packets", stats.get("packets", 0)))
@@ -144,7 +145,6 @@ def measure(state: Any, setup: Setup, seconds: int, streams: int) -> dict[str, A
 
 
 def run(seconds: int, streams: int, rounds: int, setups: tuple[Setup, ...] = SETUPS) -> dict[str, Any]:
-    from fwcluster.testbed import down, reconfigure, set_mode, up
 
     runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in setups}
     with tempfile.TemporaryDirectory(prefix="fwcluster-bulk-") as tmp:

@@ -28,7 +28,9 @@ from typing import Any
 from fwcluster.bench.procstat import cpu_seconds
 from fwcluster.bench.rounds import interleaved
 from fwcluster.bench.stats import summarize
-from fwcluster.config import DEFAULT_TOML
+from fwcluster.config import DEFAULT_TOML, load_config
+from fwcluster.instance.control import query
+from fwcluster.testbed import down, set_filter_mode, up
 
 SETUPS = ("fwcluster", "kernel", "direct")
 INSTANCE_FIGURES = (
@@ -172,8 +174,6 @@ class Plan:
 
 
 def run(config_path: str | None, plan: Plan) -> dict[str, Any]:
-    from fwcluster.config import load_config
-    from fwcluster.testbed import down, set_filter_mode, up
 
     described = config_path or "built-in: one instance, sync none, memory store, no masters"
     with tempfile.TemporaryDirectory(prefix="fwcluster-bench-") as tmp:
@@ -214,7 +214,6 @@ def run(config_path: str | None, plan: Plan) -> dict[str, Any]:
 def measure(state: Any, inst: Any, plan: Plan) -> dict[str, Any]:
     """One round of one setup: warm-up, then the measured window, with the instance's CPU time
     and user-space packets read at the window's edges."""
-    from fwcluster.instance.control import query
 
     marks: dict[str, tuple[float, int]] = {}
 

@@ -20,6 +20,7 @@ Bounded: every trial has timeouts; the testbed is torn down at the end, whatever
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -36,8 +37,18 @@ from typing import Any
 from rich.progress import Progress
 
 from fwcluster.bench.capture import LiveCapture, Seen, first_of, flows, longest_silence
-from fwcluster.bench.datapath import SteadyLoad
-from fwcluster.testbed.masters import admin_call, master_events
+from fwcluster.bench.datapath import SteadyLoad, loadgen
+from fwcluster.core.states import FlowState
+from fwcluster.instance.control import query
+from fwcluster.statetable.record import FlowRecord
+from fwcluster.statetable.redis_store import RedisStore
+from fwcluster.steering.netns import inside
+from fwcluster.testbed import down, require_state, restart_instance, steer_move, steer_spread, up
+from fwcluster.testbed import masters as master_proc
+from fwcluster.testbed.masters import admin_call, master_events, read_status
+from fwcluster.testbed.processes import alive
+from fwcluster.testbed.provision import ask
+from fwcluster.testbed.state import save_state
 
 DOWNLOADS = 20
 # A steady stream: the client reads at a fixed rate from a small receive buffer, so each
@@ -112,8 +123,6 @@ def _wait_event(state: Any, kind: str, after: float, timeout: float = 5.0) -> di
 
 def _reset(state: Any) -> Any:
     """Every instance up again, every bucket on fw1."""
-    from fwcluster.testbed import require_state, restart_instance, steer_move
-    from fwcluster.testbed.processes import alive
 
     for inst in state.instances:
         if inst.pid is None or not alive(inst.pid):
@@ -172,7 +181,6 @@ def trial_sigstop(state: Any) -> dict[str, float]:
 
 
 def trial_takeover(state: Any) -> dict[str, float]:
-    from fwcluster.testbed.masters import read_status
 
     leader = next((m for m in state.masters if (read_status(m) or {}).get("leader")), None)
     if leader is None:
@@ -190,8 +198,6 @@ def trial_takeover(state: Any) -> dict[str, float]:
 
 
 def _restart_master(state: Any, dead: Any) -> None:
-    from fwcluster.testbed import masters as master_proc
-    from fwcluster.testbed.state import save_state
 
     new = master_proc.spawn(dead.id, state)
     state.masters = [new if m.id == dead.id else m for m in state.masters]
@@ -200,11 +206,6 @@ def _restart_master(state: Any, dead: Any) -> None:
 
 
 def _fill_store(state: Any, flows: int) -> None:
-    import asyncio
-
-    from fwcluster.core.states import FlowState
-    from fwcluster.statetable.record import FlowRecord
-    from fwcluster.statetable.redis_store import RedisStore
 
     async def fill() -> None:
         # The store is in fwc-mgmt: write from inside it.
@@ -228,8 +229,6 @@ def _fill_store(state: Any, flows: int) -> None:
         finally:
             await store.close()
 
-    from fwcluster.steering.netns import inside
-
     with inside(state.mgmt_netns):
         asyncio.run(fill())
 
@@ -237,7 +236,6 @@ def _fill_store(state: Any, flows: int) -> None:
 def _add_standby(state: Any) -> None:
     """Ask the testbed's provisioning agent for one more standby instance and wait until the
     leading master lists it (it then holds the table and follows the feed)."""
-    from fwcluster.testbed.provision import ask
 
     added = ask(Path(state.run_dir), {"op": "add", "count": 1, "role": "standby"})["added"][0]
     deadline = time.monotonic() + 5
@@ -251,17 +249,12 @@ def _add_standby(state: Any) -> None:
 def trial_scale(state: Any, flows: int, warm: bool = False) -> dict[str, float]:
     """Scale out by one under load and time it until the new instance forwards; ``warm``: with a
     ready standby instance, which the master promotes instead of provisioning one."""
-    from fwcluster.bench.datapath import loadgen
-    from fwcluster.instance.control import query
-    from fwcluster.testbed import require_state
 
     stop = threading.Event()
 
     def load() -> None:
         while not stop.is_set():
             loadgen(state.client_netns, state.server_addr, 5, 200, timeout=3.0, duration=2.0)
-
-    from fwcluster.testbed import steer_spread
 
     # Every active instance carries its share again (the failure trials put every bucket on fw1,
     # and the master counts as active what carries buckets): the scale is 3 -> 4.
@@ -321,7 +314,6 @@ def run(
 ) -> dict[str, Any]:
     """``trials`` of each failure for each sync level (a fresh testbed per level), then with
     ``flows`` flows in the table the time from a scale request to the new instance's first packet."""
-    from fwcluster.testbed import down, require_state, up
 
     per_level: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="fwcluster-failover-") as tmp_name:

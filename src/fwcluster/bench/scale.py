@@ -20,6 +20,7 @@ from rich.progress import Progress
 
 from fwcluster.bench.datapath import SteadyLoad
 from fwcluster.bench.failover import _config, _downloads, _summary
+from fwcluster.testbed import down, require_state, up
 from fwcluster.testbed.masters import admin_call
 
 TRIALS = 10
@@ -52,7 +53,6 @@ def trial(state: Any) -> dict[str, float]:
 def run(
     trials: int = TRIALS, levels: tuple[str, ...] = LEVELS, steering: str = "symmetric"
 ) -> dict[str, Any]:
-    from fwcluster.testbed import down, require_state, up
 
     per_level: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="fwcluster-scale-") as tmp_name:

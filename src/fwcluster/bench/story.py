@@ -16,8 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 from fwcluster.bench.datapath import loadgen
-from fwcluster.testbed.masters import admin_call, master_events
+from fwcluster.testbed import require_state, steer_table
+from fwcluster.testbed.masters import admin_call, master_events, read_status
+from fwcluster.testbed.scaling import active as carrying_instances
 
 SLICE = 0.5  # seconds per point of the timeline
 STORY_SECONDS = 22.0  # how long the steady load runs (the phases fit inside)
@@ -46,7 +51,6 @@ class Timeline:
 
 
 def _carrying() -> int:
-    from fwcluster.testbed import steer_table
 
     try:
         return len(set(steer_table()["forward"].values()))
@@ -110,9 +114,6 @@ def _wait(what: Any, timeout: float) -> Any:
 
 def run(state: Any, out_dir: Path) -> dict[str, Any]:
     """Run the story on a testbed with masters; returns the summary and writes the plot."""
-    from fwcluster.testbed import require_state
-    from fwcluster.testbed.masters import read_status
-    from fwcluster.testbed.scaling import active as carrying_instances
 
     tl = Timeline()
     stop = threading.Event()
@@ -224,10 +225,8 @@ def _per_phase(tl: Timeline) -> list[dict[str, Any]]:
 
 
 def plot(tl: Timeline, path: Path) -> Path:
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     ts = [p[0] for p in tl.points]

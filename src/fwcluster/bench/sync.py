@@ -20,6 +20,7 @@ from rich.progress import Progress
 
 from fwcluster.bench.datapath import loadgen
 from fwcluster.bench.stats import summarize
+from fwcluster.testbed import down, reconfigure, set_mode, store_client_argv, up
 
 LEVELS = ("none", "established", "full")
 ACCESS = ("dirty", "clean")
@@ -44,7 +45,6 @@ def config_text(level: str, access: str, confirm: str, follow: str = "backup") -
 
 def flush_store(state: Any) -> None:
     """Empty the testbed's store between setups, so every setup starts from the same table."""
-    from fwcluster.testbed import store_client_argv
 
     if state.store_conf:
         subprocess.run(
@@ -62,7 +62,6 @@ def run(
 ) -> dict[str, Any]:
     """``rate``: an open loop at that many new connections per second (each load is then the bound
     on open connections), so a stall cannot hide the arrivals behind it; None: closed loop."""
-    from fwcluster.testbed import down, reconfigure, set_mode, up
 
     setups: list[str] = [setup_name(*s) for s in settings] + [KERNEL]
     samples: dict[tuple[str, int], list[dict[str, Any]]] = {(s, load): [] for s in setups for load in loads}

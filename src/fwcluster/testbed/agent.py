@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import fwcluster.testbed.running  # noqa: F401 - loaded before the request comes (scaling with it)
 from fwcluster.testbed.provision import AGENT_SOCKET, handle
 
 MAX_REQUEST = 4096
@@ -101,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     run = args.run_dir.absolute()
     if args.worker:
-        import fwcluster.testbed.running  # noqa: F401 - loaded before the request comes (scaling with it)
-
         line = sys.stdin.readline()
         try:
             request = json.loads(line)

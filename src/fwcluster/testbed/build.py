@@ -83,7 +83,7 @@ def _build(
 ) -> TestbedState:
     config_file = rundir.prepare(run, config_path)
     topology.build(n)
-    records = [instance_record(k, run) for k in range(1, n + 1)]
+    records = [inst_proc.instance_record(k, run) for k in range(1, n + 1)]
     for rec in records[n - config.cluster.standby :]:
         rec.role = "standby"
 
@@ -160,22 +160,6 @@ def _build(
         switch_modes(records, final_mode, config)
         save_state(state)
     return state
-
-
-def instance_record(k: int, run: Path) -> InstanceState:
-    fw = a.fw_id(k)
-    return InstanceState(
-        id=fw,
-        index=k,
-        netns=a.fw_netns(k),
-        pid=None,
-        queue=0,
-        control_socket=str(run / f"{fw}.sock"),
-        log=str(run / f"{fw}.log"),
-        mgmt_addr=a.mgmt_addr(k).ip4,
-        mgmt_addr6=a.mgmt_addr(k).ip6,
-        mode=FilterMode.FWCLUSTER.value,
-    )
 
 
 def driver_for_config(config: Config) -> SteeringDriver:

@@ -20,14 +20,33 @@ from pathlib import Path
 
 from fwcluster.credentials import write_secret
 from fwcluster.steering.netns import netns_argv
+from fwcluster.testbed import addressing as a
 from fwcluster.testbed import store
 from fwcluster.testbed.errors import TestbedError
+from fwcluster.testbed.filtering import FilterMode
 from fwcluster.testbed.processes import alive, spawn_detached
 from fwcluster.testbed.rundir import store_url_file
 from fwcluster.testbed.state import InstanceState
 
 READY_TIMEOUT = 10.0
 METRICS_PORT = 9100  # each instance serves /metrics on its management address
+
+
+def instance_record(k: int, run: Path) -> InstanceState:
+    """The record of instance ``k`` before it runs: its namespace, socket, log and addresses."""
+    fw = a.fw_id(k)
+    return InstanceState(
+        id=fw,
+        index=k,
+        netns=a.fw_netns(k),
+        pid=None,
+        queue=0,
+        control_socket=str(run / f"{fw}.sock"),
+        log=str(run / f"{fw}.log"),
+        mgmt_addr=a.mgmt_addr(k).ip4,
+        mgmt_addr6=a.mgmt_addr(k).ip6,
+        mode=FilterMode.FWCLUSTER.value,
+    )
 
 
 def instance_command(inst: InstanceState, config_path: Path, run_dir: Path) -> list[str]:

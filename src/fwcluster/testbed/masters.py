@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fwcluster.control.client import Endpoint, call
 from fwcluster.credentials import read_secret, write_secret
 from fwcluster.steering.netns import netns_argv
 from fwcluster.steering.spec import dump_spec
@@ -48,7 +49,6 @@ def admin_call(
     state: TestbedState, method: str, path: str, body: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Ask the testbed's leading master (admin API over the Unix sockets, leader first)."""
-    from fwcluster.control.client import Endpoint, call
 
     return call([Endpoint(p) for p in api_sockets(state)], method, path, body)
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fwcluster.testbed import scaling
 from fwcluster.testbed.errors import TestbedError
 from fwcluster.testbed.lock import locked
 from fwcluster.testbed.processes import spawn_detached
@@ -37,7 +38,6 @@ START_TIMEOUT = 10.0
 
 def handle(run: Path, request: dict[str, Any]) -> dict[str, Any]:
     """Carry out one request under the testbed lock; every failure is a one-line error."""
-    from fwcluster.testbed import scaling
 
     op = request.get("op")
     try:

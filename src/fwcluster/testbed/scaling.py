@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from fwcluster.config import load_config
 from fwcluster.steering.balance import rebalance
 from fwcluster.testbed import addressing as a
 from fwcluster.testbed import instances as inst_proc
@@ -47,15 +48,13 @@ def add_instances(
 ) -> list[InstanceState]:
     """Add ``count`` instances: namespace, links, fail-closed filter, steering target (no bucket),
     process; returns once each is ready, that is, has loaded the table (snapshot + feed)."""
-    from fwcluster.config import load_config
-    from fwcluster.testbed.build import instance_record
 
     config = load_config(config_path)
     run = Path(state.run_dir)
     first = max((i.index for i in state.instances), default=0) + 1
     if first + count - 1 > a.MAX_INSTANCES:
         raise TestbedError(f"at most {a.MAX_INSTANCES} instances in the testbed")
-    new = [instance_record(k, run) for k in range(first, first + count)]
+    new = [inst_proc.instance_record(k, run) for k in range(first, first + count)]
     for rec in new:
         rec.role = role  # "standby": ready, no bucket, first in line (the spec says so to masters)
     driver = driver_for(state)
