@@ -18,6 +18,7 @@ the instance keeps what it applied (instance/policy_watch.py).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,12 +55,8 @@ class Policy:
             out += ["", "[[rules]]", f'action = "{_action(rule.action)}"']
             if rule.proto is not None:
                 out.append(f'proto = "{_PROTO_NAME[rule.proto]}"')
-            for name, nets in (("src", rule.src), ("dst", rule.dst)):
-                if nets:
-                    out.append(f"{name} = [{', '.join(_quote(str(n)) for n in nets)}]")
-            for name, ports in (("sport", rule.sport), ("dport", rule.dport)):
-                if ports:
-                    out.append(f"{name} = [{', '.join(_port_value(a, b) for a, b in ports)}]")
+            for name, items in _matches(rule, _quote, _port_value):
+                out.append(f"{name} = [{', '.join(items)}]")
             if comment:
                 out.append(f"comment = {_quote(comment)}")
         return "\n".join(out) + "\n"
@@ -74,22 +71,33 @@ def _action(a: Action) -> str:
 
 
 def _port_value(first: int, last: int) -> str:
-    return str(first) if first == last else f'"{first}-{last}"'
+    """A port or range as a TOML value: a range is a string."""
+    text = _port_range(first, last)
+    return text if first == last else f'"{text}"'
 
 
-def _ports(ports: tuple[tuple[int, int], ...]) -> str:
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ports)
+def _port_range(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def _matches(
+    rule: Rule, net: Callable[[str], str], port: Callable[[int, int], str]
+) -> Iterator[tuple[str, list[str]]]:
+    """The address and port matches a rule has, each as (field, its items written by ``net`` and
+    ``port``), in the order the config lists them: one walk for both renderings."""
+    for name, nets in (("src", rule.src), ("dst", rule.dst)):
+        if nets:
+            yield name, [net(str(n)) for n in nets]
+    for name, ports in (("sport", rule.sport), ("dport", rule.dport)):
+        if ports:
+            yield name, [port(a, b) for a, b in ports]
 
 
 def rule_line(rule: Rule, comment: str = "") -> str:
     """``accept tcp dst=198.18.0.0/15 dport=80`` (and ``# comment``)."""
     parts = [_action(rule.action), _PROTO_NAME[rule.proto]]
-    for label, nets in (("src", rule.src), ("dst", rule.dst)):
-        if nets:
-            parts.append(f"{label}={','.join(str(n) for n in nets)}")
-    for label, ports in (("sport", rule.sport), ("dport", rule.dport)):
-        if ports:
-            parts.append(f"{label}={_ports(ports)}")
+    for label, items in _matches(rule, str, _port_range):
+        parts.append(f"{label}={','.join(items)}")
     if comment:
         parts.append(f"# {_printable(comment)}")
     return " ".join(parts)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
+import redis
+
+from fwcluster.bench.store import redis_server
 from fwcluster.core.states import FlowState
 from fwcluster.statetable.record import FlowRecord
+from fwcluster.testbed import store_acl
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
@@ -30,3 +36,19 @@ def rec(key: bytes, state: FlowState, version: int, writer: str = "t", orig_is_l
 def pos(position: str) -> tuple[int, ...]:
     """A feed position as something ordered: Redis stream ids ``ms-seq``, memory ``seq``."""
     return tuple(int(part) for part in position.split("-"))
+
+
+@contextmanager
+def store_with_users(*instances: str) -> Iterator[dict[str, str]]:
+    """A private redis-server with the users the testbed makes (``inst-<id>`` for each of
+    ``instances``, and ``master``); their URLs by name, ``admin`` the server's own."""
+    with redis_server() as admin_url:
+        u = urlsplit(admin_url)
+        r = redis.Redis.from_url(admin_url)
+        urls = {"admin": admin_url}
+        users = [(f"inst-{i}", store_acl.instance_rules(i)) for i in instances]
+        for name, rules in [*users, ("master", store_acl.master_rules())]:
+            r.execute_command("ACL", "SETUSER", name, "reset", "on", f">pw-{name}", *rules)  # type: ignore[no-untyped-call]
+            urls[name] = f"redis://{name}:pw-{name}@{u.hostname}:{u.port}/0"
+        r.close()
+        yield urls

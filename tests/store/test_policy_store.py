@@ -15,15 +15,13 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from fwcluster.bench.store import redis_server
 from fwcluster.control.policy_store import NotLeader, PolicyStore, StoredPolicyError
 from fwcluster.core.rules import RuleSet
 from fwcluster.instance import policy_watch
 from fwcluster.instance.policy_watch import UNKNOWN, PolicyWatch
 from fwcluster.policy import DENY_ALL, NO_POLICY, POLICY_KEY, Policy, parse_policy
-from fwcluster.testbed import store_acl
 
-from .helpers import Run
+from .helpers import Run, store_with_users
 
 FALLBACK = Policy(RuleSet())
 
@@ -35,17 +33,7 @@ def _policy(port: int) -> Policy:
 
 @pytest.fixture(scope="module")
 def users() -> Iterator[dict[str, str]]:
-    with redis_server() as admin_url:
-        u = urlsplit(admin_url)
-        r = redis.Redis.from_url(admin_url)
-        urls = {"admin": admin_url}
-        for name, rules in (
-            ("inst-fw1", store_acl.instance_rules("fw1")),
-            ("master", store_acl.master_rules()),
-        ):
-            r.execute_command("ACL", "SETUSER", name, "reset", "on", f">pw-{name}", *rules)  # type: ignore[no-untyped-call]
-            urls[name] = f"redis://{name}:pw-{name}@{u.hostname}:{u.port}/0"
-        r.close()
+    with store_with_users("fw1") as urls:
         yield urls
 
 

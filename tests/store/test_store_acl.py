@@ -8,20 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from fwcluster.bench.store import redis_server
 from fwcluster.control.lease import LeaderLease
 from fwcluster.core.states import FlowState
 from fwcluster.statetable.record import FlowRecord
 from fwcluster.statetable.redis_store import RedisStore
-from fwcluster.testbed import store_acl
 
-from .helpers import Run
+from .helpers import Run, store_with_users
 
 KEY = b"\x06" + bytes(range(1, 13))  # a 13-byte IPv4 TCP flow key
 
@@ -29,18 +26,7 @@ KEY = b"\x06" + bytes(range(1, 13))  # a 13-byte IPv4 TCP flow key
 @pytest.fixture(scope="module")
 def users() -> Iterator[dict[str, str]]:
     """A private redis-server with the users the testbed makes; their URLs by name."""
-    with redis_server() as admin_url:
-        u = urlsplit(admin_url)
-        r = redis.Redis.from_url(admin_url)
-        urls = {"admin": admin_url}
-        for name, rules in (
-            ("inst-fw1", store_acl.instance_rules("fw1")),
-            ("inst-fw2", store_acl.instance_rules("fw2")),
-            ("master", store_acl.master_rules()),
-        ):
-            r.execute_command("ACL", "SETUSER", name, "reset", "on", f">pw-{name}", *rules)  # type: ignore[no-untyped-call]
-            urls[name] = f"redis://{name}:pw-{name}@{u.hostname}:{u.port}/0"
-        r.close()
+    with store_with_users("fw1", "fw2") as urls:
         yield urls
 
 

@@ -260,8 +260,7 @@ class Engine:
                     # was deferred, so nothing of it stays. Old flows go on.
                     c.refused_in_outage += 1
                     self._drop(pid, Reason.OUTAGE)
-                    if self.log_denied:
-                        self._deny(Reason.OUTAGE, buf)
+                    self._deny(Reason.OUTAGE, buf)
                     return
                 if ev.after in policy.publish:
                     if policy.confirm:
@@ -270,8 +269,7 @@ class Engine:
                             return
                         if not self._commit(ev, now):  # deferred for confirmation: commit it here
                             self._drop(pid, Reason.TABLE_FULL)
-                            if self.log_denied:
-                                self._deny(Reason.TABLE_FULL, buf)
+                            self._deny(Reason.TABLE_FULL, buf)
                             return
                     # outage "local": committed locally; the resync after the outage shares it
                     c.unshared += 1
@@ -313,11 +311,14 @@ class Engine:
         self._drop(pid, reason)
         if d.verdict is _REJECT and d.reply is not None:
             self.replies.append(d.reply)
-        if self.log_denied and reason in DENIED_REASONS:
+        if self.log_denied and reason in DENIED_REASONS:  # the set test only while logging
             self._deny(reason, buf)
 
     def _deny(self, reason: Reason, buf: bytes) -> None:
-        """A denied new connection, for the I/O layer's log (bounded: see ``denied``)."""
+        """A denied new connection, for the I/O layer's log (bounded: see ``denied``; nothing
+        while ``log_denied`` is off). Called on drop paths only, never for an accept."""
+        if not self.log_denied:
+            return
         if len(self.denied) < self.denied_room:
             self.denied.append((reason, buf))
         else:
@@ -396,8 +397,7 @@ class Engine:
         if outcome is Outcome.CONFIRMED:
             if not self._commit(h.change, now):
                 self._drop(ticket, Reason.TABLE_FULL)  # a new flow the full table has no room for
-                if self.log_denied:
-                    self._deny(Reason.TABLE_FULL, h.buf)
+                self._deny(Reason.TABLE_FULL, h.buf)
                 return
             if current is not None:
                 self._merge(current, now, "write")
