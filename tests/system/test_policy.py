@@ -3,11 +3,13 @@
 downloads already running on 8081 finish intact (tracked flows keep passing), and 1 s after the
 apply returned, new connections to 8081 are refused by every instance. A bad file, a wrong token
 change nothing; an instance that starts later applies the stored policy; a store restarted
-without its data gets the record back from the leader."""
+without its data gets the record back from whichever master leads next."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -170,16 +172,23 @@ def test_a_policy_applied_under_load_closes_a_port_on_every_instance(
     fw4 = next(i for i in doc["instances"] if i["id"] == "fw4")
     assert fw4["policy_version"] == 1 and not fw4["policy_lag"]
 
-    # A store restarted without its data gets the record back from the leader.
-    store_stop()
-    store_start()
-    deadline = time.monotonic() + 30
-    shown = {}
-    while time.monotonic() < deadline:
-        p = cli("policy", "show", "--json")
-        shown = json.loads(p.stdout) if p.returncode == 0 else {}
-        if shown.get("version") == 1:
-            break
-        time.sleep(0.5)
+    # A store restarted without its data gets the record back from whichever master leads next:
+    # the leader is paused across the restart, so the one that never stored it must restore it.
+    paused = next(m for m in state.masters if m.id == leader(state))
+    os.kill(paused.pid, signal.SIGSTOP)
+    try:
+        store_stop()
+        store_start()
+        deadline = time.monotonic() + 30
+        shown = {}
+        while time.monotonic() < deadline:
+            p = cli("policy", "show", "--json")
+            shown = json.loads(p.stdout) if p.returncode == 0 else {}
+            if shown.get("version") == 1:
+                break
+            time.sleep(0.5)
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
     assert shown.get("version") == 1, shown
-    assert wait_for(state, "policy-restored", timeout=5)
+    (restored,) = wait_for(state, "policy-restored", timeout=5)
+    assert restored["master"] != paused.id and restored["version"] == 1

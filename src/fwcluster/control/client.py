@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 TIMEOUT = 330.0  # the master allows itself 300 s for a scale out
+READ_TIMEOUT = 15.0  # a GET answers at once: a master that does not is hung, ask the next one
 
 
 class AdminCallError(Exception):
@@ -55,10 +56,11 @@ class Endpoint:
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON answer); ConnectionError when the master cannot be reached."""
+        timeout = READ_TIMEOUT if method == "GET" else TIMEOUT
         conn: http.client.HTTPConnection = (
-            _UnixConnection(self.unix, TIMEOUT)
+            _UnixConnection(self.unix, timeout)
             if self.unix
-            else http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT)
+            else http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         )
         headers = {"Content-Type": "application/json"}
         if self.token:

@@ -237,6 +237,8 @@ class Master:
         while not self._stop.is_set():
             if self.epoch is not None:
                 await self._guarded("watch", self._watch)
+            elif time.monotonic() >= self._next_discover:
+                await self._guarded("follow", self._follow)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), TICK if self.epoch is not None else 0.05)
 
@@ -388,6 +390,7 @@ class Master:
                     await self._replicate_epoch()
                 event("leader", master=self.id, epoch=epoch)
                 self._members = {}  # write the membership anew
+                self._next_discover = 0.0  # find the registered instances at once
                 await self._load_members()
             else:
                 event("follower", master=self.id, previous_epoch=self.epoch)
@@ -461,6 +464,14 @@ class Master:
             self.stored_policy_version = None
         except NotLeader:
             return
+
+    async def _follow(self) -> None:
+        """A follower keeps the stored policy too, so that whichever master leads after the store
+        lost its data can write the record back (not only the one that led before). A store it
+        cannot reach is the lease loop's to report."""
+        self._next_discover = time.monotonic() + DISCOVER_INTERVAL
+        with contextlib.suppress(RedisError, OSError):
+            await self._read_policy_version()
 
     async def _watch(self) -> None:
         try:

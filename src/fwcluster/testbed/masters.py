@@ -39,10 +39,21 @@ def api_token(run: Path) -> str:
     return read_secret(path, "api token")
 
 
+STATUS_STALE = 2.0  # seconds: a master writes its status file every 0.25 s while its loops run
+
+
 def api_sockets(state: TestbedState) -> list[str]:
-    """The masters' admin API sockets, the one that says it leads first."""
-    ordered = sorted(state.masters, key=lambda m: not (read_status(m) or {}).get("leader"))
-    return [str(Path(state.run_dir) / f"{m.id}.api.sock") for m in ordered]
+    """The masters' admin API sockets: the one that says it leads first, and last any whose
+    status file has not been written for STATUS_STALE (a hung master, whose socket still accepts
+    but never answers)."""
+
+    def order(m: MasterState) -> tuple[bool, bool]:
+        doc = read_status(m) or {}
+        updated = doc.get("updated")
+        fresh = isinstance(updated, int | float) and time.time() - updated < STATUS_STALE
+        return not fresh, not doc.get("leader")
+
+    return [str(Path(state.run_dir) / f"{m.id}.api.sock") for m in sorted(state.masters, key=order)]
 
 
 def admin_call(
