@@ -78,6 +78,9 @@ class StoreConfig:
     outage: OutagePolicy = OutagePolicy.LOCAL
     replicas: int = 0  # sync confirm also waits for this many replicas (Redis WAIT)
     lookup_rate: int = 2000  # store look-ups per second on a local miss; beyond it the packet is invalid
+    # ECMP: how long a packet that may answer another instance's opening step (a SYN-ACK, the
+    # client's ACK) waits for that instance's async write, asked again 1, 2, 4 ... ms apart
+    handshake_wait_ms: int = 250
     # The testbed's own redis-server: maxmemory in MiB, with maxmemory-policy noeviction (a write
     # beyond it is refused, never a flow silently evicted). A flow costs about 210 bytes there
     # (key, value, TTL, its feed entry): 256 MiB hold over a million, 4x the default max_flows.
@@ -505,7 +508,7 @@ def _store(t: dict[str, Any]) -> StoreConfig:
         t,
         (
             "backend", "url", "timeout_ms", "on_timeout", "outage", "replicas", "lookup_rate",
-            "maxmemory_mb", "ha", "sentinels", "service",
+            "handshake_wait_ms", "maxmemory_mb", "ha", "sentinels", "service",
         ),
         "store",
     )  # fmt: skip
@@ -523,6 +526,7 @@ def _store(t: dict[str, Any]) -> StoreConfig:
         outage=_outage(t),
         replicas=_positive_int(t, "store", "replicas", 0, 0, 16),
         lookup_rate=_positive_int(t, "store", "lookup_rate", 2000, 1, 1_000_000),
+        handshake_wait_ms=_positive_int(t, "store", "handshake_wait_ms", 250, 1, 60_000),
         maxmemory_mb=_positive_int(t, "store", "maxmemory_mb", 256, 16, 1_048_576),
         ha=_choice(t, "store", "ha", StoreHa, StoreHa.SENTINEL),
         sentinels=sentinels,

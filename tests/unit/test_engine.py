@@ -7,6 +7,8 @@ gets exactly one verdict. Records never move a flow backwards, across a version 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -127,6 +129,38 @@ def test_a_refused_clean_write_decides_the_packet_again_on_the_stores_state() ->
     assert verdicts(e) == ([3], [])
     assert state(e) == S.ESTABLISHED
     assert e.counters.write_refused == 1
+
+
+def test_an_async_syn_over_a_closed_earlier_life_goes_on_past_the_stores_version() -> None:
+    # The client reused its port; the store holds the earlier life, closed at version 7, that
+    # another instance carried. The SYN passed here (async) and its write is refused.
+    e = engine(confirm=False)
+    e.packet(1, SYN_PKT, T0)
+    ((_, ev),) = e.writes
+    e.writes.clear()
+    sent = rec(ev.after, ev.version)
+    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.CLOSE, 7), T0 + 0.001, sent)
+    assert state(e) == S.SYN_SENT  # not the closed record: the new life goes on
+    assert [(t, w.after, w.version) for t, w in e.writes] == [(NO_TICKET, S.SYN_SENT, 8)]
+    assert e.counters.renumbered == 1 and e.counters.write_refused == 1
+    e.writes.clear()
+    e.packet(2, SYNACK, T0 + 0.002)  # the SYN-ACK passes, and its change is newer than the store's
+    assert verdicts(e) == ([1, 2], [])
+    assert [(w.after, w.version) for _, w in e.writes] == [(S.SYN_RECV, 9)]
+    # A later write of the same flow refused on the old record changes nothing now.
+    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.CLOSE, 7), T0 + 0.003, rec(S.SYN_RECV, 2))
+    assert state(e) == S.SYN_RECV and e.counters.renumbered == 1
+
+
+def test_a_refused_async_write_of_a_known_life_takes_the_stores_close() -> None:
+    # Not a SYN: the other direction's instance closed this very connection (an RST) after our
+    # change was sent; the store's close wins, as before.
+    e = engine(confirm=False)
+    e.firewall.merge(rec(S.SYN_RECV, 2), T0)
+    e.packet(1, ACK_PKT, T0)
+    e.writes.clear()
+    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.CLOSE, 4), T0 + 0.001, rec(S.ESTABLISHED, 3))
+    assert state(e) == S.CLOSE and e.writes == [] and e.counters.renumbered == 0
 
 
 def test_a_write_the_store_keeps_refusing_is_dropped_after_the_retries() -> None:
@@ -284,24 +318,44 @@ def test_a_feed_record_that_arrives_between_two_asks_places_the_packet() -> None
     assert [(t, ev.after) for t, ev in e.writes] == [(NO_TICKET, S.SYN_RECV)]
 
 
-def test_the_retries_end_before_the_deadline_and_the_last_miss_is_cached() -> None:
-    e = ecmp_engine()
+def held_syn_ack(e: Engine, store: Callable[[float], FlowRecord | None]) -> float:
+    """A SYN-ACK held for look-ups, each answered 0.3 ms later with what the store holds then;
+    returns the time its verdict came."""
     e.packet(5, SYNACK, T0)
     now = T0
     while 5 in e.held and now < T0 + 1:
         if e.lookups:
             e.lookups.clear()
             now += 0.0003
-            e.lookup_done(5, None, now)
+            e.lookup_done(5, store(now), now)
         else:
             now = e.next_deadline() or now + 0.001
             e.tick(now)
+    return now
+
+
+def test_the_retries_end_before_the_deadline_and_the_last_miss_is_cached() -> None:
+    e = ecmp_engine()
+    now = held_syn_ack(e, lambda _: None)
     assert verdicts(e) == ([], [5])
-    assert now < T0 + e.policy.hold_timeout  # decided on a miss, not timed out
+    assert now < T0 + e.policy.retry_window  # decided on a miss, not timed out
     assert e.counters.by_reason[Reason.NO_FLOW] == 1 and e.counters.hold_timeouts == 0
-    assert 3 <= e.counters.lookup_retries <= 6  # 1, 2, 4, 8, 16 ms within 50
+    assert 5 <= e.counters.lookup_retries <= 8  # 1, 2, 4, ... 64 ms within 250
     e.packet(6, SYNACK, now + 0.01)
     assert e.lookups == [] and verdicts(e) == ([], [6])  # cached: the retransmission is not asked
+
+
+def test_a_syn_ack_waits_for_a_late_write_longer_than_the_store_timeout() -> None:
+    # A busy machine: the SYN's async write reaches the store 100 ms after the SYN-ACK came here
+    # (past timeout_ms, 50 ms; within handshake_wait_ms, 250). Dropping it would cost 1 s.
+    e = ecmp_engine()
+    now = held_syn_ack(e, lambda t: rec(S.SYN_SENT, 1) if t >= T0 + 0.1 else None)
+    assert verdicts(e) == ([5], []) and state(e, now=now) == S.SYN_RECV
+    assert e.counters.hold_timeouts == 0 and e.counters.by_reason[Reason.NO_FLOW] == 0
+    # Packets that answer no opening keep the store's own bound.
+    plain = engine(confirm=False)
+    plain.packet(6, ACK_PKT, T0)
+    assert plain.held[6].deadline == T0 + plain.policy.hold_timeout
 
 
 def test_only_packets_that_answer_an_opening_are_asked_again() -> None:

@@ -27,6 +27,7 @@ class Counters:
         "refreshed",
         "refreshes",
         "refused_in_outage",
+        "renumbered",
         "replies_failed",
         "replies_sent",
         "resolved_by_store",
@@ -50,6 +51,7 @@ class Counters:
         self.lookup_misses = 0  # ... and it did not (each answer counts: a retried one again)
         self.lookup_retries = 0  # misses asked again: the other instance's write may be in flight
         self.write_refused = 0  # clean writes the store refused (it held something newer)
+        self.renumbered = 0  # ... an async SYN's, over an earlier life of its four-tuple: written anew
         self.refreshes = 0  # handshakes seen from one side only: store asked, packet not held
         self.refreshed = 0  # ... and the store knew a newer state (then marked for the kernel)
         self.picked_up = 0  # TCP segments nobody knew taken mid-stream just after a failover
@@ -82,6 +84,7 @@ class Counters:
             "lookup_retries": self.lookup_retries,
             "picked_up": self.picked_up,
             "write_refused": self.write_refused,
+            "renumbered": self.renumbered,
             "refreshes": self.refreshes,
             "refreshed": self.refreshed,
             "flows_refused": dict(self.flows_refused),

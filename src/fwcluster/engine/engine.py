@@ -58,8 +58,9 @@ that may answer another instance's step (a SYN-ACK meeting no flow; a TCP packet
 flow known here calls invalid: the handshake's next step, or a close the other direction's
 instance wrote; a UDP/ICMP packet the rules refuse) and that the store's answer does not place
 is asked about again after ``lookup_retry`` seconds, doubling, while the answer can still come
-before its deadline; only the last miss is cached negatively (a miss cached at once also dropped
-the retransmission).
+before its deadline, ``retry_window`` (at least ``hold_timeout``: on a busy machine that write can
+take longer than the store's bound, and a drop costs the connection a retransmission); only the
+last miss is cached negatively (a miss cached at once also dropped the retransmission).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from enum import IntEnum
 
 from fwcluster.core.decision import Decision, Reason, StateChange, Verdict
 from fwcluster.core.firewall import Firewall, Flow, FlowFacts
+from fwcluster.core.flowtable import VERSION_MOD
 from fwcluster.core.packet import Parsed, parse
 from fwcluster.core.rules import PROTO_TCP, RuleSet
 from fwcluster.core.states import REOPENABLE, FlowState
@@ -130,6 +132,9 @@ class EnginePolicy:
     hints: frozenset[FlowState] = frozenset()
     # seconds before a miss that may be a write in flight is asked again (doubling; 0: never)
     lookup_retry: float = 0.0
+    # seconds such a packet may wait in all (at least hold_timeout): a drop costs its connection
+    # a retransmission, 1 s for a SYN-ACK, so waiting a few RTOs' worth of a busy store is cheaper
+    retry_window: float = 0.25
 
 
 _WRITE, _LOOKUP = 0, 1
@@ -298,9 +303,10 @@ class Engine:
                 if self.gate.may(key, now):
                     c.lookups += 1
                     wait = policy.lookup_retry if self._answers_opening(p.proto, p.flags, d) else 0.0
-                    self._hold(
-                        pid, Held(_LOOKUP, now + policy.hold_timeout, buf, None, reason, attempts, key, wait)
+                    until = now + (
+                        max(policy.hold_timeout, policy.retry_window) if wait else policy.hold_timeout
                     )
+                    self._hold(pid, Held(_LOOKUP, until, buf, None, reason, attempts, key, wait))
                     self.lookups.append((pid, key))
                     return
                 # Not asked: the store said a moment ago that it does not know this flow (a
@@ -379,9 +385,17 @@ class Engine:
             self._drop(pid, why)
 
     # ------------------------------------------------------------------ events: the store
-    def write_done(self, ticket: int, outcome: Outcome, current: FlowFacts | None, now: float) -> None:
+    def write_done(
+        self,
+        ticket: int,
+        outcome: Outcome,
+        current: FlowFacts | None,
+        now: float,
+        sent: FlowFacts | None = None,
+    ) -> None:
         """A write came back. ``current`` is the store's record when it differs from what was
-        sent (a refused clean write, or a reopen the store renumbered)."""
+        sent (a refused clean write, or a reopen the store renumbered); ``sent``, the record
+        written (for an async write, whose change the engine no longer holds)."""
         c = self.counters
         h = self.held.pop(ticket, None) if ticket != NO_TICKET else None
         if h is not None and h.kind != _WRITE:  # not ours: a look-up holds this id
@@ -390,6 +404,8 @@ class Engine:
         if h is None:
             if outcome is Outcome.REFUSED:
                 c.write_refused += 1
+                if current is not None and sent is not None and self._new_life(sent, current, now):
+                    return
             if current is not None:
                 self._merge(current, now, "write")
             return
@@ -429,6 +445,30 @@ class Engine:
                 self._drop(ticket, Reason.TABLE_FULL)
         else:
             self._unconfirmed(ticket, h.change, h.reason, now, Reason.STORE_FAILED)
+
+    def _new_life(self, sent: FlowFacts, current: FlowFacts, now: float) -> bool:
+        """An async SYN_SENT write refused because the store holds an earlier life of the same
+        four-tuple, closed (CLOSE, TIME_WAIT) at a version this table never saw: the client
+        reused its port, and this instance had no entry of that life (another instance carried
+        it, or it expired here first). The SYN opened a new connection, as it would have
+        reopened the closed entry had this table held it (the kernel's sSS), and it has passed:
+        so the flow goes on past the store's version and is written again, instead of taking the
+        closed record back, which would drop the SYN-ACK and every packet after it. (SYN_SENT
+        is only ever written for the SYN that opens a life, so a refused one cannot be a late
+        write of the life the store closed: that one was in the store before its close.)"""
+        if sent.state is not FlowState.SYN_SENT or current.state not in REOPENABLE:
+            return False
+        key = sent.key
+        st = self.firewall.state_of(key, now)
+        if st is None or st in REOPENABLE:  # gone here, or closed here too: the store's is news
+            return False
+        version = (current.version + 1) % VERSION_MOD
+        self.firewall.renumber(key, version, now)
+        self.writes.append(
+            (NO_TICKET, StateChange(key, sent.proto, current.state, st, sent.orig_is_lo, now, version))
+        )
+        self.counters.renumbered += 1
+        return True
 
     def lookup_done(self, pid: int, rec: FlowFacts | None, now: float) -> None:
         """The store answered a look-up (``rec`` None: it does not know the flow)."""

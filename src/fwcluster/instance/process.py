@@ -95,6 +95,7 @@ class Instance:
                 # OPENING). Symmetric steering keeps both directions on one instance: no retry.
                 hints=hints,
                 lookup_retry=LOOKUP_RETRY if ecmp and (publish | hints) & OPENING else 0.0,
+                retry_window=st.handshake_wait_ms / 1000,
             ),
             self.counters,
             time.monotonic(),

@@ -242,11 +242,13 @@ class SharedTable:
         name = state.name.lower()
         self.counters.published[name] = self.counters.published.get(name, 0) + 1
 
-    def _outcome(self, ticket: int, outcome: Outcome, current: FlowRecord | None) -> None:
+    def _outcome(
+        self, ticket: int, outcome: Outcome, current: FlowRecord | None, sent: FlowRecord | None = None
+    ) -> None:
         if ticket == NO_TICKET and outcome is Outcome.FAILED:
             self.counters.publish_dropped += 1
         if ticket != NO_TICKET or current is not None:
-            self.engine.write_done(ticket, outcome, current, self._clock())
+            self.engine.write_done(ticket, outcome, current, self._clock(), sent)
 
     async def _writer(self) -> None:
         assert self.store is not None
@@ -301,7 +303,7 @@ class SharedTable:
                 # The store holds something newer: the engine takes it (and decides a
                 # held packet again against it).
                 self.counters.conflicts += 1
-                self._outcome(ticket, Outcome.REFUSED, res.current)
+                self._outcome(ticket, Outcome.REFUSED, res.current, rec)
             else:
                 # ``current`` only when the store renumbered the version (a reopen)
                 cur = res.current if res.current is not None and res.current.version != rec.version else None
