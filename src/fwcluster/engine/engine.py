@@ -166,6 +166,8 @@ class Engine:
     ) -> None:
         self.firewall = firewall
         self.policy = policy
+        # how long a look-up that may answer another instance's opening step may hold its packet
+        self._retry_hold = max(policy.hold_timeout, policy.retry_window)
         self.counters = counters if counters is not None else Counters()
         self.sharing = bool(policy.publish)
         self.store_up = self.sharing
@@ -303,9 +305,7 @@ class Engine:
                 if self.gate.may(key, now):
                     c.lookups += 1
                     wait = policy.lookup_retry if self._answers_opening(p.proto, p.flags, d) else 0.0
-                    until = now + (
-                        max(policy.hold_timeout, policy.retry_window) if wait else policy.hold_timeout
-                    )
+                    until = now + (self._retry_hold if wait else policy.hold_timeout)
                     self._hold(pid, Held(_LOOKUP, until, buf, None, reason, attempts, key, wait))
                     self.lookups.append((pid, key))
                     return
