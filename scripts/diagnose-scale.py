@@ -149,6 +149,9 @@ with tempfile.TemporaryDirectory() as tmp:
                 "picked_up",
                 "resolved_by_store",
                 "write_refused",
+                "renumbered",
+                "stale_lookups",
+                "rebased",
                 "errors",
             )
             for iid, s in sorted(stats.items()):

@@ -358,6 +358,115 @@ def test_a_syn_ack_waits_for_a_late_write_longer_than_the_store_timeout() -> Non
     assert plain.held[6].deadline == T0 + plain.policy.hold_timeout
 
 
+def test_a_syn_ack_on_an_old_copy_of_its_four_tuple_finds_the_new_life_in_the_store() -> None:
+    # The server's side crossed this instance in the earlier life of the four-tuple, and the
+    # close of it crossed another: the copy here stays ESTABLISHED. The client reuses its port;
+    # the new SYN crosses another instance, which stores SYN_SENT past the old life's version.
+    for old in (S.SYN_RECV, S.ESTABLISHED, S.FIN_WAIT, S.TIME_WAIT):
+        e = ecmp_engine()
+        e.firewall.merge(rec(old, 8), T0)
+        e.packet(5, SYNACK, T0)
+        assert e.lookups == [(5, KEY)] and 5 in e.held, old  # not passed as ignored
+        e.lookup_done(5, rec(S.SYN_SENT, 9), T0 + 0.0003)
+        assert verdicts(e) == ([5], []), old
+        assert state(e) == S.SYN_RECV, old
+        assert [(t, ev.after, ev.version) for t, ev in e.writes] == [(NO_TICKET, S.SYN_RECV, 10)], old
+        assert e.counters.stale_lookups == 1 and e.counters.by_reason[Reason.TRACKED] == 1
+
+
+def test_a_syn_ack_on_an_old_copy_waits_for_the_new_lifes_write() -> None:
+    # The new SYN's write is not in the store yet: the store still holds the old life.
+    e = ecmp_engine()
+    e.firewall.merge(rec(S.ESTABLISHED, 8), T0)
+    now = held_syn_ack(e, lambda t: rec(S.SYN_SENT, 9) if t >= T0 + 0.05 else rec(S.ESTABLISHED, 8))
+    assert verdicts(e) == ([5], []) and state(e, now=now) == S.SYN_RECV
+    assert e.counters.lookup_retries >= 1 and e.counters.hold_timeouts == 0
+
+
+def test_a_syn_on_a_copy_that_missed_the_close_reopens_from_the_stores_close() -> None:
+    # The client's side of the earlier life crossed this instance; the rest of its close crossed
+    # the other direction's instance, which stored TIME_WAIT. The reused port's SYN comes here.
+    for old in (S.ESTABLISHED, S.FIN_WAIT, S.CLOSE_WAIT, S.LAST_ACK):
+        e = ecmp_engine()
+        e.firewall.merge(rec(old, 8), T0)
+        e.packet(1, SYN_PKT, T0)
+        assert e.lookups == [(1, KEY)] and 1 in e.held, old
+        e.lookup_done(1, rec(S.TIME_WAIT, 10), T0 + 0.0003)
+        assert verdicts(e) == ([1], []) and state(e) == S.SYN_SENT, old
+        assert [(ev.after, ev.version) for _, ev in e.writes] == [(S.SYN_SENT, 11)], old
+    # The store knows no close either: the SYN passes as ignored (as in the kernel), asked once.
+    e = ecmp_engine()
+    e.firewall.merge(rec(S.ESTABLISHED, 8), T0)
+    e.packet(1, SYN_PKT, T0)
+    e.lookup_done(1, rec(S.ESTABLISHED, 8), T0 + 0.0003)
+    assert verdicts(e) == ([1], []) and state(e) == S.ESTABLISHED and e.writes == []
+    assert e.counters.lookup_retries == 0 and e.counters.by_reason[Reason.IGNORED] == 1
+
+
+def test_a_retransmitted_syn_ack_on_a_live_flow_still_passes_as_ignored() -> None:
+    # Nothing newer in the store: the SYN-ACK is the retransmission the kernel ignores.
+    e = ecmp_engine()
+    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    now = held_syn_ack(e, lambda _: rec(S.ESTABLISHED, 3))
+    assert verdicts(e) == ([5], []) and state(e, now=now) == S.ESTABLISHED and e.writes == []
+    assert now < T0 + e.policy.retry_window and e.counters.by_reason[Reason.IGNORED] == 1
+    # An older SYN_SENT (the flow's own opening) never takes the flow back.
+    e.packet(6, SYNACK, now + 0.01)
+    if e.lookups:
+        e.lookup_done(6, rec(S.SYN_SENT, 1), now + 0.011)
+    e.tick(now + 1)
+    assert state(e, now=now + 0.02) == S.ESTABLISHED
+    # With symmetric steering the SYN crossed this instance too: an ignored SYN-ACK passes at once.
+    sym = engine(SyncLevel.ESTABLISHED, confirm=False)
+    sym.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    sym.packet(7, SYNACK, T0)
+    assert verdicts(sym) == ([7], []) and sym.lookups == [] and sym.counters.stale_lookups == 0
+
+
+def test_a_step_refused_for_the_other_directions_concurrent_step_is_replayed_on_it() -> None:
+    # ECMP: the server's FIN crossed the other instance (ESTABLISHED -> FIN_WAIT, version 4) at
+    # the moment the client's FIN crossed this one (also ESTABLISHED -> FIN_WAIT, version 4).
+    # The store kept the other's; both FINs seen make LAST_ACK, not FIN_WAIT.
+    e = ecmp_engine(SyncLevel.FULL)
+    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    e.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
+    ((_, ev),) = e.writes
+    e.writes.clear()
+    assert (ev.after, ev.version) == (S.FIN_WAIT, 4)
+    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.FIN_WAIT, 4), T0 + 0.001, rec(S.FIN_WAIT, 4))
+    assert state(e) == S.LAST_ACK and e.counters.rebased == 1
+    assert [(t, w.before, w.after, w.version) for t, w in e.writes] == [
+        (NO_TICKET, S.FIN_WAIT, S.LAST_ACK, 5)
+    ]
+    e.writes.clear()
+    # Refused again (the server's last ACK made TIME_WAIT meanwhile): nothing moves it on from there.
+    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.TIME_WAIT, 5), T0 + 0.002, rec(S.LAST_ACK, 5))
+    assert state(e) == S.TIME_WAIT and e.writes == [] and e.counters.rebased == 1
+    # A confirmed write leaves no step behind.
+    e2 = ecmp_engine(SyncLevel.FULL)
+    e2.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    e2.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
+    e2.write_done(NO_TICKET, Outcome.CONFIRMED, None, T0 + 0.001, rec(S.FIN_WAIT, 4))
+    assert e2._steps == {}
+
+
+def test_a_refused_step_is_not_replayed_once_the_flow_moved_on_here() -> None:
+    e = ecmp_engine(SyncLevel.FULL)
+    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    e.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
+    e.record(rec(S.LAST_ACK, 5), T0 + 0.0005)  # the feed brought a newer state meanwhile
+    e.writes.clear()
+    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.FIN_WAIT, 4), T0 + 0.001, rec(S.FIN_WAIT, 4))
+    assert state(e) == S.LAST_ACK and e.writes == [] and e.counters.rebased == 0
+    # Symmetric steering: one instance sees both directions, a refusal takes the store's state.
+    sym = engine(SyncLevel.FULL, confirm=False)
+    sym.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    sym.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
+    sym.writes.clear()
+    sym.write_done(NO_TICKET, Outcome.REFUSED, rec(S.FIN_WAIT, 4), T0 + 0.001, rec(S.FIN_WAIT, 4))
+    assert state(sym) == S.FIN_WAIT and sym.writes == [] and not sym.replays
+
+
 def test_only_packets_that_answer_an_opening_are_asked_again() -> None:
     e = ecmp_engine()
     e.packet(5, ACK_PKT, T0)  # a bare ACK nobody knows: no handshake it could answer
@@ -387,6 +496,30 @@ def test_records_never_move_a_flow_backwards_across_a_wrap(have: int, new: int) 
         assert changed and flow[3] == new
     elif new != have or new % 2:
         assert not changed and flow[3] == have
+
+
+@given(
+    st.sampled_from([S.SYN_RECV, S.ESTABLISHED, S.FIN_WAIT, S.CLOSE_WAIT, S.LAST_ACK]),
+    st.integers(0, VERSION_MOD - 1),
+    st.sampled_from([S.SYN_SENT, S.SYN_RECV, S.ESTABLISHED]),
+    st.integers(0, VERSION_MOD - 1),
+)
+def test_a_new_life_over_an_old_copy_is_only_a_newer_syn_sent(
+    have_state: FlowState, have: int, new_state: FlowState, new: int
+) -> None:
+    # What a held SYN-ACK's look-up may take over a live copy (Firewall.merge, new_life): only a
+    # newer SYN_SENT; anything else follows the plain rule, and the version never goes back.
+    e = engine()
+    e.firewall.merge(rec(have_state, have), T0)
+    plain = engine()
+    plain.firewall.merge(rec(have_state, have), T0)
+    changed = e.firewall.merge(rec(new_state, new), T0, new_life=True)
+    expected = plain.firewall.merge(rec(new_state, new), T0) or (
+        new_state == S.SYN_SENT and version_newer(new, have)
+    )
+    assert changed == expected
+    ((_, _, _, version, *_),) = list(e.firewall.flows(T0))
+    assert version == (new if changed else have)
 
 
 def test_a_flow_keeps_replicating_past_4096_changes() -> None:

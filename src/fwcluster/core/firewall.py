@@ -57,6 +57,7 @@ _new = tuple.__new__
 _S = [FlowState(i) if i in FlowState._value2member_map_ else FlowState.NONE for i in range(16)]
 _NONE = FlowState.NONE
 _HANDSHAKE = frozenset({FlowState.SYN_SENT, FlowState.SYN_RECV})
+_TCP_STATES = frozenset(FlowState(i) for i in range(1, 10))  # SYN_SENT .. SYN_SENT2 (tcp.py's columns)
 _ACCEPT = Verdict.ACCEPT
 _DROP = Verdict.DROP
 _UNREPLIED = FlowState.UNREPLIED
@@ -366,12 +367,15 @@ class Firewall:
         )
         return True
 
-    def merge(self, rec: FlowFacts, now: float) -> bool:
+    def merge(self, rec: FlowFacts, now: float, new_life: bool = False) -> bool:
         """Bring a record from elsewhere into the table if it is newer than what the table holds.
 
         Newer means a newer version (serial-number arithmetic: versions wrap) at the same or a
         higher rank, or a new life of a closed connection (a new SYN, or any newer state over
-        TIME_WAIT or CLOSE); a record never moves a flow backwards. Returns whether the table
+        TIME_WAIT or CLOSE); a record never moves a flow backwards. With ``new_life`` (the caller
+        holds a SYN-ACK that answers the record) a SYN_SENT of a newer version is the flow's
+        next life whatever the table holds: the table's copy is of an earlier life, whose close
+        this instance never learned (it carried one direction only). Returns whether the table
         changed."""
         flows = self.table.flows
         now_ms = int(now * 1000)
@@ -384,11 +388,12 @@ class Firewall:
             version = (v & VERSION_MASK) >> 8
             if rec.version == version and state == cur:
                 return False
-            # A closed connection's next life: its SYN, or (at a level that does not share
-            # the handshake) its first shared state, newer than the close.
-            reopen = cur in REOPENABLE and (
-                state == FlowState.SYN_SENT or version_newer(rec.version, version)
-            )
+            if cur in REOPENABLE:
+                # A closed connection's next life: its SYN, or (at a level that does not share
+                # the handshake) its first shared state, newer than the close.
+                reopen = state == FlowState.SYN_SENT or version_newer(rec.version, version)
+            else:  # a copy of an earlier life, when the caller knows better (``new_life``)
+                reopen = new_life and state == FlowState.SYN_SENT and version_newer(rec.version, version)
             if not reopen:
                 if version_newer(version, rec.version) or RANK[state] < RANK[cur]:
                     return False
@@ -449,6 +454,39 @@ class Firewall:
         state = FlowState.ESTABLISHED
         self.table.flows[key] = pack(state, orig_is_lo, now_ms + self.timeout_ms(state, PROTO_TCP), version)
         return True
+
+    def rebase(
+        self, key: bytes, version: int, reply: bool, flags: int, current: FlowFacts, now: float
+    ) -> StateChange | None:
+        """A change this table made (to ``version``) was refused: the store holds ``current``,
+        the change that the instance of the flow's other direction made from the same state at
+        the same time (ECMP steering: each instance sees one direction). Replay this packet's
+        step (its direction and flags) on the store's state, as the kernel's table would have
+        taken both packets one after the other: the server's FIN there (FIN_WAIT) and the
+        client's FIN here make LAST_ACK, not FIN_WAIT twice. If that moves the flow on, the table
+        takes the result at the version after the store's and the change is returned, to be
+        written. None, and nothing changed, when the flow moved on here since, the record has
+        the other opener, or the step changes nothing from the store's state (then the store's
+        record is simply newer)."""
+        flows = self.table.flows
+        now_ms = int(now * 1000)
+        v = flows.get(key)
+        if v is None or (v >> EXPIRY_SHIFT) <= now_ms or current.proto != PROTO_TCP:
+            return None
+        orig_is_lo = (v & ORIG_IS_LO) != 0
+        if (v & VERSION_MASK) >> 8 != version or current.orig_is_lo != orig_is_lo:
+            return None
+        cs = current.state
+        if cs not in _TCP_STATES:
+            return None
+        nxt = TCP_NEXT[(1024 if reply else 0) | ((flags & FLAG_MASK) << 4) | cs]
+        if nxt >= IG or nxt in (cs, SS) or RANK[_S[nxt]] < RANK[cs]:
+            return None
+        after = _S[nxt]
+        new_version = next_version(current.version)
+        w = (v >> WINDOW_SHIFT) & WINDOW_MASK
+        flows[key] = pack(after, orig_is_lo, now_ms + self._tcp_timeout_ms[nxt], new_version, w)
+        return StateChange(key, PROTO_TCP, cs, after, orig_is_lo, now, new_version, w)
 
     def renumber(self, key: bytes, version: int, now: float) -> bool:
         """Give the flow's entry ``version`` (its state stays): a connection reopened here whose

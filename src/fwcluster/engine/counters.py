@@ -24,6 +24,7 @@ class Counters:
         "lookup_retries",
         "lookups",
         "picked_up",
+        "rebased",
         "refreshed",
         "refreshes",
         "refused_in_outage",
@@ -31,6 +32,7 @@ class Counters:
         "replies_failed",
         "replies_sent",
         "resolved_by_store",
+        "stale_lookups",
         "state_changes",
         "unshared",
         "write_refused",
@@ -52,6 +54,8 @@ class Counters:
         self.lookup_retries = 0  # misses asked again: the other instance's write may be in flight
         self.write_refused = 0  # clean writes the store refused (it held something newer)
         self.renumbered = 0  # ... an async SYN's, over an earlier life of its four-tuple: written anew
+        self.rebased = 0  # ... a concurrent step's, replayed on the store's state (ECMP): written
+        self.stale_lookups = 0  # ignored SYN-ACKs on an old copy, asked about (a new life? ECMP)
         self.refreshes = 0  # handshakes seen from one side only: store asked, packet not held
         self.refreshed = 0  # ... and the store knew a newer state (then marked for the kernel)
         self.picked_up = 0  # TCP segments nobody knew taken mid-stream just after a failover
@@ -85,6 +89,8 @@ class Counters:
             "picked_up": self.picked_up,
             "write_refused": self.write_refused,
             "renumbered": self.renumbered,
+            "stale_lookups": self.stale_lookups,
+            "rebased": self.rebased,
             "refreshes": self.refreshes,
             "refreshed": self.refreshed,
             "flows_refused": dict(self.flows_refused),

@@ -85,12 +85,28 @@ _ACCEPT = Verdict.ACCEPT
 _REJECT = Verdict.REJECT
 _RULE_ACCEPT = Reason.RULE_ACCEPT
 _TRACKED = Reason.TRACKED
+_IGNORED = Reason.IGNORED
 _SYN_RECV = FlowState.SYN_RECV
 REFRESH_INTERVAL = 0.02  # seconds between two refreshes of one flow's state from the store
 REFRESH_MAX = 10_000  # flows remembered; the memory starts over beyond this
+STEPS_MAX = 10_000  # async writes in flight whose step is kept for a replay (ECMP)
 # New flows: the states only a packet that opens a flow reaches.
 _OPENING = frozenset({FlowState.SYN_SENT, FlowState.UNREPLIED})
 _HANDSHAKE = frozenset({FlowState.SYN_SENT, FlowState.SYN_RECV})
+# With ECMP steering a SYN or SYN-ACK the table ignores may open a new life of its four-tuple on
+# a copy of an earlier life that this instance kept (see Engine.__init__): the SYN-ACK on these
+# states (its SYN crossed another instance) ...
+_STALE_ANSWER_STATES = frozenset(
+    {
+        FlowState.SYN_RECV, FlowState.ESTABLISHED, FlowState.FIN_WAIT, FlowState.CLOSE_WAIT,
+        FlowState.LAST_ACK, FlowState.TIME_WAIT, FlowState.CLOSE,
+    }
+)  # fmt: skip
+# ... the SYN on these (the kernel ignores it there; TIME_WAIT and CLOSE it reopens)
+_STALE_SYN_STATES = frozenset(
+    {FlowState.SYN_RECV, FlowState.ESTABLISHED, FlowState.FIN_WAIT, FlowState.CLOSE_WAIT, FlowState.LAST_ACK}
+)
+_SYN = 0x02
 # A UDP/ICMP packet the rules refuse on these (or on no flow) may answer a request seen elsewhere.
 _RETRY_STATES = frozenset({FlowState.UNREPLIED})
 _SYN_ACK = 0x12
@@ -201,6 +217,26 @@ class Engine:
         # ``refresh`` asks for it without the fast path too: with ``follow = "backup"`` the
         # stream of the instance that saw the client's ACK is not followed here.
         self._refresh_handshakes = (policy.fast_path or policy.refresh) and self.sharing
+        # With ECMP steering an instance that carries the server's side of a flow keeps its copy
+        # of a closed connection as far as it saw it (the client's FIN and final ACK crossed
+        # another instance, whose stream it may not follow). When the client reuses the port,
+        # the new life's SYN crosses another instance, and the server's SYN-ACK meets that old
+        # copy here: the table ignores a SYN-ACK on ESTABLISHED, TIME_WAIT and the like (as the
+        # kernel does), so it would pass without the SYN_RECV the client's ACK needs in the
+        # store. Such a SYN-ACK is held for a look-up instead; a newer SYN_SENT in the store is
+        # the new life (Firewall.merge, ``new_life``). The same on the client's side: its SYN meets
+        # a copy here that never learned the close (written by the instance of the other
+        # direction); the kernel's table ignores a SYN on ESTABLISHED or a closing state, so it
+        # would pass without the SYN_SENT the SYN-ACK's instance needs. It is held for one
+        # look-up: the store's close, if it has one, makes the SYN a reopen.
+        self._ask_ignored = self.sharing and policy.lookup_retry > 0
+        # With ECMP steering the two directions' instances change a flow at the same moment (the
+        # two FINs of a close), both from the same version; the store keeps the first write and
+        # refuses the second. The refused instance then replays its packet's step on the store's
+        # state (Firewall.rebase) instead of losing it: the step of each async TCP write in
+        # flight, by (key, version): (reply direction, TCP flags).
+        self._steps: dict[tuple[bytes, int], tuple[bool, int]] | None = {} if self._ask_ignored else None
+        self.replays = self._steps is not None  # the writer reports every async write's outcome
         self._refreshing: dict[bytes, float] = {}
         # Kernel tracking: with nothing to share, the engine decides a flow's first packet by the
         # rules and the kernel's conntrack tracks the rest (see the module doc).
@@ -232,6 +268,8 @@ class Engine:
                 reason = d.reason
                 if reason is _TRACKED and self._fast[d.after]:
                     self.marks.append(pid)
+                elif reason is _IGNORED and self._ask_ignored and self._ask_stale(pid, buf, d, now):
+                    return
                 else:
                     self.accepts.append(pid)
                     if reason is _TRACKED and d.after is _SYN_RECV and self._refresh_handshakes:
@@ -288,6 +326,8 @@ class Engine:
                     self.writes.append((pid, ev))
                     return
                 self.writes.append((NO_TICKET, ev))
+                if self._steps is not None and ev.proto == PROTO_TCP:
+                    self._note_step(buf, ev)
             elif ev.after in policy.hints:
                 self.writes.append((NO_TICKET, ev))  # never waited for (see EnginePolicy.hints)
             self._accept(pid, d.reason, ev.after)
@@ -330,6 +370,39 @@ class Engine:
         else:
             self.denied_skipped += 1
 
+    def _ask_stale(self, pid: int, buf: bytes, d: Decision, now: float) -> bool:
+        """Hold an ignored SYN or SYN-ACK that may open a new life (see __init__) for a look-up:
+        a SYN-ACK up to ``retry_window``, as any packet that may answer another instance's step
+        (the SYN's write may be on its way), a SYN for one answer. Returns whether it is held
+        (else it passes as ignored)."""
+        if not self.store_up:
+            return False
+        stale = self._stale(buf, d)
+        if stale is None:
+            return False
+        key, wait = stale
+        if not self.gate.may(key, now):
+            return False
+        c = self.counters
+        c.lookups += 1
+        c.stale_lookups += 1
+        until = now + (self._retry_hold if wait else self.policy.hold_timeout)
+        self._hold(pid, Held(_LOOKUP, until, buf, None, _IGNORED, 0, key, wait))
+        self.lookups.append((pid, key))
+        return True
+
+    def _stale(self, buf: bytes, d: Decision) -> tuple[bytes, float] | None:
+        """For an ignored SYN-ACK or SYN on a copy that may be of an earlier life: its flow and
+        the delay before its look-up is asked again (0: asked once); None for any other packet."""
+        if d.reason is not _IGNORED:
+            return None
+        p = parse(buf)
+        if not isinstance(p, Parsed) or p.proto != PROTO_TCP or not p.flags & _SYN:
+            return None
+        if p.flags & _SYN_ACK == _SYN_ACK:
+            return (p.key, self.policy.lookup_retry) if d.before in _STALE_ANSWER_STATES else None
+        return (p.key, 0.0) if d.before in _STALE_SYN_STATES else None
+
     @staticmethod
     def _answers_opening(proto: int, flags: int, d: Decision) -> bool:
         """May the packet answer a step another instance saw (its write perhaps in flight)?"""
@@ -355,6 +428,33 @@ class Engine:
         refreshing[key] = now + REFRESH_INTERVAL
         self.counters.refreshes += 1
         self.lookups.append((NO_TICKET, key))
+
+    def _note_step(self, buf: bytes, ev: StateChange) -> None:
+        """Keep an async TCP write's step for a replay should the store refuse it (``_steps``)."""
+        steps = self._steps
+        assert steps is not None
+        p = parse(buf)
+        if not isinstance(p, Parsed):
+            return
+        if len(steps) >= STEPS_MAX:  # answers that never came (a failed batch): start over
+            steps.clear()
+        steps[(ev.key, ev.version)] = (p.from_lo != ev.orig_is_lo, p.flags)
+
+    def _rebase(self, sent: FlowFacts, current: FlowFacts, now: float) -> bool:
+        """A refused async write replayed on the store's state (see ``_steps``); True when that
+        moved the flow on here and the result is written."""
+        steps = self._steps
+        step = steps.pop((sent.key, sent.version), None) if steps else None
+        if step is None:
+            return False
+        ev = self.firewall.rebase(sent.key, sent.version, step[0], step[1], current, now)
+        if ev is None:
+            return False
+        self.writes.append((NO_TICKET, ev))
+        assert steps is not None
+        steps[(ev.key, ev.version)] = step  # refused again: replayed again
+        self.counters.rebased += 1
+        return True
 
     def _accept(self, pid: int, reason: Reason, after: FlowState = FlowState.NONE) -> None:
         """Accept; with the fast-path mark when the flow's (committed) state ``after`` allows it."""
@@ -404,8 +504,14 @@ class Engine:
         if h is None:
             if outcome is Outcome.REFUSED:
                 c.write_refused += 1
-                if current is not None and sent is not None and self._new_life(sent, current, now):
+                if (
+                    current is not None
+                    and sent is not None
+                    and (self._new_life(sent, current, now) or self._rebase(sent, current, now))
+                ):
                     return
+            elif sent is not None and self._steps:
+                self._steps.pop((sent.key, sent.version), None)
             if current is not None:
                 self._merge(current, now, "write")
             return
@@ -484,9 +590,10 @@ class Engine:
         del self.held[pid]
         c = self.counters
         hit = False
+        stale = h.reason is _IGNORED  # an ignored SYN or SYN-ACK that may open a new life
         if rec is not None:
             self.gate.known(rec.key)
-            hit = self._merge(rec, now, "lookup")
+            hit = self._merge(rec, now, "lookup", stale)
         if hit:
             c.lookup_hits += 1
             c.resolved_by_store += 1
@@ -495,7 +602,8 @@ class Engine:
             if h.wait:
                 # Decided once here: a decision that places the packet may have changed the table.
                 d = self._decide(h.buf, now)
-                if not self._unplaced(d):  # the feed placed it meanwhile
+                if not self._unplaced(d) and not (stale and self._stale(h.buf, d) is not None):
+                    # the feed placed it meanwhile
                     self._settle(pid, h.buf, d, now, True, h.deadline, h.attempts)
                     return
                 if self._again(pid, h, now):
@@ -553,11 +661,11 @@ class Engine:
         self.counters.flows_refused["load"] += table.refused - before
         return n
 
-    def _merge(self, rec: FlowFacts, now: float, source: str) -> bool:
+    def _merge(self, rec: FlowFacts, now: float, source: str, new_life: bool = False) -> bool:
         """The core's merge; a new flow a full table turned away is counted by ``source``."""
         table = self.firewall.table
         before = table.refused
-        changed = self.firewall.merge(rec, now)
+        changed = self.firewall.merge(rec, now, new_life)
         if table.refused != before:
             self.counters.flows_refused[source] += 1
         return changed

@@ -247,7 +247,7 @@ class SharedTable:
     ) -> None:
         if ticket == NO_TICKET and outcome is Outcome.FAILED:
             self.counters.publish_dropped += 1
-        if ticket != NO_TICKET or current is not None:
+        if ticket != NO_TICKET or current is not None or (sent is not None and self.engine.replays):
             self.engine.write_done(ticket, outcome, current, self._clock(), sent)
 
     async def _writer(self) -> None:
@@ -298,7 +298,7 @@ class SharedTable:
                 # The server refused the write itself (e.g. OOM: maxmemory with noeviction):
                 # a failed write; a held packet is dropped and its flow stays as it was.
                 self._write_refused(res.refused)
-                self._outcome(ticket, Outcome.FAILED, None)
+                self._outcome(ticket, Outcome.FAILED, None, rec)
             elif not res.applied:
                 # The store holds something newer: the engine takes it (and decides a
                 # held packet again against it).
@@ -307,7 +307,7 @@ class SharedTable:
             else:
                 # ``current`` only when the store renumbered the version (a reopen)
                 cur = res.current if res.current is not None and res.current.version != rec.version else None
-                self._outcome(ticket, Outcome.CONFIRMED, cur)
+                self._outcome(ticket, Outcome.CONFIRMED, cur, rec)
         self.on_engine_output()
 
     def _write_refused(self, error: str) -> None:
