@@ -47,7 +47,7 @@ from fwcluster.core.packet import (
 )
 from fwcluster.core.reject import build_reject
 from fwcluster.core.rules import PROTO_TCP, PROTO_UDP, Action, RuleSet
-from fwcluster.core.states import RANK, REOPENABLE, FlowState
+from fwcluster.core.states import RANK, REOPENABLE, TCP_STATES, FlowState
 from fwcluster.core.tcp import BAD_FLAGS_RESULT, FLAG_MASK, IG, IV, SS, TCP_NEXT, TW
 from fwcluster.core.timeouts import Timeouts
 from fwcluster.core.window import ACCEPT as _W_ACCEPT
@@ -57,7 +57,6 @@ _new = tuple.__new__
 _S = [FlowState(i) if i in FlowState._value2member_map_ else FlowState.NONE for i in range(16)]
 _NONE = FlowState.NONE
 _HANDSHAKE = frozenset({FlowState.SYN_SENT, FlowState.SYN_RECV})
-_TCP_STATES = frozenset(FlowState(i) for i in range(1, 10))  # SYN_SENT .. SYN_SENT2 (tcp.py's columns)
 _ACCEPT = Verdict.ACCEPT
 _DROP = Verdict.DROP
 _UNREPLIED = FlowState.UNREPLIED
@@ -477,7 +476,7 @@ class Firewall:
         if (v & VERSION_MASK) >> 8 != version or current.orig_is_lo != orig_is_lo:
             return None
         cs = current.state
-        if cs not in _TCP_STATES:
+        if cs not in TCP_STATES:  # tcp.py's columns
             return None
         nxt = TCP_NEXT[(1024 if reply else 0) | ((flags & FLAG_MASK) << 4) | cs]
         if nxt >= IG or nxt in (cs, SS) or RANK[_S[nxt]] < RANK[cs]:

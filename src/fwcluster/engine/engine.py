@@ -343,11 +343,8 @@ class Engine:
             if isinstance(p, Parsed) and (reason in _LOOKUP_REASONS or p.proto != PROTO_TCP):
                 key = p.related if p.related is not None else p.key
                 if self.gate.may(key, now):
-                    c.lookups += 1
                     wait = policy.lookup_retry if self._answers_opening(p.proto, p.flags, d) else 0.0
-                    until = now + (self._retry_hold if wait else policy.hold_timeout)
-                    self._hold(pid, Held(_LOOKUP, until, buf, None, reason, attempts, key, wait))
-                    self.lookups.append((pid, key))
+                    self._ask(pid, buf, key, reason, attempts, wait, now)
                     return
                 # Not asked: the store said a moment ago that it does not know this flow (a
                 # retransmission after a miss). Just after a failover that is the pickup's case.
@@ -383,13 +380,19 @@ class Engine:
         key, wait = stale
         if not self.gate.may(key, now):
             return False
-        c = self.counters
-        c.lookups += 1
-        c.stale_lookups += 1
-        until = now + (self._retry_hold if wait else self.policy.hold_timeout)
-        self._hold(pid, Held(_LOOKUP, until, buf, None, _IGNORED, 0, key, wait))
-        self.lookups.append((pid, key))
+        self.counters.stale_lookups += 1
+        self._ask(pid, buf, key, _IGNORED, 0, wait, now)
         return True
+
+    def _ask(
+        self, pid: int, buf: bytes, key: bytes, reason: Reason, attempts: int, wait: float, now: float
+    ) -> None:
+        """Hold the packet while the store is asked about its flow; with ``wait`` (a packet that
+        may answer another instance's step) asked again on a miss, up to ``retry_window``."""
+        self.counters.lookups += 1
+        until = now + (self._retry_hold if wait else self.policy.hold_timeout)
+        self._hold(pid, Held(_LOOKUP, until, buf, None, reason, attempts, key, wait))
+        self.lookups.append((pid, key))
 
     def _stale(self, buf: bytes, d: Decision) -> tuple[bytes, float] | None:
         """For an ignored SYN-ACK or SYN on a copy that may be of an earlier life: its flow and
@@ -444,14 +447,15 @@ class Engine:
         """A refused async write replayed on the store's state (see ``_steps``); True when that
         moved the flow on here and the result is written."""
         steps = self._steps
-        step = steps.pop((sent.key, sent.version), None) if steps else None
+        if not steps:
+            return False
+        step = steps.pop((sent.key, sent.version), None)
         if step is None:
             return False
         ev = self.firewall.rebase(sent.key, sent.version, step[0], step[1], current, now)
         if ev is None:
             return False
         self.writes.append((NO_TICKET, ev))
-        assert steps is not None
         steps[(ev.key, ev.version)] = step  # refused again: replayed again
         self.counters.rebased += 1
         return True
