@@ -16,7 +16,7 @@ from fwcluster.core.decision import Reason
 from fwcluster.core.flowtable import VERSION_MOD, version_newer
 from fwcluster.core.states import FlowState
 from fwcluster.engine.engine import NO_TICKET, Engine, EnginePolicy, Outcome
-from fwcluster.statetable.record import FlowRecord
+from fwcluster.statetable.record import FlowRecord, clean_allows
 from fwcluster.statetable.settings import SyncLevel
 from fwcluster.statetable.shared import LOOKUP_RETRY, PUBLISHED, opening_hints
 
@@ -401,6 +401,60 @@ def test_a_syn_on_a_copy_that_missed_the_close_reopens_from_the_stores_close() -
     e.lookup_done(1, rec(S.ESTABLISHED, 8), T0 + 0.0003)
     assert verdicts(e) == ([1], []) and state(e) == S.ESTABLISHED and e.writes == []
     assert e.counters.lookup_retries == 0 and e.counters.by_reason[Reason.IGNORED] == 1
+
+
+def test_a_syn_on_last_ack_here_and_in_the_store_reopens_the_flow() -> None:
+    # The two instances' steps of a close that ended were ordered wrongly in the store (the
+    # server's ACK of the client's FIN made CLOSE_WAIT first, the client's FIN replayed on it made
+    # LAST_ACK): the opener's SYN on that four-tuple can only be a new connection.
+    for level in (SyncLevel.ESTABLISHED, SyncLevel.FULL):
+        e = ecmp_engine(level)
+        e.firewall.merge(rec(S.LAST_ACK, 6), T0)
+        e.packet(1, SYN_PKT, T0)
+        assert e.lookups == [(1, KEY)] and 1 in e.held
+        e.lookup_done(1, rec(S.LAST_ACK, 6), T0 + 0.0003)
+        assert verdicts(e) == ([1], []) and state(e) == S.SYN_SENT, level
+        assert [(ev.before, ev.after, ev.version) for _, ev in e.writes] == [(S.LAST_ACK, S.SYN_SENT, 7)]
+        assert e.counters.reopened == 1 and e.counters.by_reason[Reason.RULE_ACCEPT] == 1
+    # On a closing state where one end may still send, the SYN passes as ignored, as in the kernel.
+    for old in (S.FIN_WAIT, S.CLOSE_WAIT):
+        e = ecmp_engine()
+        e.firewall.merge(rec(old, 6), T0)
+        e.packet(1, SYN_PKT, T0)
+        e.lookup_done(1, rec(old, 6), T0 + 0.0003)
+        assert verdicts(e) == ([1], []) and state(e) == old and e.writes == [], old
+        assert e.counters.reopened == 0
+    # The store's newer state of a live flow wins over the reopen.
+    e = ecmp_engine()
+    e.firewall.merge(rec(S.LAST_ACK, 6), T0)
+    e.packet(1, SYN_PKT, T0)
+    e.lookup_done(1, rec(S.ESTABLISHED, 9, key=KEY), T0 + 0.0003)
+    assert e.counters.reopened == 0 and e.writes == []
+
+
+def test_a_reopen_on_last_ack_is_taken_only_from_the_opener_and_only_by_a_bare_syn() -> None:
+    fw = firewall()
+    fw.merge(rec(S.LAST_ACK, 6), T0)
+    assert fw.reopen(tcp(SYN, reply=True), T0) is None  # the other end's SYN
+    assert fw.reopen(tcp(SYN | ACK, reply=True, ack=1001), T0) is None
+    assert fw.reopen(ACK_PKT, T0) is None
+    d = fw.reopen(SYN_PKT, T0)
+    assert d is not None and d.event is not None and (d.before, d.after) == (S.LAST_ACK, S.SYN_SENT)
+    assert d.event.version == 7
+    other = firewall()
+    other.merge(rec(S.ESTABLISHED, 6), T0)
+    assert other.reopen(SYN_PKT, T0) is None  # a live connection: the kernel ignores the SYN
+
+
+def test_a_newer_syn_sent_over_last_ack_is_the_next_life_for_merges_and_clean_writes() -> None:
+    fw = firewall()
+    fw.merge(rec(S.LAST_ACK, 6), T0)
+    assert not fw.merge(rec(S.SYN_SENT, 5), T0)  # older: an earlier life's
+    assert fw.merge(rec(S.SYN_SENT, 7), T0) and fw.state_of(KEY, T0) == S.SYN_SENT
+    assert clean_allows(rec(S.LAST_ACK, 6), rec(S.SYN_SENT, 7))
+    assert not clean_allows(rec(S.LAST_ACK, 6), rec(S.SYN_SENT, 6))
+    assert not clean_allows(rec(S.LAST_ACK, 6), rec(S.ESTABLISHED, 7))  # never backwards otherwise
+    assert not clean_allows(rec(S.CLOSE_WAIT, 6), rec(S.SYN_SENT, 7))
 
 
 def test_a_retransmitted_syn_ack_on_a_live_flow_still_passes_as_ignored() -> None:

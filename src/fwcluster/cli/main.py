@@ -45,7 +45,7 @@ def _positive(lo: int, hi: int) -> Callable[[str], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fwcluster.cli import bench_cmd, demo_cmd, policy_cmd, run_cmd, status_cmd, testbed_cmd
+    from fwcluster.cli import bench_cmd, demo_cmd, flows_cmd, policy_cmd, run_cmd, status_cmd, testbed_cmd
 
     ap = _Parser(prog="fwcluster", description="A stateful firewall as a cluster of VNF instances.")
     ap.add_argument("--version", action="version", version=f"fwcluster {__version__}")
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     policy_cmd.add_parser(sub, _Parser)
+
+    flows_cmd.add_parser(sub)
 
     st = sub.add_parser("status", help="instances, flows, sync settings and testbed addresses")
     st.add_argument("--json", action="store_true", help="print one JSON object")

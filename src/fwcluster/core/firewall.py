@@ -47,7 +47,7 @@ from fwcluster.core.packet import (
 )
 from fwcluster.core.reject import build_reject
 from fwcluster.core.rules import PROTO_TCP, PROTO_UDP, Action, RuleSet
-from fwcluster.core.states import RANK, REOPENABLE, TCP_STATES, FlowState
+from fwcluster.core.states import BOTH_FINS, RANK, REOPENABLE, TCP_STATES, FlowState
 from fwcluster.core.tcp import BAD_FLAGS_RESULT, FLAG_MASK, IG, IV, SS, TCP_NEXT, TW
 from fwcluster.core.timeouts import Timeouts
 from fwcluster.core.window import ACCEPT as _W_ACCEPT
@@ -93,6 +93,7 @@ def _ip_end(buf: bytes, version: int) -> int:
 
 
 _CLOSING_FLAGS = FIN | RST
+_OPEN_FLAGS = SYN | ACK | RST | FIN  # of these, a SYN that opens a connection carries only SYN
 
 
 class FlowFacts(Protocol):
@@ -374,8 +375,9 @@ class Firewall:
         TIME_WAIT or CLOSE); a record never moves a flow backwards. With ``new_life`` (the caller
         holds a SYN-ACK that answers the record) a SYN_SENT of a newer version is the flow's
         next life whatever the table holds: the table's copy is of an earlier life, whose close
-        this instance never learned (it carried one direction only). Returns whether the table
-        changed."""
+        this instance never learned (it carried one direction only). So is a newer SYN_SENT
+        over LAST_ACK (``BOTH_FINS``: a close the store may have ordered wrongly, see
+        core/states.py). Returns whether the table changed."""
         flows = self.table.flows
         now_ms = int(now * 1000)
         key = rec.key
@@ -391,8 +393,12 @@ class Firewall:
                 # A closed connection's next life: its SYN, or (at a level that does not share
                 # the handshake) its first shared state, newer than the close.
                 reopen = state == FlowState.SYN_SENT or version_newer(rec.version, version)
-            else:  # a copy of an earlier life, when the caller knows better (``new_life``)
-                reopen = new_life and state == FlowState.SYN_SENT and version_newer(rec.version, version)
+            else:  # a copy of an earlier life: both ends closed it, or the caller knows better
+                reopen = (
+                    (new_life or cur in BOTH_FINS)
+                    and state == FlowState.SYN_SENT
+                    and version_newer(rec.version, version)
+                )
             if not reopen:
                 if version_newer(version, rec.version) or RANK[state] < RANK[cur]:
                     return False
@@ -486,6 +492,30 @@ class Firewall:
         w = (v >> WINDOW_SHIFT) & WINDOW_MASK
         flows[key] = pack(after, orig_is_lo, now_ms + self._tcp_timeout_ms[nxt], new_version, w)
         return StateChange(key, PROTO_TCP, cs, after, orig_is_lo, now, new_version, w)
+
+    def reopen(self, buf: bytes, now: float) -> Decision | None:
+        """The kernel's resync of an ignored SYN, decided at the SYN: a SYN from the opener's
+        side on a connection both ends closed here (``BOTH_FINS``) is taken as the reopen it
+        would be on TIME_WAIT (a new connection: the rules decide, the version goes on). The
+        kernel ignores such a SYN and resyncs when the server's SYN-ACK answers it; with ECMP
+        steering that SYN-ACK crosses another instance, which cannot tell what it answers. The
+        engine calls this only there, once the store knew nothing newer of the flow. None when
+        the packet is no such SYN."""
+        p = parse(buf)
+        if not isinstance(p, Parsed) or p.proto != PROTO_TCP or p.flags & _OPEN_FLAGS != SYN:
+            return None
+        now_ms = int(now * 1000)
+        key = p.key
+        v = self.table.get(key, now_ms)
+        if v is None or _S[v & STATE_MASK] not in BOTH_FINS or p.from_lo != ((v & ORIG_IS_LO) != 0):
+            return None
+        w = 0
+        if self.windows:
+            verdict, w = step(0, True, *segment(buf, p.l4, _ip_end(buf, p.version)), 0, SS, self.one_way)
+            if not verdict:
+                return _OUT_OF_WINDOW  # a SYN whose TCP header cannot be read
+        before = _S[v & STATE_MASK]
+        return self._open(p, buf, key, FlowState.SYN_SENT, self._tcp_timeout_ms[SS], now, now_ms, before, w)
 
     def renumber(self, key: bytes, version: int, now: float) -> bool:
         """Give the flow's entry ``version`` (its state stays): a connection reopened here whose

@@ -60,6 +60,25 @@ class Parsed(NamedTuple):
 _new = tuple.__new__
 
 
+class KeyParts(NamedTuple):
+    """A flow key taken apart (for people: status dumps, logs); addresses as bytes."""
+
+    proto: int
+    addr_lo: bytes
+    port_lo: int
+    addr_hi: bytes
+    port_hi: int
+
+
+def key_parts(key: bytes) -> KeyParts | None:
+    """The parts of a flow key (layout in the module doc); None for bytes of another length."""
+    if len(key) == KEY4.size:
+        return KeyParts(*KEY4.unpack(key))
+    if len(key) == KEY6.size:
+        return KeyParts(*KEY6.unpack(key))
+    return None
+
+
 def parse(buf: bytes) -> Parsed | Reason:
     """Parse one packet starting at its IP header."""
     n = len(buf)

@@ -74,7 +74,7 @@ from fwcluster.core.firewall import Firewall, Flow, FlowFacts
 from fwcluster.core.flowtable import VERSION_MOD
 from fwcluster.core.packet import Parsed, parse
 from fwcluster.core.rules import PROTO_TCP, RuleSet
-from fwcluster.core.states import REOPENABLE, FlowState
+from fwcluster.core.states import BOTH_FINS, REOPENABLE, FlowState
 from fwcluster.engine.counters import Counters
 from fwcluster.engine.lookups import LookupGate
 
@@ -228,7 +228,10 @@ class Engine:
         # a copy here that never learned the close (written by the instance of the other
         # direction); the kernel's table ignores a SYN on ESTABLISHED or a closing state, so it
         # would pass without the SYN_SENT the SYN-ACK's instance needs. It is held for one
-        # look-up: the store's close, if it has one, makes the SYN a reopen.
+        # look-up: the store's close, if it has one, makes the SYN a reopen; so does LAST_ACK,
+        # here and in the store, where the two instances' steps of a close that ended may have
+        # been ordered wrongly (Firewall.reopen: the kernel would ignore that SYN and resync on
+        # the SYN-ACK that answers it, which crosses another instance here).
         self._ask_ignored = self.sharing and policy.lookup_retry > 0
         # With ECMP steering the two directions' instances change a flow at the same moment (the
         # two FINs of a close), both from the same version; the store keeps the first write and
@@ -616,6 +619,19 @@ class Engine:
                 self.gate.unknown(h.key, now)
             self._pickup(h.buf, now)  # the store knows no more than the table
         d = self._decide(h.buf, now)
+        if (
+            stale
+            and d.reason is _IGNORED
+            and d.before in BOTH_FINS
+            and (rec is None or rec.state in BOTH_FINS)
+        ):
+            # A SYN on a connection both ends closed, here and in the store: its SYN-ACK crosses
+            # another instance, so the kernel's resync of an ignored SYN is done here (see
+            # __init__ and core/states.py, BOTH_FINS).
+            reopened = self.firewall.reopen(h.buf, now)
+            if reopened is not None:
+                d = reopened
+                c.reopened += 1
         self._settle(pid, h.buf, d, now, True, h.deadline, h.attempts)
 
     @staticmethod

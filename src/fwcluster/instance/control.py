@@ -2,7 +2,8 @@
 
 Unix sockets live in the file system, not in a network namespace, so tools in the host's
 namespace (``fwcluster status``) read an instance's counters without a network path to it.
-Request: one line ``{"cmd": "stats"}``; answer: one JSON line.
+Request: one line ``{"cmd": "stats"}`` (or ``ping``, or ``flows``: instance/flowlist.py); answer:
+one JSON line.
 
 The socket is served on the instance's event loop, which also runs the datapath, so nothing here
 ever blocks: the listening socket and every connection are non-blocking and read when the loop

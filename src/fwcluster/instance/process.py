@@ -30,6 +30,7 @@ from fwcluster.engine.counters import Counters
 from fwcluster.engine.engine import Engine, EnginePolicy
 from fwcluster.instance.control import ControlServer
 from fwcluster.instance.denied import DeniedLog
+from fwcluster.instance.flowlist import flow_list
 from fwcluster.instance.heartbeat import Heartbeat
 from fwcluster.instance.metrics import InstanceMetrics, ListenAddr
 from fwcluster.instance.policy_watch import PolicyWatch
@@ -148,7 +149,9 @@ class Instance:
             return self.stats()
         if cmd == "ping":
             return {"ok": True}
-        return {"error": f"unknown command {cmd!r} (allowed: stats, ping)"}
+        if cmd == "flows":
+            return flow_list(request, self.engine.flows(time.monotonic()))
+        return {"error": f"unknown command {cmd!r} (allowed: stats, ping, flows)"}
 
     def stats(self) -> dict[str, Any]:
         return {
