@@ -477,13 +477,19 @@ def test_a_retransmitted_syn_ack_on_a_live_flow_still_passes_as_ignored() -> Non
     assert verdicts(sym) == ([7], []) and sym.lookups == [] and sym.counters.stale_lookups == 0
 
 
+def client_fin() -> Engine:
+    """ECMP at ``full``: an ESTABLISHED flow (version 3) whose client's FIN just crossed here."""
+    e = ecmp_engine(SyncLevel.FULL)
+    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    e.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
+    return e
+
+
 def test_a_step_refused_for_the_other_directions_concurrent_step_is_replayed_on_it() -> None:
     # ECMP: the server's FIN crossed the other instance (ESTABLISHED -> FIN_WAIT, version 4) at
     # the moment the client's FIN crossed this one (also ESTABLISHED -> FIN_WAIT, version 4).
     # The store kept the other's; both FINs seen make LAST_ACK, not FIN_WAIT.
-    e = ecmp_engine(SyncLevel.FULL)
-    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
-    e.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
+    e = client_fin()
     ((_, ev),) = e.writes
     e.writes.clear()
     assert (ev.after, ev.version) == (S.FIN_WAIT, 4)
@@ -497,17 +503,13 @@ def test_a_step_refused_for_the_other_directions_concurrent_step_is_replayed_on_
     e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.TIME_WAIT, 5), T0 + 0.002, rec(S.LAST_ACK, 5))
     assert state(e) == S.TIME_WAIT and e.writes == [] and e.counters.rebased == 1
     # A confirmed write leaves no step behind.
-    e2 = ecmp_engine(SyncLevel.FULL)
-    e2.firewall.merge(rec(S.ESTABLISHED, 3), T0)
-    e2.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
+    e2 = client_fin()
     e2.write_done(NO_TICKET, Outcome.CONFIRMED, None, T0 + 0.001, rec(S.FIN_WAIT, 4))
     assert e2._steps == {}
 
 
 def test_a_refused_step_is_not_replayed_once_the_flow_moved_on_here() -> None:
-    e = ecmp_engine(SyncLevel.FULL)
-    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
-    e.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
+    e = client_fin()
     e.record(rec(S.LAST_ACK, 5), T0 + 0.0005)  # the feed brought a newer state meanwhile
     e.writes.clear()
     e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.FIN_WAIT, 4), T0 + 0.001, rec(S.FIN_WAIT, 4))
@@ -519,6 +521,42 @@ def test_a_refused_step_is_not_replayed_once_the_flow_moved_on_here() -> None:
     sym.writes.clear()
     sym.write_done(NO_TICKET, Outcome.REFUSED, rec(S.FIN_WAIT, 4), T0 + 0.001, rec(S.FIN_WAIT, 4))
     assert state(sym) == S.FIN_WAIT and sym.writes == [] and not sym.replays
+
+
+def test_a_refused_step_is_replayed_with_the_later_steps_still_on_their_way() -> None:
+    # ECMP, the server's side: its FIN crossed this instance (ESTABLISHED -> FIN_WAIT, version 4)
+    # and then its ACK of the client's FIN (FIN_WAIT -> CLOSE_WAIT here, version 5), while the
+    # client's FIN crossed the other instance and reached the store first (FIN_WAIT, version 4).
+    # Both FINs and the last ACK make TIME_WAIT; replaying the FIN alone gave LAST_ACK, and the
+    # store kept a connection that had ended as closing.
+    e = ecmp_engine(SyncLevel.FULL)
+    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    e.packet(1, tcp(FIN | ACK, reply=True, seq=1, ack=1001), T0)
+    e.packet(2, tcp(ACK, reply=True, seq=2, ack=1002), T0 + 0.0002)
+    assert [(w.after, w.version) for _, w in e.writes] == [(S.FIN_WAIT, 4), (S.CLOSE_WAIT, 5)]
+    e.writes.clear()
+    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.FIN_WAIT, 4), T0 + 0.001, rec(S.FIN_WAIT, 4))
+    assert state(e) == S.TIME_WAIT and e.counters.rebased == 1
+    # numbered past the later write still on its way (version 5), so the two never meet
+    assert [(w.before, w.after, w.version) for _, w in e.writes] == [(S.FIN_WAIT, S.TIME_WAIT, 6)]
+    e.writes.clear()
+    # The later write, answered next, adds nothing: its step was replayed already.
+    e.write_done(NO_TICKET, Outcome.CONFIRMED, None, T0 + 0.0012, rec(S.CLOSE_WAIT, 5))
+    assert state(e) == S.TIME_WAIT and e.writes == [] and list(e._steps) == [(KEY, 6)]
+    e.write_done(NO_TICKET, Outcome.CONFIRMED, None, T0 + 0.0013, rec(S.TIME_WAIT, 6))
+    assert e._steps == {}
+
+
+def test_a_refused_step_is_replayed_on_a_newer_record_the_copy_took_meanwhile() -> None:
+    # The client's FIN crossed this instance (FIN_WAIT, version 4, refused: the store had the
+    # server's FIN at version 4); before the answer the feed brought the server's ACK of the
+    # client's data as CLOSE_WAIT, version 5. The FIN counts on that: LAST_ACK, version 6.
+    e = client_fin()
+    e.record(rec(S.CLOSE_WAIT, 5), T0 + 0.0005)
+    e.writes.clear()
+    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.FIN_WAIT, 4), T0 + 0.001, rec(S.FIN_WAIT, 4))
+    assert state(e) == S.LAST_ACK and e.counters.rebased == 1
+    assert [(w.before, w.after, w.version) for _, w in e.writes] == [(S.CLOSE_WAIT, S.LAST_ACK, 6)]
 
 
 def test_only_packets_that_answer_an_opening_are_asked_again() -> None:

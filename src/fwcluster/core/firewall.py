@@ -461,37 +461,58 @@ class Firewall:
         return True
 
     def rebase(
-        self, key: bytes, version: int, reply: bool, flags: int, current: FlowFacts, now: float
+        self,
+        key: bytes,
+        version: int,
+        steps: tuple[tuple[bool, int], ...],
+        current: FlowFacts,
+        now: float,
+        own_later: int | None = None,
     ) -> StateChange | None:
         """A change this table made (to ``version``) was refused: the store holds ``current``,
         the change that the instance of the flow's other direction made from the same state at
-        the same time (ECMP steering: each instance sees one direction). Replay this packet's
-        step (its direction and flags) on the store's state, as the kernel's table would have
-        taken both packets one after the other: the server's FIN there (FIN_WAIT) and the
-        client's FIN here make LAST_ACK, not FIN_WAIT twice. If that moves the flow on, the table
-        takes the result at the version after the store's and the change is returned, to be
-        written. None, and nothing changed, when the flow moved on here since, the record has
-        the other opener, or the step changes nothing from the store's state (then the store's
-        record is simply newer)."""
+        the same time (ECMP steering: each instance sees one direction). Replay the packets'
+        steps (direction and TCP flags; the refused one first, then this table's later steps of
+        the flow whose writes are still on their way, the last at version ``own_later``, which
+        the result is numbered past) on the store's state, as
+        the kernel's table would have taken the packets one after another: the server's FIN
+        there (FIN_WAIT) and the client's FIN here make LAST_ACK, not FIN_WAIT twice; the
+        server's FIN and its ACK of the client's FIN here, over the client's FIN there, make
+        TIME_WAIT. When the copy here moved on since by a record from elsewhere (the feed, a
+        look-up), the steps are replayed on the newer of that and the store's. A step the table
+        ignores, or that would move the flow backwards, is skipped. If that moves the flow on,
+        the table takes the result at the version after the base's, and the change is returned,
+        to be written. None, and nothing changed, when the flow is gone here, the record has the
+        other opener, or the steps change nothing (then the newer record is simply taken)."""
         flows = self.table.flows
         now_ms = int(now * 1000)
         v = flows.get(key)
         if v is None or (v >> EXPIRY_SHIFT) <= now_ms or current.proto != PROTO_TCP:
             return None
         orig_is_lo = (v & ORIG_IS_LO) != 0
-        if (v & VERSION_MASK) >> 8 != version or current.orig_is_lo != orig_is_lo:
+        if current.orig_is_lo != orig_is_lo:
             return None
-        cs = current.state
-        if cs not in TCP_STATES:  # tcp.py's columns
+        base, base_version = current.state, current.version
+        here = (v & VERSION_MASK) >> 8
+        if here != version and own_later is None and version_newer(here, base_version):
+            base, base_version = _S[v & STATE_MASK], here  # moved on here by a newer record
+        if base not in TCP_STATES:  # tcp.py's columns
             return None
-        nxt = TCP_NEXT[(1024 if reply else 0) | ((flags & FLAG_MASK) << 4) | cs]
-        if nxt >= IG or nxt in (cs, SS) or RANK[_S[nxt]] < RANK[cs]:
+        state = int(base)
+        for reply, flags in steps:
+            nxt = TCP_NEXT[(1024 if reply else 0) | ((flags & FLAG_MASK) << 4) | state]
+            if nxt >= IG or nxt in (state, SS) or RANK[_S[nxt]] < RANK[_S[state]]:
+                continue
+            state = nxt
+        if state == base:
             return None
-        after = _S[nxt]
-        new_version = next_version(current.version)
+        after = _S[state]
+        if own_later is not None and version_newer(own_later, base_version):
+            base_version = own_later  # a write of this table's still on its way holds that one
+        new_version = next_version(base_version)
         w = (v >> WINDOW_SHIFT) & WINDOW_MASK
-        flows[key] = pack(after, orig_is_lo, now_ms + self._tcp_timeout_ms[nxt], new_version, w)
-        return StateChange(key, PROTO_TCP, cs, after, orig_is_lo, now, new_version, w)
+        flows[key] = pack(after, orig_is_lo, now_ms + self._tcp_timeout_ms[state], new_version, w)
+        return StateChange(key, PROTO_TCP, base, after, orig_is_lo, now, new_version, w)
 
     def reopen(self, buf: bytes, now: float) -> Decision | None:
         """The kernel's resync of an ignored SYN, decided at the SYN: a SYN from the opener's

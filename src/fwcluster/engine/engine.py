@@ -90,6 +90,7 @@ _SYN_RECV = FlowState.SYN_RECV
 REFRESH_INTERVAL = 0.02  # seconds between two refreshes of one flow's state from the store
 REFRESH_MAX = 10_000  # flows remembered; the memory starts over beyond this
 STEPS_MAX = 10_000  # async writes in flight whose step is kept for a replay (ECMP)
+_REPLAY_MAX = 8  # later steps of one flow replayed with a refused one
 # New flows: the states only a packet that opens a flow reaches.
 _OPENING = frozenset({FlowState.SYN_SENT, FlowState.UNREPLIED})
 _HANDSHAKE = frozenset({FlowState.SYN_SENT, FlowState.SYN_RECV})
@@ -237,8 +238,10 @@ class Engine:
         # two FINs of a close), both from the same version; the store keeps the first write and
         # refuses the second. The refused instance then replays its packet's step on the store's
         # state (Firewall.rebase) instead of losing it: the step of each async TCP write in
-        # flight, by (key, version): (reply direction, TCP flags).
-        self._steps: dict[tuple[bytes, int], tuple[bool, int]] | None = {} if self._ask_ignored else None
+        # flight, by (key, version): its steps ((reply direction, TCP flags), ...: one, or a replay's).
+        self._steps: dict[tuple[bytes, int], tuple[tuple[bool, int], ...]] | None = (
+            {} if self._ask_ignored else None
+        )
         self.replays = self._steps is not None  # the writer reports every async write's outcome
         self._refreshing: dict[bytes, float] = {}
         # Kernel tracking: with nothing to share, the engine decides a flow's first packet by the
@@ -444,22 +447,35 @@ class Engine:
             return
         if len(steps) >= STEPS_MAX:  # answers that never came (a failed batch): start over
             steps.clear()
-        steps[(ev.key, ev.version)] = (p.from_lo != ev.orig_is_lo, p.flags)
+        steps[(ev.key, ev.version)] = ((p.from_lo != ev.orig_is_lo, p.flags),)
 
     def _rebase(self, sent: FlowFacts, current: FlowFacts, now: float) -> bool:
-        """A refused async write replayed on the store's state (see ``_steps``); True when that
-        moved the flow on here and the result is written."""
+        """A refused async write replayed on the store's state (see ``_steps``), with the
+        flow's later steps here whose writes are still on their way (a packet moved the flow on
+        here meanwhile: its step was taken from a state that lacked the other instance's); True
+        when that moved the flow on here and the result is written."""
         steps = self._steps
         if not steps:
             return False
-        step = steps.pop((sent.key, sent.version), None)
-        if step is None:
+        key = sent.key
+        chain = steps.pop((key, sent.version), None)
+        if chain is None:
             return False
-        ev = self.firewall.rebase(sent.key, sent.version, step[0], step[1], current, now)
+        later: tuple[tuple[bool, int], ...] = ()
+        last: int | None = None
+        v = sent.version
+        for _ in range(_REPLAY_MAX):  # this table numbers a flow's changes one by one
+            v = (v + 1) % VERSION_MOD
+            more = steps.pop((key, v), None)
+            if more is None:
+                break
+            later += more  # their writes are answered later: refused or not, they add nothing
+            last = v
+        ev = self.firewall.rebase(key, sent.version, chain + later, current, now, last)
         if ev is None:
             return False
         self.writes.append((NO_TICKET, ev))
-        steps[(ev.key, ev.version)] = step  # refused again: replayed again
+        steps[(ev.key, ev.version)] = chain + later  # refused again: replayed again
         self.counters.rebased += 1
         return True
 
