@@ -559,6 +559,19 @@ def test_a_refused_step_is_replayed_on_a_newer_record_the_copy_took_meanwhile() 
     assert [(w.before, w.after, w.version) for _, w in e.writes] == [(S.CLOSE_WAIT, S.LAST_ACK, 6)]
 
 
+def test_a_refused_opening_is_never_replayed_as_a_close() -> None:
+    # A SYN reopened a TIME_WAIT copy here (version 4), while the store holds a later record of
+    # the earlier life (LAST_ACK, version 9): replaying the new life's steps on it would make
+    # the new connection TIME_WAIT.
+    e = ecmp_engine(SyncLevel.FULL)
+    e.firewall.merge(rec(S.TIME_WAIT, 3), T0)
+    e.packet(1, SYN_PKT, T0)
+    assert [(w.after, w.version) for _, w in e.writes] == [(S.SYN_SENT, 4)]
+    e.writes.clear()
+    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.LAST_ACK, 9), T0 + 0.001, rec(S.SYN_SENT, 4))
+    assert e.writes == [] and e.counters.rebased == 0 and e._steps == {}
+
+
 def test_only_packets_that_answer_an_opening_are_asked_again() -> None:
     e = ecmp_engine()
     e.packet(5, ACK_PKT, T0)  # a bare ACK nobody knows: no handshake it could answer

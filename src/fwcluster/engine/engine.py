@@ -91,6 +91,16 @@ REFRESH_INTERVAL = 0.02  # seconds between two refreshes of one flow's state fro
 REFRESH_MAX = 10_000  # flows remembered; the memory starts over beyond this
 STEPS_MAX = 10_000  # async writes in flight whose step is kept for a replay (ECMP)
 _REPLAY_MAX = 8  # later steps of one flow replayed with a refused one
+# A refused write is replayed (Engine._rebase) when it closes (these states) over a state of the
+# same life that the close goes on from: the two directions' steps of a close, crossing two
+# instances at once. (A refused SYN is the new-life case, Engine._new_life; replaying a new
+# life's later steps on an earlier life's record would close the new connection.)
+_CLOSE_STEPS = frozenset(
+    {FlowState.FIN_WAIT, FlowState.CLOSE_WAIT, FlowState.LAST_ACK, FlowState.TIME_WAIT, FlowState.CLOSE}
+)
+_CLOSE_BASES = frozenset(
+    {FlowState.ESTABLISHED, FlowState.FIN_WAIT, FlowState.CLOSE_WAIT, FlowState.LAST_ACK}
+)
 # New flows: the states only a packet that opens a flow reaches.
 _OPENING = frozenset({FlowState.SYN_SENT, FlowState.UNREPLIED})
 _HANDSHAKE = frozenset({FlowState.SYN_SENT, FlowState.SYN_RECV})
@@ -459,8 +469,8 @@ class Engine:
             return False
         key = sent.key
         chain = steps.pop((key, sent.version), None)
-        if chain is None:
-            return False
+        if chain is None or sent.state not in _CLOSE_STEPS or current.state not in _CLOSE_BASES:
+            return False  # only a close is replayed: steps of a handshake or of another life are not
         later: tuple[tuple[bool, int], ...] = ()
         last: int | None = None
         v = sent.version
