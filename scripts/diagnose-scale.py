@@ -152,7 +152,6 @@ with tempfile.TemporaryDirectory() as tmp:
                 "renumbered",
                 "stale_lookups",
                 "rebased",
-                "reopened",
                 "errors",
             )
             for iid, s in sorted(stats.items()):

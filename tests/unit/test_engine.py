@@ -16,7 +16,7 @@ from fwcluster.core.decision import Reason
 from fwcluster.core.flowtable import VERSION_MOD, version_newer
 from fwcluster.core.states import FlowState
 from fwcluster.engine.engine import NO_TICKET, Engine, EnginePolicy, Outcome
-from fwcluster.statetable.record import FlowRecord, clean_allows
+from fwcluster.statetable.record import FlowRecord
 from fwcluster.statetable.settings import SyncLevel
 from fwcluster.statetable.shared import LOOKUP_RETRY, PUBLISHED, opening_hints
 
@@ -403,60 +403,6 @@ def test_a_syn_on_a_copy_that_missed_the_close_reopens_from_the_stores_close() -
     assert e.counters.lookup_retries == 0 and e.counters.by_reason[Reason.IGNORED] == 1
 
 
-def test_a_syn_on_last_ack_here_and_in_the_store_reopens_the_flow() -> None:
-    # The two instances' steps of a close that ended were ordered wrongly in the store (the
-    # server's ACK of the client's FIN made CLOSE_WAIT first, the client's FIN replayed on it made
-    # LAST_ACK): the opener's SYN on that four-tuple can only be a new connection.
-    for level in (SyncLevel.ESTABLISHED, SyncLevel.FULL):
-        e = ecmp_engine(level)
-        e.firewall.merge(rec(S.LAST_ACK, 6), T0)
-        e.packet(1, SYN_PKT, T0)
-        assert e.lookups == [(1, KEY)] and 1 in e.held
-        e.lookup_done(1, rec(S.LAST_ACK, 6), T0 + 0.0003)
-        assert verdicts(e) == ([1], []) and state(e) == S.SYN_SENT, level
-        assert [(ev.before, ev.after, ev.version) for _, ev in e.writes] == [(S.LAST_ACK, S.SYN_SENT, 7)]
-        assert e.counters.reopened == 1 and e.counters.by_reason[Reason.RULE_ACCEPT] == 1
-    # On a closing state where one end may still send, the SYN passes as ignored, as in the kernel.
-    for old in (S.FIN_WAIT, S.CLOSE_WAIT):
-        e = ecmp_engine()
-        e.firewall.merge(rec(old, 6), T0)
-        e.packet(1, SYN_PKT, T0)
-        e.lookup_done(1, rec(old, 6), T0 + 0.0003)
-        assert verdicts(e) == ([1], []) and state(e) == old and e.writes == [], old
-        assert e.counters.reopened == 0
-    # The store's newer state of a live flow wins over the reopen.
-    e = ecmp_engine()
-    e.firewall.merge(rec(S.LAST_ACK, 6), T0)
-    e.packet(1, SYN_PKT, T0)
-    e.lookup_done(1, rec(S.ESTABLISHED, 9, key=KEY), T0 + 0.0003)
-    assert e.counters.reopened == 0 and e.writes == []
-
-
-def test_a_reopen_on_last_ack_is_taken_only_from_the_opener_and_only_by_a_bare_syn() -> None:
-    fw = firewall()
-    fw.merge(rec(S.LAST_ACK, 6), T0)
-    assert fw.reopen(tcp(SYN, reply=True), T0) is None  # the other end's SYN
-    assert fw.reopen(tcp(SYN | ACK, reply=True, ack=1001), T0) is None
-    assert fw.reopen(ACK_PKT, T0) is None
-    d = fw.reopen(SYN_PKT, T0)
-    assert d is not None and d.event is not None and (d.before, d.after) == (S.LAST_ACK, S.SYN_SENT)
-    assert d.event.version == 7
-    other = firewall()
-    other.merge(rec(S.ESTABLISHED, 6), T0)
-    assert other.reopen(SYN_PKT, T0) is None  # a live connection: the kernel ignores the SYN
-
-
-def test_a_newer_syn_sent_over_last_ack_is_the_next_life_for_merges_and_clean_writes() -> None:
-    fw = firewall()
-    fw.merge(rec(S.LAST_ACK, 6), T0)
-    assert not fw.merge(rec(S.SYN_SENT, 5), T0)  # older: an earlier life's
-    assert fw.merge(rec(S.SYN_SENT, 7), T0) and fw.state_of(KEY, T0) == S.SYN_SENT
-    assert clean_allows(rec(S.LAST_ACK, 6), rec(S.SYN_SENT, 7))
-    assert not clean_allows(rec(S.LAST_ACK, 6), rec(S.SYN_SENT, 6))
-    assert not clean_allows(rec(S.LAST_ACK, 6), rec(S.ESTABLISHED, 7))  # never backwards otherwise
-    assert not clean_allows(rec(S.CLOSE_WAIT, 6), rec(S.SYN_SENT, 7))
-
-
 def test_a_retransmitted_syn_ack_on_a_live_flow_still_passes_as_ignored() -> None:
     # Nothing newer in the store: the SYN-ACK is the retransmission the kernel ignores.
     e = ecmp_engine()
@@ -477,19 +423,13 @@ def test_a_retransmitted_syn_ack_on_a_live_flow_still_passes_as_ignored() -> Non
     assert verdicts(sym) == ([7], []) and sym.lookups == [] and sym.counters.stale_lookups == 0
 
 
-def client_fin() -> Engine:
-    """ECMP at ``full``: an ESTABLISHED flow (version 3) whose client's FIN just crossed here."""
-    e = ecmp_engine(SyncLevel.FULL)
-    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
-    e.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
-    return e
-
-
 def test_a_step_refused_for_the_other_directions_concurrent_step_is_replayed_on_it() -> None:
     # ECMP: the server's FIN crossed the other instance (ESTABLISHED -> FIN_WAIT, version 4) at
     # the moment the client's FIN crossed this one (also ESTABLISHED -> FIN_WAIT, version 4).
     # The store kept the other's; both FINs seen make LAST_ACK, not FIN_WAIT.
-    e = client_fin()
+    e = ecmp_engine(SyncLevel.FULL)
+    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    e.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
     ((_, ev),) = e.writes
     e.writes.clear()
     assert (ev.after, ev.version) == (S.FIN_WAIT, 4)
@@ -503,13 +443,17 @@ def test_a_step_refused_for_the_other_directions_concurrent_step_is_replayed_on_
     e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.TIME_WAIT, 5), T0 + 0.002, rec(S.LAST_ACK, 5))
     assert state(e) == S.TIME_WAIT and e.writes == [] and e.counters.rebased == 1
     # A confirmed write leaves no step behind.
-    e2 = client_fin()
+    e2 = ecmp_engine(SyncLevel.FULL)
+    e2.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    e2.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
     e2.write_done(NO_TICKET, Outcome.CONFIRMED, None, T0 + 0.001, rec(S.FIN_WAIT, 4))
     assert e2._steps == {}
 
 
 def test_a_refused_step_is_not_replayed_once_the_flow_moved_on_here() -> None:
-    e = client_fin()
+    e = ecmp_engine(SyncLevel.FULL)
+    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
+    e.packet(1, tcp(FIN | ACK, seq=1001, ack=1), T0)
     e.record(rec(S.LAST_ACK, 5), T0 + 0.0005)  # the feed brought a newer state meanwhile
     e.writes.clear()
     e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.FIN_WAIT, 4), T0 + 0.001, rec(S.FIN_WAIT, 4))
@@ -521,55 +465,6 @@ def test_a_refused_step_is_not_replayed_once_the_flow_moved_on_here() -> None:
     sym.writes.clear()
     sym.write_done(NO_TICKET, Outcome.REFUSED, rec(S.FIN_WAIT, 4), T0 + 0.001, rec(S.FIN_WAIT, 4))
     assert state(sym) == S.FIN_WAIT and sym.writes == [] and not sym.replays
-
-
-def test_a_refused_step_is_replayed_with_the_later_steps_still_on_their_way() -> None:
-    # ECMP, the server's side: its FIN crossed this instance (ESTABLISHED -> FIN_WAIT, version 4)
-    # and then its ACK of the client's FIN (FIN_WAIT -> CLOSE_WAIT here, version 5), while the
-    # client's FIN crossed the other instance and reached the store first (FIN_WAIT, version 4).
-    # Both FINs and the last ACK make TIME_WAIT; replaying the FIN alone gave LAST_ACK, and the
-    # store kept a connection that had ended as closing.
-    e = ecmp_engine(SyncLevel.FULL)
-    e.firewall.merge(rec(S.ESTABLISHED, 3), T0)
-    e.packet(1, tcp(FIN | ACK, reply=True, seq=1, ack=1001), T0)
-    e.packet(2, tcp(ACK, reply=True, seq=2, ack=1002), T0 + 0.0002)
-    assert [(w.after, w.version) for _, w in e.writes] == [(S.FIN_WAIT, 4), (S.CLOSE_WAIT, 5)]
-    e.writes.clear()
-    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.FIN_WAIT, 4), T0 + 0.001, rec(S.FIN_WAIT, 4))
-    assert state(e) == S.TIME_WAIT and e.counters.rebased == 1
-    # numbered past the later write still on its way (version 5), so the two never meet
-    assert [(w.before, w.after, w.version) for _, w in e.writes] == [(S.FIN_WAIT, S.TIME_WAIT, 6)]
-    e.writes.clear()
-    # The later write, answered next, adds nothing: its step was replayed already.
-    e.write_done(NO_TICKET, Outcome.CONFIRMED, None, T0 + 0.0012, rec(S.CLOSE_WAIT, 5))
-    assert state(e) == S.TIME_WAIT and e.writes == [] and list(e._steps) == [(KEY, 6)]
-    e.write_done(NO_TICKET, Outcome.CONFIRMED, None, T0 + 0.0013, rec(S.TIME_WAIT, 6))
-    assert e._steps == {}
-
-
-def test_a_refused_step_is_replayed_on_a_newer_record_the_copy_took_meanwhile() -> None:
-    # The client's FIN crossed this instance (FIN_WAIT, version 4, refused: the store had the
-    # server's FIN at version 4); before the answer the feed brought the server's ACK of the
-    # client's data as CLOSE_WAIT, version 5. The FIN counts on that: LAST_ACK, version 6.
-    e = client_fin()
-    e.record(rec(S.CLOSE_WAIT, 5), T0 + 0.0005)
-    e.writes.clear()
-    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.FIN_WAIT, 4), T0 + 0.001, rec(S.FIN_WAIT, 4))
-    assert state(e) == S.LAST_ACK and e.counters.rebased == 1
-    assert [(w.before, w.after, w.version) for _, w in e.writes] == [(S.CLOSE_WAIT, S.LAST_ACK, 6)]
-
-
-def test_a_refused_opening_is_never_replayed_as_a_close() -> None:
-    # A SYN reopened a TIME_WAIT copy here (version 4), while the store holds a later record of
-    # the earlier life (LAST_ACK, version 9): replaying the new life's steps on it would make
-    # the new connection TIME_WAIT.
-    e = ecmp_engine(SyncLevel.FULL)
-    e.firewall.merge(rec(S.TIME_WAIT, 3), T0)
-    e.packet(1, SYN_PKT, T0)
-    assert [(w.after, w.version) for _, w in e.writes] == [(S.SYN_SENT, 4)]
-    e.writes.clear()
-    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.LAST_ACK, 9), T0 + 0.001, rec(S.SYN_SENT, 4))
-    assert e.writes == [] and e.counters.rebased == 0 and e._steps == {}
 
 
 def test_only_packets_that_answer_an_opening_are_asked_again() -> None:

@@ -47,7 +47,7 @@ from fwcluster.core.packet import (
 )
 from fwcluster.core.reject import build_reject
 from fwcluster.core.rules import PROTO_TCP, PROTO_UDP, Action, RuleSet
-from fwcluster.core.states import BOTH_FINS, RANK, REOPENABLE, TCP_STATES, FlowState
+from fwcluster.core.states import RANK, REOPENABLE, TCP_STATES, FlowState
 from fwcluster.core.tcp import BAD_FLAGS_RESULT, FLAG_MASK, IG, IV, SS, TCP_NEXT, TW
 from fwcluster.core.timeouts import Timeouts
 from fwcluster.core.window import ACCEPT as _W_ACCEPT
@@ -93,7 +93,6 @@ def _ip_end(buf: bytes, version: int) -> int:
 
 
 _CLOSING_FLAGS = FIN | RST
-_OPEN_FLAGS = SYN | ACK | RST | FIN  # of these, a SYN that opens a connection carries only SYN
 
 
 class FlowFacts(Protocol):
@@ -375,9 +374,8 @@ class Firewall:
         TIME_WAIT or CLOSE); a record never moves a flow backwards. With ``new_life`` (the caller
         holds a SYN-ACK that answers the record) a SYN_SENT of a newer version is the flow's
         next life whatever the table holds: the table's copy is of an earlier life, whose close
-        this instance never learned (it carried one direction only). So is a newer SYN_SENT
-        over LAST_ACK (``BOTH_FINS``: a close the store may have ordered wrongly, see
-        core/states.py). Returns whether the table changed."""
+        this instance never learned (it carried one direction only). Returns whether the table
+        changed."""
         flows = self.table.flows
         now_ms = int(now * 1000)
         key = rec.key
@@ -393,12 +391,8 @@ class Firewall:
                 # A closed connection's next life: its SYN, or (at a level that does not share
                 # the handshake) its first shared state, newer than the close.
                 reopen = state == FlowState.SYN_SENT or version_newer(rec.version, version)
-            else:  # a copy of an earlier life: both ends closed it, or the caller knows better
-                reopen = (
-                    (new_life or cur in BOTH_FINS)
-                    and state == FlowState.SYN_SENT
-                    and version_newer(rec.version, version)
-                )
+            else:  # a copy of an earlier life, when the caller knows better (``new_life``)
+                reopen = new_life and state == FlowState.SYN_SENT and version_newer(rec.version, version)
             if not reopen:
                 if version_newer(version, rec.version) or RANK[state] < RANK[cur]:
                     return False
@@ -461,82 +455,37 @@ class Firewall:
         return True
 
     def rebase(
-        self,
-        key: bytes,
-        version: int,
-        steps: tuple[tuple[bool, int], ...],
-        current: FlowFacts,
-        now: float,
-        own_later: int | None = None,
+        self, key: bytes, version: int, reply: bool, flags: int, current: FlowFacts, now: float
     ) -> StateChange | None:
         """A change this table made (to ``version``) was refused: the store holds ``current``,
         the change that the instance of the flow's other direction made from the same state at
-        the same time (ECMP steering: each instance sees one direction). Replay the packets'
-        steps (direction and TCP flags; the refused one first, then this table's later steps of
-        the flow whose writes are still on their way, the last at version ``own_later``, which
-        the result is numbered past) on the store's state, as
-        the kernel's table would have taken the packets one after another: the server's FIN
-        there (FIN_WAIT) and the client's FIN here make LAST_ACK, not FIN_WAIT twice; the
-        server's FIN and its ACK of the client's FIN here, over the client's FIN there, make
-        TIME_WAIT. When the copy here moved on since by a record from elsewhere (the feed, a
-        look-up), the steps are replayed on the newer of that and the store's. A step the table
-        ignores, or that would move the flow backwards, is skipped. If that moves the flow on,
-        the table takes the result at the version after the base's, and the change is returned,
-        to be written. None, and nothing changed, when the flow is gone here, the record has the
-        other opener, or the steps change nothing (then the newer record is simply taken)."""
+        the same time (ECMP steering: each instance sees one direction). Replay this packet's
+        step (its direction and flags) on the store's state, as the kernel's table would have
+        taken both packets one after the other: the server's FIN there (FIN_WAIT) and the
+        client's FIN here make LAST_ACK, not FIN_WAIT twice. If that moves the flow on, the table
+        takes the result at the version after the store's and the change is returned, to be
+        written. None, and nothing changed, when the flow moved on here since, the record has
+        the other opener, or the step changes nothing from the store's state (then the store's
+        record is simply newer)."""
         flows = self.table.flows
         now_ms = int(now * 1000)
         v = flows.get(key)
         if v is None or (v >> EXPIRY_SHIFT) <= now_ms or current.proto != PROTO_TCP:
             return None
         orig_is_lo = (v & ORIG_IS_LO) != 0
-        if current.orig_is_lo != orig_is_lo:
+        if (v & VERSION_MASK) >> 8 != version or current.orig_is_lo != orig_is_lo:
             return None
-        base, base_version = current.state, current.version
-        here = (v & VERSION_MASK) >> 8
-        if here != version and own_later is None and version_newer(here, base_version):
-            base, base_version = _S[v & STATE_MASK], here  # moved on here by a newer record
-        if base not in TCP_STATES:  # tcp.py's columns
+        cs = current.state
+        if cs not in TCP_STATES:  # tcp.py's columns
             return None
-        state = int(base)
-        for reply, flags in steps:
-            nxt = TCP_NEXT[(1024 if reply else 0) | ((flags & FLAG_MASK) << 4) | state]
-            if nxt >= IG or nxt in (state, SS) or RANK[_S[nxt]] < RANK[_S[state]]:
-                continue
-            state = nxt
-        if state == base:
+        nxt = TCP_NEXT[(1024 if reply else 0) | ((flags & FLAG_MASK) << 4) | cs]
+        if nxt >= IG or nxt in (cs, SS) or RANK[_S[nxt]] < RANK[cs]:
             return None
-        after = _S[state]
-        if own_later is not None and version_newer(own_later, base_version):
-            base_version = own_later  # a write of this table's still on its way holds that one
-        new_version = next_version(base_version)
+        after = _S[nxt]
+        new_version = next_version(current.version)
         w = (v >> WINDOW_SHIFT) & WINDOW_MASK
-        flows[key] = pack(after, orig_is_lo, now_ms + self._tcp_timeout_ms[state], new_version, w)
-        return StateChange(key, PROTO_TCP, base, after, orig_is_lo, now, new_version, w)
-
-    def reopen(self, buf: bytes, now: float) -> Decision | None:
-        """The kernel's resync of an ignored SYN, decided at the SYN: a SYN from the opener's
-        side on a connection both ends closed here (``BOTH_FINS``) is taken as the reopen it
-        would be on TIME_WAIT (a new connection: the rules decide, the version goes on). The
-        kernel ignores such a SYN and resyncs when the server's SYN-ACK answers it; with ECMP
-        steering that SYN-ACK crosses another instance, which cannot tell what it answers. The
-        engine calls this only there, once the store knew nothing newer of the flow. None when
-        the packet is no such SYN."""
-        p = parse(buf)
-        if not isinstance(p, Parsed) or p.proto != PROTO_TCP or p.flags & _OPEN_FLAGS != SYN:
-            return None
-        now_ms = int(now * 1000)
-        key = p.key
-        v = self.table.get(key, now_ms)
-        if v is None or _S[v & STATE_MASK] not in BOTH_FINS or p.from_lo != ((v & ORIG_IS_LO) != 0):
-            return None
-        w = 0
-        if self.windows:
-            verdict, w = step(0, True, *segment(buf, p.l4, _ip_end(buf, p.version)), 0, SS, self.one_way)
-            if not verdict:
-                return _OUT_OF_WINDOW  # a SYN whose TCP header cannot be read
-        before = _S[v & STATE_MASK]
-        return self._open(p, buf, key, FlowState.SYN_SENT, self._tcp_timeout_ms[SS], now, now_ms, before, w)
+        flows[key] = pack(after, orig_is_lo, now_ms + self._tcp_timeout_ms[nxt], new_version, w)
+        return StateChange(key, PROTO_TCP, cs, after, orig_is_lo, now, new_version, w)
 
     def renumber(self, key: bytes, version: int, now: float) -> bool:
         """Give the flow's entry ``version`` (its state stays): a connection reopened here whose

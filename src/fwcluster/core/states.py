@@ -47,12 +47,3 @@ RANK: dict[FlowState, int] = {
     S.REMOVED: 8,
 }
 REOPENABLE = frozenset({S.TIME_WAIT, S.CLOSE})
-# Both ends sent their FIN; only the ACK of the last one is missing. With ECMP steering the two
-# directions of a close cross two instances, which change the flow at the same moment; the store
-# orders their steps as they arrive, so a close that ended (the server's FIN, the client's FIN,
-# the server's ACK of it) can stay LAST_ACK there (the ACK applied before the client's FIN made
-# CLOSE_WAIT, and the FIN replayed on that, LAST_ACK). A SYN from the opener's side on such a
-# flow can only be a new connection (the opener's socket of the old one is gone), so with ECMP
-# steering a newer SYN_SENT over LAST_ACK is the four-tuple's next life, as over TIME_WAIT
-# (engine: the kernel's resync of an ignored SYN, done at the SYN: docs/architecture.md).
-BOTH_FINS = frozenset({S.LAST_ACK})

@@ -29,7 +29,6 @@ class Counters:
         "refreshes",
         "refused_in_outage",
         "renumbered",
-        "reopened",
         "replies_failed",
         "replies_sent",
         "resolved_by_store",
@@ -56,7 +55,6 @@ class Counters:
         self.write_refused = 0  # clean writes the store refused (it held something newer)
         self.renumbered = 0  # ... an async SYN's, over an earlier life of its four-tuple: written anew
         self.rebased = 0  # ... a concurrent step's, replayed on the store's state (ECMP): written
-        self.reopened = 0  # SYNs on LAST_ACK here and in the store, taken as a reopen (ECMP)
         self.stale_lookups = 0  # ignored SYN-ACKs on an old copy, asked about (a new life? ECMP)
         self.refreshes = 0  # handshakes seen from one side only: store asked, packet not held
         self.refreshed = 0  # ... and the store knew a newer state (then marked for the kernel)
@@ -93,7 +91,6 @@ class Counters:
             "renumbered": self.renumbered,
             "stale_lookups": self.stale_lookups,
             "rebased": self.rebased,
-            "reopened": self.reopened,
             "refreshes": self.refreshes,
             "refreshed": self.refreshed,
             "flows_refused": dict(self.flows_refused),

@@ -74,7 +74,7 @@ from fwcluster.core.firewall import Firewall, Flow, FlowFacts
 from fwcluster.core.flowtable import VERSION_MOD
 from fwcluster.core.packet import Parsed, parse
 from fwcluster.core.rules import PROTO_TCP, RuleSet
-from fwcluster.core.states import BOTH_FINS, REOPENABLE, FlowState
+from fwcluster.core.states import REOPENABLE, FlowState
 from fwcluster.engine.counters import Counters
 from fwcluster.engine.lookups import LookupGate
 
@@ -90,17 +90,6 @@ _SYN_RECV = FlowState.SYN_RECV
 REFRESH_INTERVAL = 0.02  # seconds between two refreshes of one flow's state from the store
 REFRESH_MAX = 10_000  # flows remembered; the memory starts over beyond this
 STEPS_MAX = 10_000  # async writes in flight whose step is kept for a replay (ECMP)
-_REPLAY_MAX = 8  # later steps of one flow replayed with a refused one
-# A refused write is replayed (Engine._rebase) when it closes (these states) over a state of the
-# same life that the close goes on from: the two directions' steps of a close, crossing two
-# instances at once. (A refused SYN is the new-life case, Engine._new_life; replaying a new
-# life's later steps on an earlier life's record would close the new connection.)
-_CLOSE_STEPS = frozenset(
-    {FlowState.FIN_WAIT, FlowState.CLOSE_WAIT, FlowState.LAST_ACK, FlowState.TIME_WAIT, FlowState.CLOSE}
-)
-_CLOSE_BASES = frozenset(
-    {FlowState.ESTABLISHED, FlowState.FIN_WAIT, FlowState.CLOSE_WAIT, FlowState.LAST_ACK}
-)
 # New flows: the states only a packet that opens a flow reaches.
 _OPENING = frozenset({FlowState.SYN_SENT, FlowState.UNREPLIED})
 _HANDSHAKE = frozenset({FlowState.SYN_SENT, FlowState.SYN_RECV})
@@ -239,19 +228,14 @@ class Engine:
         # a copy here that never learned the close (written by the instance of the other
         # direction); the kernel's table ignores a SYN on ESTABLISHED or a closing state, so it
         # would pass without the SYN_SENT the SYN-ACK's instance needs. It is held for one
-        # look-up: the store's close, if it has one, makes the SYN a reopen; so does LAST_ACK,
-        # here and in the store, where the two instances' steps of a close that ended may have
-        # been ordered wrongly (Firewall.reopen: the kernel would ignore that SYN and resync on
-        # the SYN-ACK that answers it, which crosses another instance here).
+        # look-up: the store's close, if it has one, makes the SYN a reopen.
         self._ask_ignored = self.sharing and policy.lookup_retry > 0
         # With ECMP steering the two directions' instances change a flow at the same moment (the
         # two FINs of a close), both from the same version; the store keeps the first write and
         # refuses the second. The refused instance then replays its packet's step on the store's
         # state (Firewall.rebase) instead of losing it: the step of each async TCP write in
-        # flight, by (key, version): its steps ((reply direction, TCP flags), ...: one, or a replay's).
-        self._steps: dict[tuple[bytes, int], tuple[tuple[bool, int], ...]] | None = (
-            {} if self._ask_ignored else None
-        )
+        # flight, by (key, version): (reply direction, TCP flags).
+        self._steps: dict[tuple[bytes, int], tuple[bool, int]] | None = {} if self._ask_ignored else None
         self.replays = self._steps is not None  # the writer reports every async write's outcome
         self._refreshing: dict[bytes, float] = {}
         # Kernel tracking: with nothing to share, the engine decides a flow's first packet by the
@@ -457,35 +441,22 @@ class Engine:
             return
         if len(steps) >= STEPS_MAX:  # answers that never came (a failed batch): start over
             steps.clear()
-        steps[(ev.key, ev.version)] = ((p.from_lo != ev.orig_is_lo, p.flags),)
+        steps[(ev.key, ev.version)] = (p.from_lo != ev.orig_is_lo, p.flags)
 
     def _rebase(self, sent: FlowFacts, current: FlowFacts, now: float) -> bool:
-        """A refused async write replayed on the store's state (see ``_steps``), with the
-        flow's later steps here whose writes are still on their way (a packet moved the flow on
-        here meanwhile: its step was taken from a state that lacked the other instance's); True
-        when that moved the flow on here and the result is written."""
+        """A refused async write replayed on the store's state (see ``_steps``); True when that
+        moved the flow on here and the result is written."""
         steps = self._steps
         if not steps:
             return False
-        key = sent.key
-        chain = steps.pop((key, sent.version), None)
-        if chain is None or sent.state not in _CLOSE_STEPS or current.state not in _CLOSE_BASES:
-            return False  # only a close is replayed: steps of a handshake or of another life are not
-        later: tuple[tuple[bool, int], ...] = ()
-        last: int | None = None
-        v = sent.version
-        for _ in range(_REPLAY_MAX):  # this table numbers a flow's changes one by one
-            v = (v + 1) % VERSION_MOD
-            more = steps.pop((key, v), None)
-            if more is None:
-                break
-            later += more  # their writes are answered later: refused or not, they add nothing
-            last = v
-        ev = self.firewall.rebase(key, sent.version, chain + later, current, now, last)
+        step = steps.pop((sent.key, sent.version), None)
+        if step is None:
+            return False
+        ev = self.firewall.rebase(sent.key, sent.version, step[0], step[1], current, now)
         if ev is None:
             return False
         self.writes.append((NO_TICKET, ev))
-        steps[(ev.key, ev.version)] = chain + later  # refused again: replayed again
+        steps[(ev.key, ev.version)] = step  # refused again: replayed again
         self.counters.rebased += 1
         return True
 
@@ -645,19 +616,6 @@ class Engine:
                 self.gate.unknown(h.key, now)
             self._pickup(h.buf, now)  # the store knows no more than the table
         d = self._decide(h.buf, now)
-        if (
-            stale
-            and d.reason is _IGNORED
-            and d.before in BOTH_FINS
-            and (rec is None or rec.state in BOTH_FINS)
-        ):
-            # A SYN on a connection both ends closed, here and in the store: its SYN-ACK crosses
-            # another instance, so the kernel's resync of an ignored SYN is done here (see
-            # __init__ and core/states.py, BOTH_FINS).
-            reopened = self.firewall.reopen(h.buf, now)
-            if reopened is not None:
-                d = reopened
-                c.reopened += 1
         self._settle(pid, h.buf, d, now, True, h.deadline, h.attempts)
 
     @staticmethod

@@ -28,7 +28,7 @@ from typing import NamedTuple
 from fwcluster.core.decision import StateChange
 from fwcluster.core.flowtable import VERSION_MOD, version_newer
 from fwcluster.core.rules import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
-from fwcluster.core.states import BOTH_FINS, RANK, REOPENABLE, TCP_STATES, FlowState
+from fwcluster.core.states import RANK, REOPENABLE, TCP_STATES, FlowState
 from fwcluster.statetable.guard import CountedLog
 
 S = FlowState
@@ -139,8 +139,6 @@ def clean_allows(current: FlowRecord | None, new: FlowRecord) -> bool:
     - a new SYN on a connection that is closed in the store (TIME_WAIT, CLOSE): yes, a reopen;
       so is any newer state over a closed connection (at ``established`` the SYN of the next
       life is not shared, its first write is ESTABLISHED: a lower rank than TIME_WAIT);
-    - a newer SYN_SENT over a connection both ends closed (LAST_ACK, ``BOTH_FINS``): with ECMP
-      steering the engine takes a SYN there as a reopen (core/states.py says why);
     - otherwise only a newer version (serial-number arithmetic, the versions wrap) that does not
       move the flow backwards.
     The Redis backend runs the same rule server-side (statetable/redis_store.py, CLEAN_WRITE),
@@ -152,9 +150,7 @@ def clean_allows(current: FlowRecord | None, new: FlowRecord) -> bool:
         new.state == S.SYN_SENT or version_newer(new.version, current.version)
     ):
         return True  # the connection's next life (at a level that does not share the SYN: its first state)
-    if not version_newer(new.version, current.version):
-        return False
-    return RANK[new.state] >= RANK[current.state] or (new.state == S.SYN_SENT and current.state in BOTH_FINS)
+    return version_newer(new.version, current.version) and RANK[new.state] >= RANK[current.state]
 
 
 def reopened_version(current: FlowRecord, new: FlowRecord) -> int:
