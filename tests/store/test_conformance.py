@@ -132,6 +132,8 @@ def test_clean_newer_version_same_or_higher_rank_applies(store: Store, run: Run)
         ((S.ESTABLISHED, 3), (S.SYN_SENT, 9)),  # a SYN does not reopen a live connection
         ((S.TIME_WAIT, 7), (S.ESTABLISHED, 6)),  # an older write over a close: the same life, late
         ((S.CLOSE, 7), (S.ESTABLISHED, 7)),
+        ((S.CLOSE_WAIT, 7), (S.SYN_SENT, 7)),  # a next life over a close must be newer
+        ((S.LAST_ACK, 7), (S.ESTABLISHED, 8)),  # ... and a SYN
     ],
 )
 def test_clean_write_refused(
@@ -178,6 +180,20 @@ def test_a_newer_state_over_a_closed_connection_is_its_next_life(
         est = rec(KEY, S.ESTABLISHED, 8, writer="fw2")
         assert await store.write([(est, LONG_TTL)], clean=True) == [WriteResult(True, est)]
         assert await store.get([KEY]) == [est]
+
+    run(body())
+
+
+@pytest.mark.parametrize("closing", [S.FIN_WAIT, S.CLOSE_WAIT, S.LAST_ACK])
+def test_a_newer_syn_sent_over_a_close_is_its_next_life(store: Store, run: Run, closing: FlowState) -> None:
+    """record.clean_allows, core/states.py CLOSING: with ECMP steering the engine writes the
+    next life of a close the store did not see end, at the version after the stored one."""
+
+    async def body() -> None:
+        await store.write([(rec(KEY, closing, 7, writer="fw1"), LONG_TTL)], clean=True)
+        syn = rec(KEY, S.SYN_SENT, 8, writer="fw2")
+        assert await store.write([(syn, LONG_TTL)], clean=True) == [WriteResult(True, syn)]
+        assert await store.get([KEY]) == [syn]
 
     run(body())
 

@@ -16,7 +16,7 @@ from fwcluster.core.decision import Reason
 from fwcluster.core.flowtable import VERSION_MOD, version_newer
 from fwcluster.core.states import FlowState
 from fwcluster.engine.engine import NO_TICKET, Engine, EnginePolicy, Outcome
-from fwcluster.statetable.record import FlowRecord
+from fwcluster.statetable.record import FlowRecord, clean_allows
 from fwcluster.statetable.settings import SyncLevel
 from fwcluster.statetable.shared import LOOKUP_RETRY, PUBLISHED, opening_hints
 
@@ -401,6 +401,31 @@ def test_a_syn_on_a_copy_that_missed_the_close_reopens_from_the_stores_close() -
     e.lookup_done(1, rec(S.ESTABLISHED, 8), T0 + 0.0003)
     assert verdicts(e) == ([1], []) and state(e) == S.ESTABLISHED and e.writes == []
     assert e.counters.lookup_retries == 0 and e.counters.by_reason[Reason.IGNORED] == 1
+
+
+def test_a_refused_syn_over_an_earlier_life_still_closing_in_the_store_goes_on_past_it() -> None:
+    # ECMP: the earlier life's close did not end in the store (CLOSE_WAIT, version 9); this
+    # instance had no copy, and the reused port's SYN passed here as a new connection.
+    for old in (S.FIN_WAIT, S.CLOSE_WAIT, S.LAST_ACK):
+        e = ecmp_engine(SyncLevel.FULL)
+        e.packet(1, SYN_PKT, T0)
+        e.writes.clear()
+        e.write_done(NO_TICKET, Outcome.REFUSED, rec(old, 9), T0 + 0.001, rec(S.SYN_SENT, 1))
+        assert state(e) == S.SYN_SENT and e.counters.renumbered == 1, old
+        assert [(w.before, w.after, w.version) for _, w in e.writes] == [(old, S.SYN_SENT, 10)], old
+        assert clean_allows(rec(old, 9), rec(S.SYN_SENT, 10)) and not clean_allows(
+            rec(old, 9), rec(S.SYN_SENT, 9)
+        )
+    # The store's ESTABLISHED is a live connection: taken, as before; so is a close with symmetric
+    # steering (one instance saw the whole earlier life).
+    e = ecmp_engine(SyncLevel.FULL)
+    e.packet(1, SYN_PKT, T0)
+    e.write_done(NO_TICKET, Outcome.REFUSED, rec(S.ESTABLISHED, 9), T0 + 0.001, rec(S.SYN_SENT, 1))
+    assert e.counters.renumbered == 0 and not clean_allows(rec(S.ESTABLISHED, 9), rec(S.SYN_SENT, 10))
+    sym = engine(SyncLevel.FULL, confirm=False)
+    sym.packet(1, SYN_PKT, T0)
+    sym.write_done(NO_TICKET, Outcome.REFUSED, rec(S.CLOSE_WAIT, 9), T0 + 0.001, rec(S.SYN_SENT, 1))
+    assert sym.counters.renumbered == 0 and state(sym) == S.CLOSE_WAIT
 
 
 def test_a_retransmitted_syn_ack_on_a_live_flow_still_passes_as_ignored() -> None:

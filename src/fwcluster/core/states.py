@@ -47,3 +47,8 @@ RANK: dict[FlowState, int] = {
     S.REMOVED: 8,
 }
 REOPENABLE = frozenset({S.TIME_WAIT, S.CLOSE})
+# Closing, not closed: with ECMP steering the store can keep an earlier life in one of these after
+# it ended (each instance saw one direction of the close). A newer SYN_SENT over them is the
+# four-tuple's next life, written only by an instance whose SYN already passed as a new
+# connection (engine: Engine._new_life).
+CLOSING = frozenset({S.FIN_WAIT, S.CLOSE_WAIT, S.LAST_ACK})

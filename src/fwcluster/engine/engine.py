@@ -74,7 +74,7 @@ from fwcluster.core.firewall import Firewall, Flow, FlowFacts
 from fwcluster.core.flowtable import VERSION_MOD
 from fwcluster.core.packet import Parsed, parse
 from fwcluster.core.rules import PROTO_TCP, RuleSet
-from fwcluster.core.states import REOPENABLE, FlowState
+from fwcluster.core.states import CLOSING, REOPENABLE, FlowState
 from fwcluster.engine.counters import Counters
 from fwcluster.engine.lookups import LookupGate
 
@@ -560,17 +560,28 @@ class Engine:
         """An async SYN_SENT write refused because the store holds an earlier life of the same
         four-tuple, closed (CLOSE, TIME_WAIT) at a version this table never saw: the client
         reused its port, and this instance had no entry of that life (another instance carried
-        it, or it expired here first). The SYN opened a new connection, as it would have
+        it, or it expired here first; with ECMP steering, also closing: see below). The SYN
+        opened a new connection, as it would have
         reopened the closed entry had this table held it (the kernel's sSS), and it has passed:
         so the flow goes on past the store's version and is written again, instead of taking the
         closed record back, which would drop the SYN-ACK and every packet after it. (SYN_SENT
         is only ever written for the SYN that opens a life, so a refused one cannot be a late
         write of the life the store closed: that one was in the store before its close.)"""
-        if sent.state is not FlowState.SYN_SENT or current.state not in REOPENABLE:
+        if sent.state is not FlowState.SYN_SENT:
+            return False
+        # With ECMP steering the store may hold the earlier life still closing (FIN_WAIT,
+        # CLOSE_WAIT, LAST_ACK): each of its instances saw one direction of the close, and the
+        # step that ended it did not reach the store. The opener's SYN means that life is over
+        # (its socket is gone), and this SYN passed here as a new connection; taking the closing
+        # record back made the new connection's ACK and data invalid on it.
+        closing = current.state in CLOSING and self._ask_ignored
+        if current.state not in REOPENABLE and not closing:
             return False
         key = sent.key
         st = self.firewall.state_of(key, now)
         if st is None or st in REOPENABLE:  # gone here, or closed here too: the store's is news
+            return False
+        if closing and st is not FlowState.SYN_SENT:  # the store takes only a SYN_SENT over a close
             return False
         version = (current.version + 1) % VERSION_MOD
         self.firewall.renumber(key, version, now)

@@ -28,7 +28,7 @@ from typing import NamedTuple
 from fwcluster.core.decision import StateChange
 from fwcluster.core.flowtable import VERSION_MOD, version_newer
 from fwcluster.core.rules import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
-from fwcluster.core.states import RANK, REOPENABLE, TCP_STATES, FlowState
+from fwcluster.core.states import CLOSING, RANK, REOPENABLE, TCP_STATES, FlowState
 from fwcluster.statetable.guard import CountedLog
 
 S = FlowState
@@ -139,6 +139,9 @@ def clean_allows(current: FlowRecord | None, new: FlowRecord) -> bool:
     - a new SYN on a connection that is closed in the store (TIME_WAIT, CLOSE): yes, a reopen;
       so is any newer state over a closed connection (at ``established`` the SYN of the next
       life is not shared, its first write is ESTABLISHED: a lower rank than TIME_WAIT);
+    - a newer SYN_SENT over a connection still closing in the store (FIN_WAIT, CLOSE_WAIT,
+      LAST_ACK: ``CLOSING``): with ECMP steering the next life of a close the store did not see
+      end (core/states.py);
     - otherwise only a newer version (serial-number arithmetic, the versions wrap) that does not
       move the flow backwards.
     The Redis backend runs the same rule server-side (statetable/redis_store.py, CLEAN_WRITE),
@@ -150,7 +153,9 @@ def clean_allows(current: FlowRecord | None, new: FlowRecord) -> bool:
         new.state == S.SYN_SENT or version_newer(new.version, current.version)
     ):
         return True  # the connection's next life (at a level that does not share the SYN: its first state)
-    return version_newer(new.version, current.version) and RANK[new.state] >= RANK[current.state]
+    if not version_newer(new.version, current.version):
+        return False
+    return RANK[new.state] >= RANK[current.state] or (new.state == S.SYN_SENT and current.state in CLOSING)
 
 
 def reopened_version(current: FlowRecord, new: FlowRecord) -> int:

@@ -101,10 +101,13 @@ if cur then
       renumbered = true
     end
   else
-    -- newer, and not backwards; over a closed connection any newer state is its next life
+    -- newer, and not backwards; over a closed connection any newer state is its next life,
+    -- and so is a newer SYN_SENT over one still closing (states.CLOSING: ECMP's next life)
     local ahead = (version - cv) % {VERSION_MOD}
     local closed = cs == {int(FlowState.TIME_WAIT)} or cs == {int(FlowState.CLOSE)}
-    if not (ahead > 0 and ahead < {VERSION_HALF} and (closed or RANK[state] >= RANK[cs])) then
+    local reopen = state == {int(FlowState.SYN_SENT)} and (cs == {int(FlowState.FIN_WAIT)}
+      or cs == {int(FlowState.CLOSE_WAIT)} or cs == {int(FlowState.LAST_ACK)})
+    if not (ahead > 0 and ahead < {VERSION_HALF} and (closed or reopen or RANK[state] >= RANK[cs])) then
       return {{0, cur}}
     end
   end
