@@ -561,10 +561,10 @@ class Engine:
         four-tuple, closed (CLOSE, TIME_WAIT) at a version this table never saw: the client
         reused its port, and this instance had no entry of that life (another instance carried
         it, or it expired here first; with ECMP steering, also closing: see below). The SYN
-        opened a new connection, as it would have
-        reopened the closed entry had this table held it (the kernel's sSS), and it has passed:
-        so the flow goes on past the store's version and is written again, instead of taking the
-        closed record back, which would drop the SYN-ACK and every packet after it. (SYN_SENT
+        opened a new connection, as it would have reopened the closed entry had this table held
+        it (the kernel's sSS), and it has passed: so the flow goes on past the store's version
+        and is written again, instead of taking the closed record back, which would drop the
+        SYN-ACK and every packet after it. (SYN_SENT
         is only ever written for the SYN that opens a life, so a refused one cannot be a late
         write of the life the store closed: that one was in the store before its close.)"""
         if sent.state is not FlowState.SYN_SENT:
