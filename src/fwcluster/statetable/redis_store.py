@@ -38,7 +38,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from fwcluster.core.flowtable import VERSION_HALF, VERSION_MOD
 from fwcluster.core.rules import PROTO_TCP
-from fwcluster.core.states import RANK, TCP_STATES, FlowState
+from fwcluster.core.states import CLOSING, RANK, TCP_STATES, FlowState
 from fwcluster.statetable.discovery import async_client
 from fwcluster.statetable.record import WRITER_MAX, BadRecord, BadRecords, FlowRecord
 from fwcluster.statetable.resp import Arg, RespConnection, RespError
@@ -62,12 +62,14 @@ _OTHER_STATES = ", ".join(
 )
 
 _RANKS = ", ".join(f"[{int(s)}] = {r}" for s, r in RANK.items())
+_CLOSING = ", ".join(f"[{int(s)}] = true" for s in sorted(CLOSING))
 CLEAN_WRITE = f"""
 -- KEYS[1] flow, KEYS[2] feed, KEYS[3] the writer's index (only with follow = "backup")
 -- ARGV: value, ttl_ms, state, version, flow key, feed maxlen, index score (TTL end, ms)
 local RANK = {{{_RANKS}}}
 local TCP_STATES = {{{_TCP_STATES}}}
 local OTHER_STATES = {{{_OTHER_STATES}}}
+local CLOSING = {{{_CLOSING}}}
 local value = ARGV[1]
 local state = tonumber(ARGV[3])
 local version = tonumber(ARGV[4])
@@ -105,8 +107,7 @@ if cur then
     -- and so is a newer SYN_SENT over one still closing (states.CLOSING: ECMP's next life)
     local ahead = (version - cv) % {VERSION_MOD}
     local closed = cs == {int(FlowState.TIME_WAIT)} or cs == {int(FlowState.CLOSE)}
-    local reopen = state == {int(FlowState.SYN_SENT)} and (cs == {int(FlowState.FIN_WAIT)}
-      or cs == {int(FlowState.CLOSE_WAIT)} or cs == {int(FlowState.LAST_ACK)})
+    local reopen = state == {int(FlowState.SYN_SENT)} and CLOSING[cs]
     if not (ahead > 0 and ahead < {VERSION_HALF} and (closed or reopen or RANK[state] >= RANK[cs])) then
       return {{0, cur}}
     end
