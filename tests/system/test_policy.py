@@ -161,6 +161,9 @@ def test_a_policy_applied_under_load_closes_a_port_on_every_instance(
     )
     again = cli("policy", "apply", str(closed))
     assert again.returncode == 0 and "unchanged" in again.stdout  # no change, no new version
+    waited = cli("policy", "apply", "--wait", "--json", str(closed))  # every instance reports it
+    assert waited.returncode == 0, waited.stderr
+    assert json.loads(waited.stdout)["applied"]["instances"] == ["fw1", "fw2", "fw3"], waited.stdout
     token = api_token(Path(state.run_dir))
     p = cli("--api", api_url(lead), "policy", "show", "--json", netns=state.mgmt_netns, token=token)
     assert p.returncode == 0 and json.loads(p.stdout)["version"] == 1, p.stderr

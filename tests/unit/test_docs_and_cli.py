@@ -86,6 +86,8 @@ def test_broken_config_is_one_line_exit_2(tmp_path: Path, text: str, needle: str
         ["bench", "study", "--sizes", "6,9"],
         ["bench", "study", "--loads", "25,x"],
         ["bench", "failover", "--level", "most"],
+        ["policy", "apply", "p.toml", "--wait", "--timeout", "0"],
+        ["policy", "apply", "p.toml", "--timeout", "soon"],
     ],
 )
 def test_bad_arguments_are_one_line_exit_2(args: list[str]) -> None:

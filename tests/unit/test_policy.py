@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fwcluster.cli.policy_cmd import lagging
 from fwcluster.core.decision import Reason
 from fwcluster.core.rules import Action
 from fwcluster.core.states import FlowState
@@ -236,3 +237,19 @@ def test_the_fallback_policy_is_the_config_rules() -> None:
     assert e.policy_version == 0
     p = Policy(e.firewall.ruleset)
     assert p.comments == () and len(p.lines()) == 2
+
+
+def test_policy_apply_wait_counts_every_instance_but_the_failed_ones() -> None:
+    status = {
+        "instances": [
+            {"id": "fw1", "role": "active", "policy_version": 3},
+            {"id": "fw2", "role": "active", "policy_version": 2},  # behind
+            {"id": "fw3", "role": "standby", "policy_version": 4},  # a later one counts
+            {"id": "fw4", "role": "failed", "policy_version": 1},  # runs no rules
+            {"id": "fw5", "role": "ready", "policy_version": -1},  # none: it fails closed
+            {"id": "fw6", "role": "draining", "policy_version": None},  # its beat not read yet
+            "not a row",
+        ]
+    }
+    assert lagging(status, 3) == (["fw1", "fw3"], ["fw2", "fw5", "fw6"])
+    assert lagging({}, 1) == ([], [])
