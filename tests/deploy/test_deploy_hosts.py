@@ -46,6 +46,9 @@ HOSTS = (1, 2)
 STORE = "198.19.240.1"  # the store host's service address (on its loopback)
 SERVER = "198.19.0.2"  # inside the example config's allowed dst 198.19.0.0/24, port 80
 BUCKETS = 16
+# deploy/fwcluster-instance@.service's CapabilityBoundingSet and NoNewPrivileges, without systemd:
+# root keeps only the capabilities of its bounding set across the exec.
+BOUNDED = ["setpriv", "--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs", "--"]
 
 
 def fw(k: int) -> str:
@@ -273,7 +276,8 @@ def test_two_hosts_from_deploy_carry_traffic(procs: list[subprocess.Popen[bytes]
     instances = {}
     for k in HOSTS:
         config = host_config(example, work, k, password, token, steering)
-        argv = [*fwcluster, "instance", "run", "--config", str(config)]
+        # as its unit runs it: CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW, NoNewPrivileges
+        argv = [*BOUNDED, *fwcluster, "instance", "run", "--config", str(config)]
         instances[k] = start(procs, fw(k), argv, logs[1 + k])
     for k in HOSTS:
         sock = work / f"run-fw{k}" / f"fw{k}.sock"

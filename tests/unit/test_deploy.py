@@ -109,3 +109,12 @@ def test_the_readme_config_example_lists_every_host_field() -> None:
     assert set(hosts[0]["instance"]) == set(INSTANCE_FIELDS)
     assert set(hosts[0]["master"]) == set(MASTER_FIELDS)
     assert "denied_per_second" in hosts[0]["log"]
+
+
+def test_the_instance_unit_keeps_only_the_capabilities_the_deploy_test_runs_it_with() -> None:
+    # tests/deploy/test_deploy_hosts.py starts the instance under setpriv with this bounding set
+    text = (DEPLOY / "fwcluster-instance@.service").read_text()
+    (line,) = [x for x in text.splitlines() if x.startswith("CapabilityBoundingSet=")]
+    assert set(line.split("=", 1)[1].split()) == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
+    deploy_test = (Path(__file__).parents[1] / "deploy" / "test_deploy_hosts.py").read_text()
+    assert '"--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs"' in deploy_test
