@@ -105,12 +105,18 @@ class EcmpDriver(SteeringDriver):
 
     def __init__(self, balancers: Iterable[Balancer], buckets: int, targets: Iterable[Target] = ()) -> None:
         super().__init__(list(balancers), buckets, targets)
+        # bucket -> slot per (namespace, family), read once: the kernel assigns a resilient
+        # group's buckets to its slots when install() builds it, and only moving a slot's dev
+        # happens after that, which keeps the assignment. This halves the `ip` runs of a
+        # failover, the reroute's cost. install() and uninstall() forget it, as does a failed write.
+        self._slot_cache: dict[tuple[str, int], dict[int, int]] = {}
         if buckets > MAX_BUCKETS:
             raise SteeringError(f"ecmp steering supports at most {MAX_BUCKETS} buckets, not {buckets}")
 
     # --- life cycle ---------------------------------------------------------------------------
 
     def install(self, targets: Iterable[Target]) -> None:
+        self._slot_cache.clear()
         self._targets = {}
         for t in targets:
             self._remember(t)
@@ -137,6 +143,7 @@ class EcmpDriver(SteeringDriver):
                 _ip(b.netns, family, rule)
 
     def uninstall(self) -> None:
+        self._slot_cache.clear()
         for b in self.balancers:
             for family in FAMILIES:
                 for _ in range(_MAX_RULES):  # bounded: one rule per family is all we add
@@ -191,7 +198,11 @@ class EcmpDriver(SteeringDriver):
                     dev = target.hop(b.netns).dev if target is not None else VOID_DEV
                     if current.get(slot) != dev:
                         lines.append(slot_line(family, slot, target, b.netns))
-                _batch(b.netns, family, lines)
+                try:
+                    _batch(b.netns, family, lines)
+                except SteeringError:
+                    self._slot_cache.clear()  # read the groups again next time
+                    raise
 
     def table(self, direction: Direction = "forward") -> dict[int, str]:
         return self._table(self._selected(direction)[0].netns)
@@ -222,7 +233,11 @@ class EcmpDriver(SteeringDriver):
         return per_family[0]
 
     def _slots(self, netns: str, family: int) -> dict[int, int]:
-        """bucket -> slot nexthop id of one family's group, as the kernel assigned them."""
+        """bucket -> slot nexthop id of one family's group, as the kernel assigned them (read
+        once per driver, see __init__)."""
+        cached = self._slot_cache.get((netns, family))
+        if cached is not None:
+            return cached
         group = GROUP_ID[family]
         try:
             out = run_in(netns, ["ip", "-j", "nexthop", "bucket", "list", "id", str(group)]).stdout
@@ -232,6 +247,7 @@ class EcmpDriver(SteeringDriver):
         slots = {int(item["bucket"]["index"]): int(item["bucket"]["nhid"]) for item in doc}
         if sorted(slots) != list(range(self.buckets)):
             raise SteeringError(f"{netns}: group {group} has {len(slots)} buckets, expected {self.buckets}")
+        self._slot_cache[(netns, family)] = slots
         return slots
 
     def _slot_devs(self, netns: str, family: int) -> dict[int, str]:
